@@ -1,0 +1,3 @@
+from leviathan_dagster.cli.main import cli
+
+cli()

@@ -1,0 +1,79 @@
+"""``leviathan control-plane serve``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from leviathan_dagster.cli.context import CliContext, pass_ctx
+from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.errors import ConfigError
+
+TOKEN_ENV = "LEVIATHAN_CONTROL_PLANE_TOKEN"
+
+
+@click.group("control-plane")
+def control_plane() -> None:
+    """Run the control plane API (event ingestion, graph, attempts, autonomy status)."""
+
+
+@control_plane.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port.")
+@click.option(
+    "--max-bundle-bytes",
+    default=1_048_576,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Largest accepted ingest body.",
+)
+@pass_ctx
+def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
+    """Serve the API over this home's event log; clients send ``Authorization: Bearer <token>``.
+
+    \b
+    Example (the token comes from the environment, never the command line, where `ps` would show it):
+      export LEVIATHAN_CONTROL_PLANE_TOKEN=$(openssl rand -hex 32)
+      leviathan control-plane serve --port 8000
+    """
+    import uvicorn  # imported here: every other command starts faster without it
+
+    from leviathan_dagster.control_plane import create_app
+
+    token = os.environ.get(TOKEN_ENV, "").strip()
+    if not token:
+        raise ConfigError(
+            f"{TOKEN_ENV} is not set; the control plane refuses to start without a bearer token "
+            f"(e.g. export {TOKEN_ENV}=$(openssl rand -hex 32))"
+        )
+    app = create_app(
+        ctx.event_log(),
+        token=token,
+        max_bundle_bytes=max_bundle_bytes,
+        targets_status=lambda: _policies(ctx),
+    )
+    click.echo(f"control plane on http://{host}:{port} (events: {ctx.home.events_path})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", ws="none", lifespan="off")
+
+
+def _policies(ctx: CliContext) -> Mapping[str, Mapping[str, Any]]:
+    """Each configured target's policy limits, read on each status request so edits show up at once.
+    Without a project config the status still comes from the log alone."""
+    if not ctx.config_path.exists():
+        return {}
+    config = load_project_config(ctx.config_path)
+    return {
+        target.id: {
+            "circuit_breaker_failures": target.policy.circuit_breaker_failures,
+            "max_open_prs": target.policy.max_open_prs,
+            "max_running_attempts": target.policy.max_running_attempts,
+            "max_attempts_per_task": target.policy.max_attempts_per_task,
+        }
+        for target in config.targets
+    }
+
+
+COMMANDS = [control_plane]

@@ -1,0 +1,129 @@
+"""``leviathan run`` (scheduler cycles through Dagster) and ``leviathan tasks`` (readiness)."""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.events.model import utc_now
+from leviathan_dagster.core.scheduling import plan_cycle
+
+
+def cycle_once(ctx: CliContext, *, target: str | None, executor: str | None, max_attempts: int | None):
+    from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
+    from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+    instance = prepare_instance(ctx.home, ctx.config_path)
+    resource = LeviathanResource(
+        config_path=str(ctx.config_path),
+        home=str(ctx.home.root),
+        only_target=target,
+        max_attempts_per_task=max_attempts,
+    )
+    try:
+        return run_cycle(instance, resource, executor=executor, echo=click.echo)
+    finally:
+        instance.dispose()
+
+
+def print_attempts(ctx: CliContext, run_ids: set[str]) -> int:
+    """Print the attempts the cycle ran; returns how many failed."""
+    ledger = AttemptLedger.from_events(ctx.event_log().read())
+    failed = 0
+    for record in ledger.attempts():
+        if record.run_id not in run_ids:
+            continue
+        if record.status == "succeeded":
+            click.secho(
+                f"  ok   {record.target_id}/{record.task_id} #{record.number}: PR {record.pr_url}", fg="green"
+            )
+        else:
+            failed += 1
+            click.secho(
+                f"  FAIL {record.target_id}/{record.task_id} #{record.number}: {record.failure_type}: "
+                f"{(record.error_summary or '')[:300]}",
+                fg="red",
+            )
+    return failed
+
+
+@click.command()
+@click.option("--target", help="Only this target (default: every target in leviathan.yaml).")
+@click.option("--once", is_flag=True, help="Run one scheduler cycle and exit (like the seed's --once).")
+@click.option(
+    "--executor", type=click.Choice(["local", "k8s", "k8s-stub"]), help="Override the target's executor."
+)
+@click.option(
+    "--max-attempts", type=click.IntRange(min=1), help="Override max_attempts_per_task for this run."
+)
+@click.option(
+    "--interval",
+    default=30,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Seconds between cycles without --once.",
+)
+@pass_ctx
+def run(
+    ctx: CliContext,
+    target: str | None,
+    once: bool,
+    executor: str | None,
+    max_attempts: int | None,
+    interval: int,
+) -> None:
+    """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
+
+    Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
+    attempt of the (last) cycle failed.
+
+    \b
+    Example:
+      leviathan run --target docs-site --once --executor local
+    """
+    while True:
+        click.echo(f"cycle at {utc_now():%H:%M:%S}")
+        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts)
+        if report.skipped:
+            click.echo(f"  {report.skipped}")
+        failed = print_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+        if once:
+            raise SystemExit(1 if failed else 0)
+        time.sleep(interval)
+
+
+@click.command()
+@click.option("--target", help="Only this target.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_ctx
+def tasks(ctx: CliContext, target: str | None, as_json: bool) -> None:
+    """Show every task's readiness and the reason it is not ready.
+
+    \b
+    Example:
+      leviathan tasks --target docs-site
+    """
+    project = load_project_config(ctx.config_path)
+    plan = plan_cycle(project, ctx.home, ctx.event_log(), utc_now(), only_target=target)
+    if as_json:
+        emit_json(
+            {
+                tid: {"error": snap.error, "tasks": [r.as_row() for r in snap.readiness]}
+                for tid, snap in plan.snapshots.items()
+            }
+        )
+        return
+    for tid, snap in plan.snapshots.items():
+        click.secho(tid, bold=True)
+        if snap.error:
+            click.secho(f"  broken: {snap.error}", fg="red")
+        for r in snap.readiness:
+            mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
+            click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
+
+
+COMMANDS = [run, tasks]

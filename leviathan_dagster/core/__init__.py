@@ -1,0 +1,1 @@
+"""Leviathan's business logic: plain Python, no Dagster import (a test enforces this)."""

@@ -1,0 +1,294 @@
+"""Attempt records, derived only from the event log (Leviathan's own records, never Dagster's).
+
+The ledger is a pure fold over events: the same log always gives the same records, so readiness and
+attempt numbering are reproducible and survive restarts of every process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+
+from leviathan_dagster.core.events import model as ev
+from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
+
+CREATED, RUNNING, SUCCEEDED, FAILED = "created", "running", "succeeded", "failed"
+TERMINAL = (SUCCEEDED, FAILED)
+
+POLICY_VIOLATION = "policy_violation"
+NO_CHANGES = "no_changes"
+TESTS_FAILED = "tests_failed"
+EXECUTOR_ERROR = "executor_error"
+TIMEOUT = "timeout"
+INFRASTRUCTURE = "infrastructure"
+BUDGET_EXHAUSTED = "budget_exhausted"
+# The attempt's PR was closed without merge: the attempt succeeded, then a reviewer rejected its work.
+PR_CLOSED = "pr_closed"
+FAILURE_TYPES = (
+    POLICY_VIOLATION,
+    NO_CHANGES,
+    TESTS_FAILED,
+    EXECUTOR_ERROR,
+    TIMEOUT,
+    INFRASTRUCTURE,
+    BUDGET_EXHAUSTED,
+    PR_CLOSED,
+)
+
+
+def make_attempt_id(target_id: str, task_id: str, attempt_number: int) -> str:
+    """Deterministic: the same task and number always name the same attempt (and branch)."""
+    digest = hashlib.sha256(f"{target_id}/{task_id}/{attempt_number}".encode()).hexdigest()
+    return f"attempt-{digest[:12]}"
+
+
+def branch_name_for(task_id: str, attempt_id: str) -> str:
+    return f"agent/{task_id}-{attempt_id}"
+
+
+def task_key(target_id: str, task_id: str) -> str:
+    """The Dagster partition key of a task; ids are restricted so this is always a valid key."""
+    return f"{target_id}/{task_id}"
+
+
+def split_task_key(key: str) -> tuple[str, str]:
+    target_id, _, task_id = key.partition("/")
+    return target_id, task_id
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    attempt_id: str
+    target_id: str
+    task_id: str
+    number: int
+    status: str
+    created_at: str
+    started_at: str | None = None
+    completed_at: str | None = None
+    failure_type: str | None = None
+    error_summary: str | None = None
+    branch_name: str | None = None
+    commit_sha: str | None = None
+    pr_number: int | None = None
+    pr_url: str | None = None
+    run_id: str | None = None
+    # Model token totals of the attempt (the ``usage`` of attempt.succeeded/failed); None: no model used.
+    usage: dict | None = None
+
+    @property
+    def in_flight(self) -> bool:
+        return self.status not in TERMINAL
+
+    @property
+    def counts_against_task(self) -> bool:
+        """Infrastructure failures are the platform's fault, not the task's: they never count."""
+        return not (self.status == FAILED and self.failure_type == INFRASTRUCTURE)
+
+    @property
+    def ended_at(self) -> datetime | None:
+        return parse_timestamp(self.completed_at) if self.completed_at else None
+
+
+@dataclass
+class TaskHistory:
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    escalated: bool = False
+    retries_scheduled: set[int] = field(default_factory=set)
+    completed: bool = False
+
+    @property
+    def counted_attempts(self) -> int:
+        return sum(1 for a in self.attempts if a.counts_against_task)
+
+    @property
+    def counted_failures(self) -> int:
+        return sum(1 for a in self.attempts if a.status == FAILED and a.counts_against_task)
+
+    @property
+    def next_number(self) -> int:
+        return max((a.number for a in self.attempts), default=0) + 1
+
+    @property
+    def last(self) -> AttemptRecord | None:
+        return self.attempts[-1] if self.attempts else None
+
+    def in_flight(self) -> AttemptRecord | None:
+        return next((a for a in self.attempts if a.in_flight), None)
+
+
+@dataclass
+class TargetHistory:
+    consecutive_failures: int = 0
+    circuit_opened: bool = False
+    last_attempt_at: str | None = None
+    # Set by an operator (``target.paused``/``target.resumed``): no new attempts while paused.
+    paused_by: str | None = None
+    paused_reason: str | None = None
+
+
+class AttemptLedger:
+    """Every attempt, per task and per target, folded from the event log."""
+
+    def __init__(self) -> None:
+        self._attempts: dict[str, AttemptRecord] = {}
+        self._tasks: dict[tuple[str, str], TaskHistory] = {}
+        self._targets: dict[str, TargetHistory] = {}
+        # (target, UTC day) -> model tokens of the attempts that ended that day (the daily budget).
+        self._tokens_by_day: dict[tuple[str, date], int] = {}
+        # (target, PR number) of every PR recorded as merged or closed.
+        self.finished_prs: set[tuple[str, int]] = set()
+        self.last_seq = 0
+
+    @classmethod
+    def from_events(cls, events: Iterable[StoredEvent]) -> AttemptLedger:
+        ledger = cls()
+        ledger.apply(events)
+        return ledger
+
+    def apply(self, events: Iterable[StoredEvent]) -> None:
+        for stored in events:
+            self._apply_one(stored)
+            self.last_seq = stored.seq
+
+    def attempt(self, attempt_id: str) -> AttemptRecord | None:
+        return self._attempts.get(attempt_id)
+
+    def task(self, target_id: str, task_id: str) -> TaskHistory:
+        return self._tasks.get((target_id, task_id)) or TaskHistory()
+
+    def target(self, target_id: str) -> TargetHistory:
+        return self._targets.get(target_id) or TargetHistory()
+
+    def attempts(self, target_id: str | None = None) -> list[AttemptRecord]:
+        return [a for a in self._attempts.values() if target_id is None or a.target_id == target_id]
+
+    def running(self, target_id: str) -> list[AttemptRecord]:
+        return [a for a in self.attempts(target_id) if a.in_flight]
+
+    def tokens_on(self, target_id: str, day: date) -> int:
+        """Model tokens spent by ``target_id``'s attempts that ended on ``day`` (UTC)."""
+        return self._tokens_by_day.get((target_id, day), 0)
+
+    # -- folding -------------------------------------------------------------------------------
+    def _apply_one(self, stored: StoredEvent) -> None:
+        kind, payload, at = stored.event_type, stored.payload, stored.event.timestamp
+        if kind == ev.ATTEMPT_CREATED:
+            self._on_created(payload, at)
+        elif kind in (ev.ATTEMPT_STARTED, ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED, ev.PR_CREATED):
+            self._on_progress(kind, payload, at)
+        elif kind == ev.TASK_ESCALATED:
+            self._history(payload["target_id"], payload["task_id"]).escalated = True
+        elif kind == ev.RETRY_SCHEDULED:
+            history = self._history(payload["target_id"], payload["task_id"])
+            history.retries_scheduled.add(int(payload["retry_number"]))
+        elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
+            self._on_pr_finished(kind, payload, at)
+        elif kind == ev.TASK_COMPLETED:
+            self._history(payload["target_id"], payload["task_id"]).completed = True
+        elif kind == ev.CIRCUIT_OPENED:
+            self._target(payload["target_id"]).circuit_opened = True
+        elif kind == "circuit.reset":
+            target = self._target(payload["target_id"])
+            target.circuit_opened = False
+            target.consecutive_failures = 0
+        elif kind == "target.paused":
+            target = self._target(payload["target_id"])
+            target.paused_by = stored.event.actor_id
+            target.paused_reason = payload.get("reason") or ""
+        elif kind == "target.resumed":
+            target = self._target(payload["target_id"])
+            target.paused_by = target.paused_reason = None
+
+    def _on_created(self, payload: dict, at: str) -> None:
+        attempt_id = payload["attempt_id"]
+        if attempt_id in self._attempts:  # a replayed event: the first one wins
+            return
+        record = AttemptRecord(
+            attempt_id=attempt_id,
+            target_id=payload["target_id"],
+            task_id=payload["task_id"],
+            number=int(payload["attempt_number"]),
+            status=CREATED,
+            created_at=payload.get("created_at", at),
+            branch_name=payload.get("branch_name"),
+            run_id=payload.get("run_id"),
+        )
+        self._attempts[attempt_id] = record
+        self._history(record.target_id, record.task_id).attempts.append(record)
+        self._target(record.target_id).last_attempt_at = record.created_at
+
+    def _on_progress(self, kind: str, payload: dict, at: str) -> None:
+        old = self._attempts.get(payload.get("attempt_id", ""))
+        if old is None or (old.status in TERMINAL and kind != ev.PR_CREATED):
+            return  # unknown attempt or already finished: a late duplicate changes nothing
+        if kind == ev.ATTEMPT_STARTED:
+            if old.started_at is not None:
+                return  # a replayed start keeps the first start time
+            new = replace(old, status=RUNNING, started_at=payload.get("started_at", at))
+        elif kind == ev.PR_CREATED:
+            new = replace(old, pr_number=payload.get("pr_number"), pr_url=payload.get("pr_url"))
+        else:
+            new = replace(
+                old,
+                status=SUCCEEDED if kind == ev.ATTEMPT_SUCCEEDED else FAILED,
+                completed_at=payload.get("completed_at", at),
+                failure_type=payload.get("failure_type"),
+                error_summary=payload.get("error_summary"),
+                branch_name=payload.get("branch_name", old.branch_name),
+                commit_sha=payload.get("commit_sha", old.commit_sha),
+                pr_url=payload.get("pr_url", old.pr_url),
+                pr_number=payload.get("pr_number", old.pr_number),
+                usage=payload.get("usage") if isinstance(payload.get("usage"), dict) else None,
+            )
+            self._count_for_circuit(new)
+            self._count_tokens(new)
+        self._replace(old, new)
+
+    def _on_pr_finished(self, kind: str, payload: dict, at: str) -> None:
+        key = (payload["target_id"], int(payload["pr_number"]))
+        if key in self.finished_prs:
+            return
+        self.finished_prs.add(key)
+        if kind != ev.PR_CLOSED:
+            return
+        # Closed without merge: the attempt that opened the PR becomes a counted failure (against
+        # max_attempts_per_task, escalation and the circuit breaker), as if its tests had failed.
+        for old in self.attempts(key[0]):
+            if old.pr_number != key[1] or old.status != SUCCEEDED:
+                continue
+            new = replace(
+                old,
+                status=FAILED,
+                failure_type=PR_CLOSED,
+                completed_at=payload.get("closed_at") or at,
+                error_summary=f"pull request #{key[1]} was closed without merge",
+            )
+            self._count_for_circuit(new)
+            self._replace(old, new)
+
+    def _count_for_circuit(self, record: AttemptRecord) -> None:
+        target = self._target(record.target_id)
+        if record.status == SUCCEEDED:
+            target.consecutive_failures = 0
+        elif record.counts_against_task:
+            target.consecutive_failures += 1
+
+    def _count_tokens(self, record: AttemptRecord) -> None:
+        tokens = (record.usage or {}).get("total_tokens")
+        if isinstance(tokens, int) and tokens > 0 and record.completed_at:
+            key = (record.target_id, parse_timestamp(record.completed_at).date())
+            self._tokens_by_day[key] = self._tokens_by_day.get(key, 0) + tokens
+
+    def _replace(self, old: AttemptRecord, new: AttemptRecord) -> None:
+        self._attempts[new.attempt_id] = new
+        attempts = self._history(new.target_id, new.task_id).attempts
+        attempts[attempts.index(old)] = new
+
+    def _history(self, target_id: str, task_id: str) -> TaskHistory:
+        return self._tasks.setdefault((target_id, task_id), TaskHistory())
+
+    def _target(self, target_id: str) -> TargetHistory:
+        return self._targets.setdefault(target_id, TargetHistory())

@@ -1,0 +1,367 @@
+"""The project config ``leviathan.yaml``: the targets Leviathan works on and each target's policy.
+
+Two forms are read: the ``targets:`` list, and the seed's single-target "autonomy config" (``target_id``,
+``target_repo_url``, policy keys at the top level). Like the backlog, every problem names file, line,
+target and field, and all of them are reported at once. The secret checks live in ``config_secrets``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import shlex
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from leviathan_dagster.core.backlog import ID_RE
+from leviathan_dagster.core.config_event_log import parse_event_log
+from leviathan_dagster.core.config_secrets import check_literal_secrets, parse_secrets
+from leviathan_dagster.core.config_secrets import resolve_secret as resolve_secret
+from leviathan_dagster.core.config_sections import PROJECT_SECTIONS, TARGET_SECTIONS, load_sections
+from leviathan_dagster.core.errors import ConfigError, PolicyViolation
+from leviathan_dagster.core.models import EventLogSettings, Policy, ProjectConfig, TargetConfig
+from leviathan_dagster.core.paths import normalize_repo_path
+from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
+
+FORGES = ("local", "github")
+EXECUTORS = ("local", "k8s", "k8s-stub")
+POLICY_KEYS = tuple(f.name for f in dataclasses.fields(Policy))
+# Policy keys whose ``null`` means "no limit" rather than a mistake.
+_NULLABLE_POLICY_KEYS = ("escalation_after", "max_usd_per_attempt", "daily_token_budget")
+_BOOL_POLICY_KEYS = ("allow_draft_on_failing_tests",)
+# The seed's flat form names some target keys differently and carries deployment keys that the
+# Dagster deployment configures elsewhere; those are accepted and ignored so a seed config loads as is.
+_FLAT_RENAMES = {"target_id": "id", "target_repo_url": "repo_url", "target_branch": "branch"}
+_FLAT_IGNORED = ("schedule_cron", "control_plane_url", "worker_image", "worker_namespace", "workspace_dir")
+_BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_URL_SCHEMES = ("https", "file", "ssh")
+
+Items = dict[str, tuple[yaml.Node, yaml.Node]]
+
+
+def _int(doc: YamlDocument, node: yaml.Node, minimum: int) -> int | None:
+    value = doc.value(node)
+    # bool is an int in Python, but 'max_open_prs: yes' is a mistake, not 1.
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= minimum else None
+
+
+def _parse_policy(doc: YamlDocument, sources: list[Items], who: str, report: Reporter) -> Policy:
+    """A Policy from the defaults, overridden by each mapping of ``sources`` in turn."""
+    values: dict[str, Any] = {}
+    for items in sources:
+        for name, (_, node) in items.items():
+            if name not in POLICY_KEYS:
+                continue
+            if name == "allowed_path_prefixes":
+                values[name] = _path_prefixes(doc, node, who, report)
+                continue
+            if name in _NULLABLE_POLICY_KEYS and doc.value(node) is None:
+                values[name] = None
+                continue
+            if name == "max_usd_per_attempt":
+                values[name] = _positive_number(doc, node, name, who, report)
+                continue
+            if name in _BOOL_POLICY_KEYS:
+                values[name] = _bool(doc, node, name, who, report)
+                continue
+            minimum = 0 if name in ("backoff_seconds", "max_repair_rounds") else 1
+            value = _int(doc, node, minimum)
+            if value is None:
+                report.error(
+                    node,
+                    who,
+                    f"policy {name!r} must be an integer >= {minimum}, got {describe(node)}",
+                    f"write e.g. '{name}: {getattr(Policy(), name) or 3}'",
+                )
+            values[name] = value
+    return Policy(**{k: v for k, v in values.items() if v is not None or k in _NULLABLE_POLICY_KEYS})
+
+
+def _bool(doc: YamlDocument, node: yaml.Node, name: str, who: str, report: Reporter) -> bool | None:
+    value = doc.value(node)
+    if isinstance(value, bool):
+        return value
+    # Only YAML booleans: a quoted "false" is a truthy string, and 0/1 say nothing about intent.
+    report.error(
+        node, who, f"policy {name!r} must be true or false, got {describe(node)}", f"write '{name}: true'"
+    )
+    return None
+
+
+def _positive_number(
+    doc: YamlDocument, node: yaml.Node, name: str, who: str, report: Reporter
+) -> float | None:
+    value = doc.value(node)
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    report.error(
+        node, who, f"policy {name!r} must be a number > 0, got {describe(node)}", f"write e.g. '{name}: 2.5'"
+    )
+    return None
+
+
+def _path_prefixes(doc: YamlDocument, node: yaml.Node, who: str, report: Reporter) -> tuple[str, ...] | None:
+    fix = "list repository-relative directories, e.g. allowed_path_prefixes: ['docs/', '.leviathan/']"
+    if not isinstance(node, yaml.SequenceNode) or not node.value:
+        report.error(
+            node, who, f"policy 'allowed_path_prefixes' must be a non-empty list, got {describe(node)}", fix
+        )
+        return None
+    prefixes = []
+    for item in node.value:
+        try:
+            if not isinstance(doc.value(item), str):
+                raise PolicyViolation(f"got {describe(item)}, not a path")
+            prefixes.append(normalize_repo_path(doc.value(item)))
+        except PolicyViolation as exc:
+            report.error(item, who, f"policy 'allowed_path_prefixes' has a bad entry: {exc}", fix)
+    return tuple(prefixes) if len(prefixes) == len(node.value) else None
+
+
+def _repo_url(value: str, base_dir: Path) -> str:
+    """URLs stay as written; local paths are made absolute against the config file's folder."""
+    if "://" in value:
+        scheme = value.split("://", 1)[0]
+        # Plain http only to this machine (a local GitHub Enterprise or test double): never over a network.
+        loopback = re.match(r"^http://(127\.0\.0\.1|localhost|\[::1\])(:\d+)?/", value) is not None
+        if scheme not in _URL_SCHEMES and not loopback:
+            raise ValueError(f"URL scheme {scheme!r} is not supported (available: {', '.join(_URL_SCHEMES)})")
+        return value
+    if re.match(r"^[\w.-]+@[\w.-]+:", value):  # scp-like ssh: git@github.com:owner/repo.git
+        return value
+    return os.path.normpath(Path(base_dir).expanduser().absolute() / Path(value).expanduser())
+
+
+def _parse_target(
+    doc: YamlDocument, items: Items, line: int, defaults: Items, base_dir: Path, report: Reporter
+) -> TargetConfig | None:
+    """One TargetConfig (None if it has problems). ``items`` uses the canonical key names."""
+    problem_count = len(report.problems)
+    id_node = items.get("id", (None, None))[1]
+    target_id = doc.value(id_node) if id_node is not None else None
+    who = f"target {target_id!r}: " if isinstance(target_id, str) else ""
+    fields: dict[str, Any] = {}
+    check_literal_secrets(items.values(), doc, who, report)
+    for name in ("id", "repo_url"):
+        if name not in items:
+            report.error(line, who, f"required field {name!r} is missing", f"add '{name}:' to this target")
+    for name, (key, node) in items.items():
+        value = doc.value(node)
+        shown = key.value  # the key as written (flat form: target_repo_url, ...)
+        if name == "id":
+            if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
+                report.error(
+                    node,
+                    who,
+                    f"field {shown!r} must match {ID_RE.pattern}, got {describe(node)}",
+                    "use letters, digits, '.', '_' and '-', e.g. 'docs-site'",
+                )
+            fields["id"] = value
+        elif name == "repo_url":
+            try:
+                if not isinstance(value, str) or not value.strip():
+                    raise ValueError(f"must be a path or URL, got {describe(node)}")
+                fields["repo_url"] = _repo_url(value, base_dir)
+            except ValueError as exc:
+                report.error(
+                    node, who, f"field {shown!r}: {exc}", "use a local path, a file:// URL or an https:// URL"
+                )
+        elif name == "branch":
+            if not isinstance(value, str) or not _BRANCH_RE.match(value) or ".." in value:
+                report.error(
+                    node,
+                    who,
+                    f"field {shown!r} must be a branch name, got {describe(node)}",
+                    "write e.g. 'branch: main'",
+                )
+            fields["branch"] = value
+        elif name in ("forge", "executor"):
+            names = FORGES if name == "forge" else EXECUTORS
+            if value not in names:
+                report.error(
+                    node,
+                    who,
+                    f"{name} {describe(node)} is unknown (available: {', '.join(names)})",
+                    f"write e.g. '{name}: local'",
+                )
+            fields[name] = value
+        elif name == "test_command":
+            fields["test_command"] = _test_command(value, node, who, report)
+        elif name == "secrets":
+            fields["secret_env"] = MappingProxyType(parse_secrets(doc, node, who, report))
+        elif name == "policy":
+            if not isinstance(node, yaml.MappingNode):
+                report.error(node, who, f"field 'policy' must be a mapping, got {describe(node)}")
+        elif name in TARGET_SECTIONS:
+            fields[name] = TARGET_SECTIONS[name](doc, node, who, report, base_dir)
+        elif name not in POLICY_KEYS:
+            report.warn(key, who, f"unknown field {shown!r} is ignored")
+    policy_node = items.get("policy", (None, None))[1]
+    policy_items = report.items(policy_node, who) if isinstance(policy_node, yaml.MappingNode) else {}
+    for name, (key, _) in policy_items.items():
+        if name not in POLICY_KEYS:
+            report.warn(key, who, f"unknown policy {name!r} is ignored (known: {', '.join(POLICY_KEYS)})")
+        elif name in items:
+            report.error(
+                key,
+                who,
+                f"policy {name!r} is given both on the target and under 'policy:'",
+                "keep only one of them",
+            )
+    policy = _parse_policy(doc, [defaults, items, policy_items], who, report)
+    if len(report.problems) > problem_count:
+        return None
+    return TargetConfig(policy=policy, **fields)
+
+
+def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        try:
+            return tuple(shlex.split(value))
+        except ValueError as exc:
+            report.error(node, who, f"field 'test_command' cannot be split: {exc}", "check its quotes")
+            return ()
+    if isinstance(value, list) and all(isinstance(part, str) for part in value):
+        return tuple(value)
+    report.error(
+        node,
+        who,
+        f"field 'test_command' must be a list of strings, got {describe(node)}",
+        "write e.g. test_command: ['python', '-m', 'pytest', '-q']",
+    )
+    return ()
+
+
+def parse_project_config(text: str, source: str, *, base_dir: Path) -> ProjectConfig:
+    """Parse and validate a project config. Relative local ``repo_url`` values are resolved against
+    ``base_dir`` (the config file's folder). Raises ConfigError with every problem, one per line."""
+    load_sections()
+    doc = YamlDocument(text, source)
+    report = Reporter(source)
+    if not isinstance(doc.root, yaml.MappingNode):
+        got = "an empty file" if doc.root is None else describe(doc.root)
+        raise ConfigError(
+            report.format(
+                doc.root or 1,
+                "",
+                f"expected a mapping with 'targets:', got {got}",
+                "see the example written by `leviathan init`",
+            )
+        )
+    top = report.items(doc.root, "")
+    max_concurrent = 4
+    if "max_concurrent_attempts" in top:
+        node = top["max_concurrent_attempts"][1]
+        max_concurrent = _int(doc, node, 1) or max_concurrent
+        if _int(doc, node, 1) is None:
+            report.error(
+                node,
+                "",
+                f"'max_concurrent_attempts' must be an integer >= 1, got {describe(node)}",
+                "write e.g. 'max_concurrent_attempts: 4'",
+            )
+    event_log = EventLogSettings()
+    if "event_log" in top:
+        event_log = parse_event_log(doc, top["event_log"][1], base_dir, report)
+    sections = {
+        name: PROJECT_SECTIONS[name](doc, top[name][1], "", report, base_dir)
+        for name in PROJECT_SECTIONS
+        if name in top
+    }
+    targets: list[TargetConfig | None] = []
+    if "targets" in top:
+        targets = _parse_target_list(doc, top, base_dir, report)
+    elif any(name in top for name in _FLAT_RENAMES):
+        flat = {_FLAT_RENAMES.get(name, name): entry for name, entry in top.items()}
+        for name in ("max_concurrent_attempts", "event_log", *PROJECT_SECTIONS, *_FLAT_IGNORED):
+            flat.pop(name, None)
+        targets = [_parse_target(doc, flat, 1, {}, base_dir, report)]
+    else:
+        report.error(doc.root, "", "no targets", "add a 'targets:' list (see `leviathan init`)")
+    if report.problems:
+        raise ConfigError("\n".join(report.problems))
+    return ProjectConfig(
+        source=source,
+        targets=tuple(t for t in targets if t is not None),
+        max_concurrent_attempts=max_concurrent,
+        warnings=tuple(report.warnings),
+        event_log=event_log,
+        **sections,
+    )
+
+
+def _parse_target_list(
+    doc: YamlDocument, top: Items, base_dir: Path, report: Reporter
+) -> list[TargetConfig | None]:
+    check_literal_secrets([entry for name, entry in top.items() if name != "targets"], doc, "", report)
+    for name, (key, _) in top.items():
+        known = (
+            "targets",
+            "defaults",
+            "max_concurrent_attempts",
+            "event_log",
+            *PROJECT_SECTIONS,
+            *_FLAT_IGNORED,
+        )
+        if name not in known:
+            report.warn(key, "", f"unknown top-level key {name!r} is ignored")
+    defaults: Items = {}
+    defaults_node = top.get("defaults", (None, None))[1]
+    if isinstance(defaults_node, yaml.MappingNode):
+        defaults = report.items(defaults_node, "defaults: ")
+        for name, (key, _) in defaults.items():
+            if name not in POLICY_KEYS:
+                report.warn(key, "defaults: ", f"unknown policy {name!r} is ignored")
+    elif defaults_node is not None:
+        report.error(
+            defaults_node, "", f"'defaults' must be a mapping of policy keys, got {describe(defaults_node)}"
+        )
+    targets_node = top["targets"][1]
+    if not isinstance(targets_node, yaml.SequenceNode) or not targets_node.value:
+        report.error(
+            targets_node,
+            "",
+            f"'targets' must be a non-empty list, got {describe(targets_node)}",
+            "add '- id: ...' entries under 'targets:'",
+        )
+        return []
+    targets, first_line = [], {}
+    for node in targets_node.value:
+        if not isinstance(node, yaml.MappingNode):
+            report.error(node, "", f"each target must be a mapping, got {describe(node)}")
+            continue
+        target = _parse_target(
+            doc, report.items(node, ""), node.start_mark.line + 1, defaults, base_dir, report
+        )
+        id_node = next((v for k, v in node.value if k.value == "id"), None)
+        target_id = doc.value(id_node) if id_node is not None else None
+        if isinstance(target_id, str) and target_id in first_line:
+            report.error(
+                node,
+                f"target {target_id!r}: ",
+                f"id {target_id!r} is used twice (lines "
+                f"{first_line[target_id]} and {node.start_mark.line + 1})",
+                "give every target a unique id",
+            )
+        elif isinstance(target_id, str):
+            first_line[target_id] = node.start_mark.line + 1
+        targets.append(target)
+    return targets
+
+
+def load_project_config(path: Path) -> ProjectConfig:
+    """Read and parse the project config at ``path``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{path}: no such file. Fix: run `leviathan init` to write an example config."
+        ) from None
+    return parse_project_config(text, str(path), base_dir=path.parent)

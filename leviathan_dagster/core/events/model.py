@@ -1,0 +1,111 @@
+"""Event value types and the names of the lifecycle events (seed 000 / 003)."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+ATTEMPT_CREATED = "attempt.created"
+ATTEMPT_STARTED = "attempt.started"
+ATTEMPT_SUCCEEDED = "attempt.succeeded"
+ATTEMPT_FAILED = "attempt.failed"
+RETRY_SCHEDULED = "retry.scheduled"
+TASK_COMPLETED = "task.completed"
+TASK_ESCALATED = "task.escalated"
+PR_CREATED = "pr.created"
+PR_MERGED = "pr.merged"
+PR_CLOSED = "pr.closed"
+CIRCUIT_OPENED = "circuit.opened"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z``: sortable as text, identical on every writer."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event as written by its producer (the seed's five fields)."""
+
+    event_id: str
+    event_type: str
+    timestamp: str
+    actor_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def new(
+        cls,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        actor_id: str,
+        event_id: str | None = None,
+        at: datetime | None = None,
+    ) -> Event:
+        return cls(
+            event_id=event_id or str(uuid.uuid4()),
+            event_type=event_type,
+            timestamp=format_timestamp(at or utc_now()),
+            actor_id=actor_id,
+            payload=dict(payload),
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The fields covered by the hash, in the seed's names."""
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "timestamp": self.timestamp,
+            "actor_id": self.actor_id,
+            "payload": self.payload,
+        }
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """An event with its place in the chain.
+
+    ``body`` is the RFC 8785 canonical JSON of ``event.body()``, exactly the bytes the chain hashes and
+    the backend stores; a verifier hashes these bytes without re-serialising the event.
+    """
+
+    seq: int
+    event: Event
+    prev_hash: str
+    hash: str
+    body: bytes = field(repr=False)
+
+    @property
+    def event_type(self) -> str:
+        return self.event.event_type
+
+    @property
+    def payload(self) -> dict[str, Any]:
+        return self.event.payload
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, **self.event.body(), "prev_hash": self.prev_hash, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """The outcome of re-checking a chain: on failure, the first bad seq and the kind of damage."""
+
+    ok: bool
+    events: int
+    head_hash: str
+    first_bad_seq: int | None = None
+    reason: str | None = None
+    # One of chain_check.DAMAGE_KINDS: modified, deleted, inserted, reordered, truncated, torn, ...
+    kind: str | None = None

@@ -1,0 +1,59 @@
+"""``local``: the worker as a subprocess of this machine (``python -m worker``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+from leviathan_dagster.core.executors.base import (
+    AttemptSpec,
+    ExecutionResult,
+    Executor,
+    inherited_environment,
+)
+
+# The worker enforces the attempt timeout on the test command itself; this grace covers clone and push
+# so the executor only kills a worker that is really stuck.
+KILL_GRACE_SECONDS = 60
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self) -> None:
+        self._workers: dict[str, subprocess.Popen] = {}
+
+    def cleanup(self, attempt_id: str) -> None:
+        """Kill the attempt's worker and everything it started if it is still running: this runs when
+        the run is interrupted (an operator canceled it) while ``run`` was waiting on the worker."""
+        proc = self._workers.pop(attempt_id, None)
+        if proc is not None and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def run(self, spec: AttemptSpec) -> ExecutionResult:
+        env = {**inherited_environment(), **spec.worker_environment()}
+        timeout = spec.target.policy.attempt_timeout_seconds + KILL_GRACE_SECONDS
+        # A new session so a timeout kills the worker *and* whatever it started (test commands).
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        self._workers[spec.attempt_id] = proc
+        try:
+            output, _ = proc.communicate(timeout=timeout)
+            return ExecutionResult(proc.returncode, False, _tail(output))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate()
+            return ExecutionResult(None, True, _tail(output))
+
+
+def _tail(output: str | None, lines: int = 20) -> str:
+    return "\n".join((output or "").strip().splitlines()[-lines:])

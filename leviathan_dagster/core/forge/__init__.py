@@ -1,0 +1,1 @@
+"""Forges: where attempt branches are pushed and pull requests are opened."""

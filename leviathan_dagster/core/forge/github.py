@@ -1,0 +1,313 @@
+"""``github``: pull requests on GitHub or GitHub Enterprise, through PyGithub.
+
+Every call goes through ``call_github`` (errors translated once, retries declared in github_errors.py)
+and every PyGithub pull request is mapped to Leviathan's ``PullRequest`` in one function,
+``_to_pull_request``; no PyGithub object leaves this module.
+
+Opening a PR is idempotent: each try first looks for an open PR from the same head, so a create that
+GitHub performed but whose answer was lost (a 502 or a timeout) is found instead of repeated. A PR
+carrying the same task marker from another branch is a duplicate and is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from github import Github
+
+from leviathan_dagster.core.config_secrets import resolve_secret
+from leviathan_dagster.core.errors import ConfigError, ConflictError
+from leviathan_dagster.core.forge.base import Forge
+from leviathan_dagster.core.forge.github_auth import (
+    InstallationTokens,
+    SourceAuth,
+    StaticToken,
+    TokenSource,
+    git_auth_env,
+)
+from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github
+from leviathan_dagster.core.markers import parse_task_marker
+from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
+
+log = logging.getLogger("leviathan.forge.github")
+
+PUBLIC_API_URL = "https://api.github.com"
+# GitHub asks integrators to leave about a second between writes to stay under the secondary limits.
+SECONDS_BETWEEN_WRITES = 1.0
+SECONDS_BETWEEN_REQUESTS = 0.25
+_PATH_RE = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+
+
+def _stamp(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _to_pull_request(target_id: str, pr) -> PullRequest:
+    """The one place a PyGithub PullRequest becomes Leviathan's PullRequest."""
+    state = "merged" if pr.merged_at else pr.state
+    return PullRequest(
+        target_id=target_id,
+        number=pr.number,
+        title=pr.title,
+        body=pr.body or "",
+        head=pr.head.ref,
+        base=pr.base.ref,
+        state=state,
+        created_at=_stamp(pr.created_at) or "",
+        url=pr.html_url,
+        merged_at=_stamp(pr.merged_at),
+        closed_at=_stamp(pr.closed_at),
+        merge_commit_sha=pr.merge_commit_sha if pr.merged_at else None,
+        draft=bool(pr.draft),
+        reviewers=tuple(
+            [u.login for u in pr.requested_reviewers or []] + [t.slug for t in pr.requested_teams or []]
+        ),
+    )
+
+
+def derive_location(target: TargetConfig) -> tuple[str, str]:
+    """(api_url, "owner/name") from the ``github:`` section, else from the https ``repo_url``."""
+    parts = urlsplit(target.repo_url)
+    if parts.scheme not in ("https", "http"):
+        raise ConfigError(
+            f"target '{target.id}': forge 'github' needs an https repo_url, got {target.repo_url!r}. "
+            "Fix: write e.g. 'repo_url: https://github.com/acme/service.git'"
+        )
+    if parts.username or parts.password:
+        raise ConfigError(
+            f"target '{target.id}': repo_url must not carry credentials. Fix: remove them from the URL "
+            "and reference the token under secrets: (github_token: {env: GITHUB_TOKEN})"
+        )
+    settings = target.github
+    match = _PATH_RE.match(parts.path)
+    repository = settings.repository or (f"{match.group(1)}/{match.group(2)}" if match else None)
+    if repository is None:
+        raise ConfigError(
+            f"target '{target.id}': cannot tell owner/name from repo_url {target.repo_url!r}. "
+            "Fix: set 'github: {repository: owner/name}'"
+        )
+    if settings.api_url:
+        return settings.api_url, repository
+    host = parts.netloc
+    return (PUBLIC_API_URL if host == "github.com" else f"{parts.scheme}://{host}/api/v3"), repository
+
+
+class GithubForge(Forge):
+    """Pull requests of one GitHub repository, authenticated by token or GitHub App."""
+
+    def __init__(
+        self,
+        target: TargetConfig,
+        environ: Mapping[str, str] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+        seconds_between_writes: float = SECONDS_BETWEEN_WRITES,
+        seconds_between_requests: float = SECONDS_BETWEEN_REQUESTS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.target_id = target.id
+        self.repo_url = target.repo_url
+        self.settings = target.github
+        self.api_url, self.repository = derive_location(target)
+        self.owner = self.repository.split("/", 1)[0]
+        self._retry = retry or RetryPolicy()
+        self._clock = clock
+        self._source = self._token_source(target, os.environ if environ is None else environ)
+        self._github = Github(
+            auth=SourceAuth(self._source),
+            base_url=self.api_url,
+            timeout=self.settings.timeout_seconds,
+            retry=None,  # retries are ours (github_errors.RetryPolicy), so writes can be made idempotent
+            per_page=100,
+            seconds_between_requests=seconds_between_requests,
+            seconds_between_writes=seconds_between_writes,
+            lazy=True,  # objects are fetched when read, inside call_github (no request in the constructor)
+        )
+        self._repo = self._github.get_repo(self.repository)
+
+    def _token_source(self, target: TargetConfig, environ: Mapping[str, str]) -> TokenSource:
+        settings = target.github
+        if settings.app_id is not None:
+            key = resolve_secret(target, "github_app_private_key", environ)
+            if key is None:
+                env = target.secret_env.get("github_app_private_key")
+                raise ConfigError(
+                    f"target '{target.id}': github.app_id is set but the App's private key is not available"
+                    + (f" (environment variable {env} is empty)" if env else "")
+                    + ". Fix: add 'github_app_private_key: {env: GITHUB_APP_PRIVATE_KEY}' under secrets: "
+                    "and export the PEM in that variable"
+                )
+            return InstallationTokens(
+                app_id=settings.app_id,
+                private_key=key,
+                installation_id=settings.installation_id,
+                repository=self.repository,
+                api_url=self.api_url,
+                timeout=settings.timeout_seconds,
+                clock=self._clock,
+            )
+        token = resolve_secret(target, "github_token", environ)
+        if token is None:
+            env = target.secret_env.get("github_token")
+            raise ConfigError(
+                f"target '{target.id}': forge 'github' needs a token"
+                + (f" (environment variable {env} is empty)" if env else "")
+                + ". Fix: add 'github_token: {env: GITHUB_TOKEN}' under secrets: and export the token, "
+                "or configure a GitHub App (github.app_id and secret github_app_private_key)"
+            )
+        return StaticToken(token)
+
+    def close(self) -> None:
+        """Close the HTTP connections (also done when the forge is garbage collected)."""
+        self._github.close()
+        if isinstance(self._source, InstallationTokens):
+            self._source.close()
+
+    def __del__(self) -> None:
+        # An unclosed keep-alive socket would otherwise be reported (ResourceWarning) when collected.
+        if "_github" in self.__dict__:
+            self.close()
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _secrets(self) -> list[str]:
+        token = getattr(self._source, "_token", None)
+        if not token:
+            return []
+        return [token, base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")]
+
+    def _call(self, what: str, fn):
+        return call_github(fn, what, self._retry, self._secrets)
+
+    def clone_url(self) -> str:
+        return self.repo_url
+
+    def git_auth_env(self) -> dict[str, str]:
+        token = self._call("installation token", self._source.token)
+        return git_auth_env(self.repo_url, token)
+
+    # -- reads ---------------------------------------------------------------------------------------
+    def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
+        if state not in ("open", "merged", "closed", "all"):
+            raise ValueError(f"state {state!r} is unknown (available: open, merged, closed, all)")
+        query = "open" if state == "open" else ("all" if state == "all" else "closed")
+        pulls = self._call(
+            f"list {query} pull requests of {self.repository}",
+            lambda: [_to_pull_request(self.target_id, pr) for pr in self._repo.get_pulls(state=query)],
+        )
+        return sorted((pr for pr in pulls if state == "all" or pr.state == state), key=lambda pr: pr.number)
+
+    def get_pull_request(self, number: int) -> PullRequest:
+        return self._call(
+            f"get pull request #{number} of {self.repository}",
+            lambda: _to_pull_request(self.target_id, self._repo.get_pull(number)),
+        )
+
+    def open_agent_pull_requests(self) -> list[PullRequest]:
+        return [pr for pr in self.list_pull_requests("open") if pr.head.startswith(AGENT_BRANCH_PREFIX)]
+
+    # -- writes --------------------------------------------------------------------------------------
+    def open_pull_request(
+        self,
+        *,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        reviewers: Sequence[str] = (),
+        draft: bool = False,
+    ) -> PullRequest:
+        marker = parse_task_marker(body)
+        for pr in self.list_pull_requests("open"):
+            if pr.head != head and marker and pr.task_marker() == marker:
+                raise ConflictError(
+                    f"target {self.target_id!r}: pull request #{pr.number} ({pr.url}) is already open "
+                    f"for task {marker}; not opening a duplicate"
+                )
+            if pr.head == head and pr.task_marker() != marker:
+                raise ConflictError(
+                    f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
+                )
+
+        def create_once():
+            # A previous try may have been performed by GitHub with its answer lost: find it first.
+            existing = list(self._repo.get_pulls(state="open", head=f"{self.owner}:{head}"))
+            if existing:
+                return existing[0]
+            return self._repo.create_pull(
+                base=base, head=head, title=title, body=body, draft=draft or self.settings.draft_until_green
+            )
+
+        created = self._call(f"open a pull request from {head}", create_once)
+        number = created.number
+        if reviewers:
+            self._request_reviewers(number, reviewers)
+        return self.get_pull_request(number)
+
+    def _request_reviewers(self, number: int, reviewers: Sequence[str]) -> None:
+        users = [r for r in reviewers if "/" not in r]
+        teams = [r.split("/", 1)[1] for r in reviewers if "/" in r]
+        try:
+            self._call(
+                f"request reviewers for #{number}",
+                lambda: self._repo.get_pull(number).create_review_request(
+                    reviewers=users, team_reviewers=teams
+                ),
+            )
+        except ConflictError as exc:
+            # The PR is open and useful without reviewers; say why on the PR instead of failing it.
+            log.warning("reviewers %s not requested on #%s: %s", reviewers, number, exc)
+            note = f"Leviathan could not request review from {', '.join(reviewers)} (task owner): {exc}"
+            self._call(f"comment on #{number}", lambda: self._repo.get_issue(number).create_comment(note))
+
+    def merge_pull_request(self, number: int) -> PullRequest:
+        def merge_once():
+            pr = self._repo.get_pull(number)
+            if pr.merged:  # an earlier try merged it and its answer was lost
+                return
+            if pr.state != "open":
+                raise ConflictError(
+                    f"target {self.target_id!r}: cannot merge pull request #{number}: it is closed"
+                )
+            pr.merge(sha=pr.head.sha, commit_title=f"Merge pull request #{number} from {pr.head.ref}")
+
+        self._call(f"merge pull request #{number}", merge_once)
+        return self.get_pull_request(number)
+
+    def close_pull_request(self, number: int) -> PullRequest:
+        current = self.get_pull_request(number)
+        if current.state != "open":
+            raise ConflictError(
+                f"target {self.target_id!r}: cannot close pull request #{number}: it is {current.state}"
+            )
+        self._call(f"close pull request #{number}", lambda: self._repo.get_pull(number).edit(state="closed"))
+        return self.get_pull_request(number)
+
+    def ready_green_drafts(self) -> list[PullRequest]:
+        """draft_until_green: mark open agent drafts ready for review once their head commit is green."""
+        if not self.settings.draft_until_green:
+            return []
+        promoted = []
+        for pr in self.open_agent_pull_requests():
+            if not pr.draft:
+                continue
+
+            def promote_if_green(number=pr.number) -> bool:
+                live = self._repo.get_pull(number)
+                if (
+                    not live.draft
+                    or self._repo.get_commit(live.head.sha).get_combined_status().state != "success"
+                ):
+                    return False
+                live.mark_ready_for_review()
+                return True
+
+            if self._call(f"mark #{pr.number} ready for review", promote_if_green):
+                promoted.append(self.get_pull_request(pr.number))
+        return promoted

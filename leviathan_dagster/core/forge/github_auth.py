@@ -1,0 +1,115 @@
+"""Credentials of the GitHub forge: a personal token, or a GitHub App's short-lived installation token;
+and how git gets them without ever writing them into a URL, a command line or ``.git/config``.
+
+git receives the token per command as ``http.<origin>/.extraHeader`` through ``GIT_CONFIG_COUNT`` /
+``GIT_CONFIG_KEY_0`` / ``GIT_CONFIG_VALUE_0`` in its environment: not in ``argv`` (visible in ``ps`` and
+echoed in git's error messages), not in the remote URL (stored in ``.git/config`` by clone), and scoped
+to the repository's origin so a submodule on another host never sees it.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from github import Auth, GithubIntegration
+
+# Installation tokens live one hour. A token is replaced this long before it expires, so a clone, a
+# test run and a push started with it never meet an expired credential half-way.
+REFRESH_MARGIN_SECONDS = 300.0
+
+
+class TokenSource:
+    """Where the forge's current token comes from."""
+
+    def token(self) -> str:
+        raise NotImplementedError
+
+
+class StaticToken(TokenSource):
+    def __init__(self, token: str) -> None:
+        self._token = token
+
+    def token(self) -> str:
+        return self._token
+
+
+class InstallationTokens(TokenSource):
+    """A GitHub App's installation token: exchanged for an RS256 JWT signed with the App's private key,
+    cached, and refreshed ``REFRESH_MARGIN_SECONDS`` before it expires."""
+
+    def __init__(
+        self,
+        *,
+        app_id: int,
+        private_key: str,
+        installation_id: int | None,
+        repository: str,
+        api_url: str,
+        timeout: int,
+        refresh_margin: float = REFRESH_MARGIN_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._integration = GithubIntegration(
+            auth=Auth.AppAuth(app_id, private_key), base_url=api_url, timeout=timeout, retry=None
+        )
+        self._installation_id = installation_id
+        self._repository = repository
+        self._refresh_margin = refresh_margin
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self.refreshes = 0
+
+    def token(self) -> str:
+        with self._lock:
+            if self._token is None or self._clock() >= self._expires_at - self._refresh_margin:
+                self._refresh()
+            assert self._token is not None
+            return self._token
+
+    def close(self) -> None:
+        self._integration.close()
+
+    def _refresh(self) -> None:
+        if self._installation_id is None:
+            owner, name = self._repository.split("/", 1)
+            self._installation_id = self._integration.get_repo_installation(owner, name).id
+        granted = self._integration.get_access_token(self._installation_id)
+        self._token, self._expires_at = granted.token, granted.expires_at.timestamp()
+        self.refreshes += 1
+
+
+class SourceAuth(Auth.Auth):
+    """PyGithub authentication that asks the TokenSource on every request (so refreshes apply)."""
+
+    def __init__(self, source: TokenSource) -> None:
+        self._source = source
+
+    @property
+    def token_type(self) -> str:
+        return "token"
+
+    @property
+    def token(self) -> str:
+        return self._source.token()
+
+    @property
+    def _masked_token(self) -> str:
+        return "token (removed)"
+
+
+def git_auth_env(remote_url: str, token: str) -> dict[str, str]:
+    """Environment that lets one git command authenticate to ``remote_url``'s origin with ``token``."""
+    parts = urlsplit(remote_url)
+    origin = f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "") + "/"
+    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")
+    return {
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": f"http.{origin}.extraHeader",
+        "GIT_CONFIG_VALUE_0": f"Authorization: Basic {basic}",
+    }

@@ -1,0 +1,134 @@
+"""PyGithub's and requests' errors translated once into Leviathan's, and the declared retry policy.
+
+Retryable (``TransientError``): 5xx, 429, primary and secondary rate limits, timeouts, connection
+errors; the wait honours ``Retry-After`` and ``X-RateLimit-Reset`` and is otherwise exponential with
+jitter. Never retried: bad credentials and missing permissions (``ConfigError``), 404 (``NotFoundError``),
+405/409/422 (``ConflictError``). A rate-limit wait longer than ``max_wait`` is not slept through here:
+the error goes up as transient (an ``infrastructure`` failure, retried later, never counted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import requests
+import tenacity
+from github import GithubException
+
+from leviathan_dagster.core.errors import (
+    ConfigError,
+    ConflictError,
+    LeviathanError,
+    NotFoundError,
+    TransientError,
+)
+from leviathan_dagster.core.redaction import redact
+
+T = TypeVar("T")
+_RATE_LIMIT_WORDS = ("rate limit", "abuse detection")
+
+
+class GithubTransientError(TransientError):
+    """A transient GitHub failure; ``retry_after`` is the wait GitHub asked for (seconds), if any."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    initial_backoff: float = 1.0
+    max_backoff: float = 30.0
+    # The longest wait GitHub may ask for that is slept through inside one forge call.
+    max_wait: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+
+
+def _retry_after(headers: dict | None, now: float) -> float | None:
+    headers = {str(k).lower(): v for k, v in (headers or {}).items()}
+    if str(headers.get("retry-after", "")).strip().isdigit():
+        return float(headers["retry-after"])
+    if headers.get("x-ratelimit-remaining") == "0" and str(headers.get("x-ratelimit-reset", "")).isdigit():
+        # +1: the reset second itself may still be limited.
+        return max(0.0, float(headers["x-ratelimit-reset"]) - now) + 1.0
+    return None
+
+
+def translate(exc: BaseException, what: str, secrets: Iterable[str | None] = ()) -> LeviathanError:
+    """Leviathan's error for a PyGithub/requests failure of ``what`` (message redacted)."""
+    secrets = list(secrets)
+    if isinstance(exc, LeviathanError):
+        return exc
+    if isinstance(exc, requests.Timeout):
+        return GithubTransientError(redact(f"GitHub {what}: timed out ({exc})", secrets))
+    if isinstance(exc, requests.RequestException):
+        return GithubTransientError(redact(f"GitHub {what}: connection failed ({exc})", secrets))
+    if not isinstance(exc, GithubException):
+        return LeviathanError(redact(f"GitHub {what}: {type(exc).__name__}: {exc}", secrets))
+    status = exc.status
+    data = exc.data if isinstance(exc.data, dict) else {}
+    message = str(data.get("message") or exc.message or exc.data or "")
+    detail = "; ".join(str(e.get("message") or e) for e in data.get("errors") or [] if e)
+    text = redact(f"GitHub {what}: {status} {message}" + (f" ({detail})" if detail else ""), secrets)
+    wait = _retry_after(exc.headers, time.time())
+    rate_limited = any(word in message.lower() for word in _RATE_LIMIT_WORDS)
+    if status in (429,) or status >= 500 or (status == 403 and (rate_limited or wait is not None)):
+        return GithubTransientError(text, wait)
+    if status == 401:
+        return ConfigError(
+            f"{text}. Fix: check the target's github_token (or github_app_private_key and github.app_id) "
+            "secret: it is missing, expired or revoked"
+        )
+    if status == 403:
+        return ConfigError(f"{text}. Fix: grant the token or App contents and pull-requests write access")
+    if status == 404:
+        return NotFoundError(f"{text} (or the credential cannot see it)")
+    if status in (405, 409, 422):
+        return ConflictError(text)
+    return LeviathanError(text)
+
+
+def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
+    backoff = tenacity.wait_exponential_jitter(
+        multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = getattr(exc, "retry_after", None) or 0.0
+        return max(asked, backoff(state))
+
+    return wait
+
+
+def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
+    def retryable(exc: BaseException) -> bool:
+        asked = getattr(exc, "retry_after", None)
+        return isinstance(exc, TransientError) and (asked is None or asked <= policy.max_wait)
+
+    return retryable
+
+
+def call_github(
+    fn: Callable[[], T], what: str, policy: RetryPolicy, secrets: Callable[[], Iterable[str | None]]
+) -> T:
+    """``fn()`` under the retry policy; every failure leaves as one of Leviathan's errors."""
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(_retryable(policy)),
+        stop=tenacity.stop_after_attempt(policy.attempts),
+        wait=_wait(policy),
+        sleep=policy.sleep,
+        reraise=True,
+    )
+    for attempt in retrying:
+        with attempt:
+            try:
+                return fn()
+            except (GithubException, requests.RequestException) as exc:
+                raise translate(exc, what, secrets()) from None
+    raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover

@@ -1,0 +1,65 @@
+"""The attempt's budget, checked before every model call.
+
+The next call's input is the whole conversation, so its size is known up to what was appended since
+the last reply: the tokens the API reported for the conversation so far, plus the new characters at a
+conservative 3 characters per token (real text and code average more). Its output is bounded by
+``max_tokens``, which is lowered to what the budget still allows; when that is less than a useful
+reply (``MIN_OUTPUT_TOKENS``) the attempt stops *before* the call, with nothing spent on it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.generators.claude_prices import PRICES_PER_MILLION, Price, cost_usd, price_for
+from leviathan_dagster.core.generators.claude_stops import BudgetExhausted
+from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
+from leviathan_dagster.core.models import Policy
+
+CHARS_PER_TOKEN = 3
+MIN_OUTPUT_TOKENS = 1024
+
+
+class Budget:
+    def __init__(self, policy: Policy, usage: UsageRecorder, model: str, max_output_tokens: int) -> None:
+        self.max_tokens = policy.max_tokens_per_attempt
+        self.max_usd = policy.max_usd_per_attempt
+        self.usage, self.max_output_tokens = usage, max_output_tokens
+        self.price: Price | None = price_for(model)
+        if self.max_usd is not None and self.price is None:
+            raise ConfigError(
+                f"policy 'max_usd_per_attempt' is set but model {model!r} has no price "
+                f"(priced: {', '.join(sorted(PRICES_PER_MILLION))}); use max_tokens_per_attempt instead"
+            )
+        self._known_tokens = 0
+        self._known_chars = 0
+
+    def allowance(self, request_chars: int) -> int:
+        """``max_tokens`` for the next call; BudgetExhausted when it could not fit a useful reply."""
+        estimate = self._known_tokens + math.ceil(max(0, request_chars - self._known_chars) / CHARS_PER_TOKEN)
+        spent = self.usage.total_tokens
+        left = self.max_tokens - spent - estimate
+        detail = f"{spent} tokens spent, next input ~{estimate}, max_tokens_per_attempt {self.max_tokens}"
+        if self.max_usd is not None and self.price is not None:
+            input_price = max(self.price.input, self.price.cache_write)
+            usd_left = self.max_usd - (self.usage.usd or 0.0) - estimate * input_price / 1_000_000
+            left = min(left, math.floor(usd_left * 1_000_000 / self.price.output))
+            detail += f", ${self.usage.usd or 0:.4f} of max_usd_per_attempt ${self.max_usd:g} spent"
+        if left < MIN_OUTPUT_TOKENS:
+            raise BudgetExhausted(f"budget exhausted before call {len(self.usage.calls) + 1} ({detail})")
+        return min(self.max_output_tokens, left)
+
+    def observe(self, call: CallUsage, conversation_chars: int) -> float | None:
+        """Calibrate on a reply; returns its cost in USD when the model has a price."""
+        self._known_tokens = call.total_tokens
+        self._known_chars = conversation_chars
+        if self.price is None:
+            return None
+        return cost_usd(
+            self.price,
+            input_tokens=call.input_tokens,
+            output_tokens=call.output_tokens,
+            cache_write=call.cache_creation_input_tokens,
+            cache_read=call.cache_read_input_tokens,
+        )

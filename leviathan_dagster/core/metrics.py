@@ -1,0 +1,176 @@
+"""Delivery metrics per target and UTC day, folded from the event log: is Leviathan worth running?
+
+Pure: the same events give the same numbers. A day's figures count what *happened* that day (an
+attempt by the time it ended, a PR by the time it was opened, merged or closed); "attempts per merged
+PR" and "tokens per merged PR" look back over the whole history of the tasks whose PR merged that day.
+Token counts come from ``usage`` in terminal attempt events when the generator reports it (counts
+only, never prompts); without any, the token figures are ``None`` rather than a misleading zero.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from statistics import mean, median
+
+from leviathan_dagster.core.events import model as ev
+from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
+
+ENDED = (ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED)
+
+
+@dataclass
+class TargetDayMetrics:
+    target_id: str
+    day: str
+    attempts: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    success_rate: float | None = None
+    failures_by_type: dict[str, int] = field(default_factory=dict)
+    prs_opened: int = 0
+    prs_merged: int = 0
+    prs_closed: int = 0
+    median_time_to_merge_seconds: float | None = None
+    mean_time_to_merge_seconds: float | None = None
+    attempts_per_merged_pr: float | None = None
+    tokens: int | None = None
+    tokens_per_merged_pr: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def usage_tokens(payload: dict) -> int | None:
+    """Total tokens of an attempt's ``usage`` (``total_tokens``, else the sum of ``*_tokens``)."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None
+    if isinstance(usage.get("total_tokens"), int):
+        return usage["total_tokens"]
+    counts = [v for k, v in usage.items() if k.endswith("_tokens") and isinstance(v, int)]
+    return sum(counts) if counts else None
+
+
+def compute_delivery_metrics(events: Iterable[StoredEvent], day: date) -> dict[str, TargetDayMetrics]:
+    """Metrics of ``day`` (UTC) for every target with an attempt or PR event that day."""
+    stamp = day.isoformat()
+    out: dict[str, TargetDayMetrics] = {}
+    opened_at: dict[tuple[str, int], str] = {}
+    pr_task: dict[tuple[str, int], str] = {}
+    attempts_by_task: dict[tuple[str, str], list[tuple[str, int | None]]] = defaultdict(list)
+    merge_times: dict[str, list[float]] = defaultdict(list)
+    merged_tasks: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    failures: dict[str, Counter] = defaultdict(Counter)
+
+    def row(target_id: str) -> TargetDayMetrics:
+        return out.setdefault(target_id, TargetDayMetrics(target_id, stamp))
+
+    for stored in events:
+        kind, payload, at = stored.event_type, stored.payload, stored.event.timestamp
+        target_id = payload.get("target_id")
+        if not target_id or at[:10] > stamp:
+            continue
+        today = at[:10] == stamp
+        if kind in ENDED:
+            attempts_by_task[(target_id, payload.get("task_id", ""))].append((at, usage_tokens(payload)))
+            if today:
+                metrics = row(target_id)
+                metrics.attempts += 1
+                tokens = usage_tokens(payload)
+                if tokens is not None:
+                    metrics.tokens = (metrics.tokens or 0) + tokens
+                if kind == ev.ATTEMPT_SUCCEEDED:
+                    metrics.succeeded += 1
+                else:
+                    metrics.failed += 1
+                    failures[target_id][payload.get("failure_type") or "unknown"] += 1
+        elif kind == ev.PR_CREATED:
+            key = (target_id, int(payload["pr_number"]))
+            opened_at.setdefault(key, at)
+            pr_task.setdefault(key, payload.get("task_id", ""))
+            if today:
+                row(target_id).prs_opened += 1
+        elif kind in (ev.PR_MERGED, ev.PR_CLOSED) and today:
+            key = (target_id, int(payload["pr_number"]))
+            if kind == ev.PR_CLOSED:
+                row(target_id).prs_closed += 1
+                continue
+            row(target_id).prs_merged += 1
+            if key in opened_at:
+                seconds = (parse_timestamp(at) - parse_timestamp(opened_at[key])).total_seconds()
+                merge_times[target_id].append(seconds)
+            task_id = pr_task.get(key) or (payload.get("task") or "").partition("/")[2]
+            merged_tasks[target_id].append((task_id, at))
+
+    for target_id, metrics in out.items():
+        _finish(
+            metrics, failures[target_id], merge_times[target_id], merged_tasks[target_id], attempts_by_task
+        )
+    return dict(sorted(out.items()))
+
+
+def _finish(
+    metrics: TargetDayMetrics,
+    failures: Counter,
+    merge_times: list[float],
+    merged: list[tuple[str, str]],
+    attempts_by_task: dict[tuple[str, str], list[tuple[str, int | None]]],
+) -> None:
+    if metrics.attempts:
+        metrics.success_rate = round(metrics.succeeded / metrics.attempts, 4)
+    metrics.failures_by_type = dict(sorted(failures.items()))
+    if merge_times:
+        metrics.median_time_to_merge_seconds = round(median(merge_times), 3)
+        metrics.mean_time_to_merge_seconds = round(mean(merge_times), 3)
+    if not merged:
+        return
+    per_pr_attempts, per_pr_tokens = [], []
+    for task_id, merged_at in merged:
+        before = [t for at, t in attempts_by_task[(metrics.target_id, task_id)] if at <= merged_at]
+        per_pr_attempts.append(len(before))
+        counted = [t for t in before if t is not None]
+        if counted:
+            per_pr_tokens.append(sum(counted))
+    metrics.attempts_per_merged_pr = round(mean(per_pr_attempts), 3)
+    if per_pr_tokens:
+        metrics.tokens_per_merged_pr = round(sum(per_pr_tokens) / len(merged), 1)
+
+
+def metrics_table_rows(metrics: dict[str, TargetDayMetrics]) -> list[list[object]]:
+    """One row per target for a Markdown table (see ``METRICS_HEADERS``)."""
+
+    def show(value: object) -> object:
+        return "—" if value is None else value
+
+    return [
+        [
+            m.target_id,
+            m.attempts,
+            show(m.success_rate),
+            ", ".join(f"{k}: {v}" for k, v in m.failures_by_type.items()) or "—",
+            m.prs_opened,
+            m.prs_merged,
+            m.prs_closed,
+            show(m.median_time_to_merge_seconds),
+            show(m.attempts_per_merged_pr),
+            show(m.tokens_per_merged_pr),
+        ]
+        for m in metrics.values()
+    ]
+
+
+METRICS_HEADERS = [
+    "target",
+    "attempts",
+    "success rate",
+    "failures by type",
+    "PRs opened",
+    "merged",
+    "closed",
+    "median time to merge (s)",
+    "attempts / merged PR",
+    "tokens / merged PR",
+]

@@ -1,0 +1,91 @@
+"""Operator actions as plain Python: what each one records, and run-now's policy check.
+
+Every action is an event with the operator as ``actor_id`` (``operator:<name>``), so the audit log
+answers "who paused this target?" as well as "what did the engine do?". The Dagster jobs in
+``defs/operations/`` only supply the identity and call these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
+from leviathan_dagster.core.errors import NotFoundError, PolicyViolation
+from leviathan_dagster.core.events.model import Event, parse_timestamp
+from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
+from leviathan_dagster.core.readiness import BACKOFF, GLOBAL_LIMIT, Readiness, count_running, evaluate_target
+
+CIRCUIT_RESET = "circuit.reset"
+TARGET_PAUSED = "target.paused"
+TARGET_RESUMED = "target.resumed"
+RUN_NOW_REQUESTED = "operator.run_now"
+CANCEL_REQUESTED = "attempt.cancel_requested"
+UNKNOWN_OPERATOR = "unknown"
+
+
+def operator_actor(name: str | None) -> str:
+    return f"operator:{(name or '').strip() or UNKNOWN_OPERATOR}"
+
+
+def operator_event(kind: str, operator: str | None, **payload: object) -> Event:
+    return Event.new(kind, dict(payload), actor_id=operator_actor(operator))
+
+
+def check_run_now(
+    target: TargetConfig,
+    backlog: Backlog,
+    ledger: AttemptLedger,
+    open_prs: list[PullRequest] | tuple[PullRequest, ...],
+    now: datetime,
+    *,
+    task_id: str,
+    queued_tasks: frozenset[str] = frozenset(),
+    max_concurrent: int,
+    running_total: int,
+) -> Readiness:
+    """The task's readiness as if the scheduler looked at it alone, right now.
+
+    Run-now skips only the *wait*: the sensor's next tick and a retry's backoff (seed 002's run-now
+    runs a due-later schedule immediately). Every guardrail still holds: status, ready flag, paths,
+    dependencies, in-flight attempt, open PR, escalation, attempts used, pause, circuit breaker, PR and
+    running limits, and the global limit. Other ready tasks are set aside so that a higher-priority
+    task that is *not* being started cannot take the slot this one is judged against.
+    """
+    task = backlog.get(task_id)
+    if task is None:
+        known = ", ".join(t.id for t in backlog.tasks) or "none"
+        raise NotFoundError(f"target '{target.id}' has no task '{task_id}' in its backlog (tasks: {known})")
+    alone = replace(
+        backlog, tasks=tuple(t if t.id == task_id else replace(t, ready=False) for t in backlog.tasks)
+    )
+    evaluated = evaluate_target(target, alone, ledger, open_prs, now, queued_tasks=queued_tasks)
+    [result] = [r for r in evaluated if r.task_id == task_id]
+    if result.reason == BACKOFF and result.not_before:
+        # Judge it at the end of its backoff: the only thing run-now may skip.
+        later = parse_timestamp(result.not_before)
+        evaluated = evaluate_target(target, alone, ledger, open_prs, later, queued_tasks=queued_tasks)
+        [result] = [r for r in evaluated if r.task_id == task_id]
+    if result.ready and running_total >= max_concurrent:
+        detail = f"{running_total} attempts running or queued, max_concurrent_attempts is {max_concurrent}"
+        result = replace(result, ready=False, reason=GLOBAL_LIMIT, detail=detail)
+    return result
+
+
+def require_run_now(readiness: Readiness) -> None:
+    if not readiness.ready:
+        raise PolicyViolation(
+            f"{readiness.target_id}/{readiness.task_id} cannot run now: "
+            f"{readiness.reason}: {readiness.detail}"
+        )
+
+
+def running_total(ledger: AttemptLedger, target_ids: list[str], queued: dict[str, frozenset[str]]) -> int:
+    return sum(count_running(ledger, t, queued.get(t, frozenset())) for t in target_ids)
+
+
+def attempt_to_cancel(ledger: AttemptLedger, target_id: str, task_id: str) -> AttemptRecord:
+    record = ledger.task(target_id, task_id).in_flight()
+    if record is None:
+        raise NotFoundError(f"{target_id}/{task_id} has no attempt in flight (nothing to cancel)")
+    return record

@@ -1,0 +1,111 @@
+"""Notice what reviewers did to Leviathan's PRs on the forge, and record it.
+
+A PR merged or closed outside Leviathan (on GitHub, or ``prs merge`` from another machine) is found by
+polling the forge for every PR an attempt opened and the log has not yet seen finish:
+
+- merged: ``pr.merged`` and ``task.completed`` (as ``core/pr_actions.merge_pull_request`` records);
+- closed without merge: ``pr.closed``; the ledger turns the attempt into a ``pr_closed`` failure, which
+  counts against ``max_attempts_per_task`` and the circuit breaker, and the usual consequences follow
+  (retry after backoff, or the task ends failed; escalation; the breaker).
+
+Event timestamps are the forge's merge/close times, so recording the same ending twice writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempt_runner import apply_failure_consequences
+from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.errors import NotFoundError
+from leviathan_dagster.core.events import model as ev
+from leviathan_dagster.core.events.model import parse_timestamp
+from leviathan_dagster.core.events.store import EventStore
+from leviathan_dagster.core.forge.base import Forge
+from leviathan_dagster.core.models import PullRequest, TargetConfig
+
+PR_SENSOR = "leviathan-pr-sensor"
+
+
+@dataclass
+class SyncResult:
+    merged: list[int] = field(default_factory=list)
+    closed: list[int] = field(default_factory=list)
+    still_open: list[int] = field(default_factory=list)
+    ready_for_review: list[int] = field(default_factory=list)
+
+
+def sync_pull_requests(
+    target: TargetConfig, forge: Forge, events: EventStore, *, actor_id: str = PR_SENSOR
+) -> SyncResult:
+    """Record the endings of ``target``'s Leviathan PRs that the log does not know yet."""
+    result = SyncResult(ready_for_review=[pr.number for pr in forge.ready_green_drafts()])
+    ledger = AttemptLedger.from_events(events.read())
+    watched = sorted(
+        {
+            (a.pr_number, a.attempt_id)
+            for a in ledger.attempts(target.id)
+            if a.pr_number is not None and (target.id, a.pr_number) not in ledger.finished_prs
+        }
+    )
+    for number, attempt_id in watched:
+        try:
+            pr = forge.get_pull_request(number)
+        except NotFoundError:
+            continue  # deleted or never visible to this credential: nothing to record
+        if pr.state == "open":
+            result.still_open.append(number)
+            continue
+        events.append(_ending(target, pr, attempt_id, actor_id))
+        (result.merged if pr.state == "merged" else result.closed).append(number)
+        if pr.state == "closed":
+            ledger = AttemptLedger.from_events(events.read())
+            record = ledger.attempt(attempt_id)
+            if record is not None:
+                apply_failure_consequences(record, target, ledger, events)
+    return result
+
+
+def _ending(target: TargetConfig, pr: PullRequest, attempt_id: str, actor_id: str) -> list[ev.Event]:
+    marker = pr.task_marker()
+    if pr.state == "merged":
+        at = parse_timestamp(pr.merged_at) if pr.merged_at else None
+        records = [
+            lifecycle.pr_finished(
+                kind=ev.PR_MERGED,
+                target_id=target.id,
+                pr_number=pr.number,
+                task_ref=marker,
+                actor_id=actor_id,
+                at=at,
+                attempt_id=attempt_id,
+                merge_commit_sha=pr.merge_commit_sha,
+                merged_at=pr.merged_at,
+            )
+        ]
+        if marker:
+            records.append(
+                lifecycle.task_completed(
+                    target_id=target.id,
+                    task_id=marker.split("/", 1)[1],
+                    status="completed",
+                    actor_id=actor_id,
+                    at=at,
+                    pr_number=pr.number,
+                )
+            )
+        return records
+    at = parse_timestamp(pr.closed_at) if pr.closed_at else None
+    return [
+        lifecycle.pr_finished(
+            kind=ev.PR_CLOSED,
+            target_id=target.id,
+            pr_number=pr.number,
+            task_ref=marker,
+            actor_id=actor_id,
+            at=at,
+            attempt_id=attempt_id,
+            closed_at=pr.closed_at,
+        )
+    ]

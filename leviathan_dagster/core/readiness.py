@@ -1,0 +1,269 @@
+"""Readiness: for every task, ready or not, and always *why*.
+
+Pure and deterministic: the inputs are the backlog on the base branch, the attempt ledger (from the
+event log), the target's open pull requests and the clock. Ready tasks are ordered by priority
+(5 first), then backlog order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from leviathan_dagster.core.attempts import AttemptLedger, TaskHistory
+from leviathan_dagster.core.events.model import format_timestamp
+from leviathan_dagster.core.generators.registry import uses_model_tokens
+from leviathan_dagster.core.models import Backlog, Policy, PullRequest, TargetConfig, Task
+from leviathan_dagster.core.paths import task_paths_in_scope
+
+READY = "ready"
+NOT_READY_FLAG = "not_ready"
+STATUS = "status"
+DEPENDENCY = "dependency"
+OUT_OF_SCOPE = "out_of_scope"
+ESCALATED = "escalated"
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+IN_PROGRESS = "in_progress"
+BACKOFF = "backoff"
+OPEN_PR = "open_pr"
+CIRCUIT_OPEN = "circuit_open"
+MAX_OPEN_PRS = "max_open_prs"
+MAX_RUNNING = "max_running_attempts"
+GLOBAL_LIMIT = "global_limit"
+DAILY_BUDGET = "daily_budget"
+PAUSED = "paused"
+
+
+@dataclass(frozen=True)
+class Readiness:
+    target_id: str
+    task_id: str
+    ready: bool
+    reason: str
+    detail: str
+    priority: int
+    order: int
+    next_attempt_number: int
+    not_before: str | None = None
+
+    def as_row(self) -> dict[str, object]:
+        return {
+            "task": self.task_id,
+            "ready": self.ready,
+            "reason": self.reason,
+            "detail": self.detail,
+            "priority": self.priority,
+            "next_attempt": self.next_attempt_number,
+        }
+
+
+def evaluate_target(
+    target: TargetConfig,
+    backlog: Backlog,
+    ledger: AttemptLedger,
+    open_prs: Sequence[PullRequest],
+    now: datetime,
+    *,
+    queued_tasks: Collection[str] = (),
+) -> list[Readiness]:
+    """Readiness of every task of one target; target-wide limits applied in priority order.
+
+    ``queued_tasks`` are tasks with an attempt run requested but not yet recorded in the log (for
+    example a queued Dagster run): they count as running so no second attempt is requested.
+    """
+    policy = target.policy
+    marked = {pr.task_marker(): pr for pr in open_prs}
+    agent_prs = [pr for pr in open_prs if pr.head.startswith("agent/")]
+    by_id = {task.id: task for task in backlog.tasks}
+    results = [
+        _evaluate_task(target, task, index, by_id, ledger.task(target.id, task.id), marked, now, queued_tasks)
+        for index, task in enumerate(backlog.tasks)
+    ]
+
+    running = count_running(ledger, target.id, queued_tasks)
+    target_history = ledger.target(target.id)
+    breaker_open = (
+        target_history.circuit_opened
+        or target_history.consecutive_failures >= policy.circuit_breaker_failures
+    )
+    # Every running or queued attempt ends in a PR if it succeeds, so it holds a PR slot already:
+    # without this, max_open_prs=1 with two attempts in flight could open two PRs.
+    prs_committed = len(agent_prs) + running
+    limited: dict[str, Readiness] = {}
+    spent_today = ledger.tokens_on(target.id, now.astimezone(UTC).date())
+    for candidate in order_ready(results):
+        over_budget = _daily_budget_detail(policy, spent_today, running)
+        if target_history.paused_by is not None:
+            detail = f"target '{target.id}' paused by {target_history.paused_by}"
+            detail += f": {target_history.paused_reason}" if target_history.paused_reason else ""
+            limited[candidate.task_id] = _not_ready(candidate, PAUSED, detail + "; resume it to continue")
+        elif breaker_open:
+            detail = (
+                f"circuit breaker open for target '{target.id}' after "
+                f"{target_history.consecutive_failures} consecutive failures "
+                f"(circuit_breaker_failures: {policy.circuit_breaker_failures}); an operator must reset it"
+            )
+            limited[candidate.task_id] = _not_ready(candidate, CIRCUIT_OPEN, detail)
+        elif over_budget and uses_model_tokens(by_id[candidate.task_id]):
+            limited[candidate.task_id] = _not_ready(candidate, DAILY_BUDGET, over_budget)
+        elif prs_committed >= policy.max_open_prs:
+            detail = (
+                f"{prs_committed} agent PRs open or on the way ({len(agent_prs)} open), "
+                f"max_open_prs is {policy.max_open_prs}"
+            )
+            limited[candidate.task_id] = _not_ready(candidate, MAX_OPEN_PRS, detail)
+        elif running >= policy.max_running_attempts:
+            detail = (
+                f"{running} attempts running or queued, max_running_attempts is {policy.max_running_attempts}"
+            )
+            limited[candidate.task_id] = _not_ready(candidate, MAX_RUNNING, detail)
+        else:
+            # This candidate takes a slot: tasks after it see it counted as running.
+            prs_committed += 1
+            running += 1
+    return [limited.get(r.task_id, r) for r in results]
+
+
+def _daily_budget_detail(policy: Policy, spent_today: int, running: int) -> str | None:
+    """Why one more model attempt could exceed the target's daily token budget (None: it cannot).
+
+    Checked before scheduling, like the per-call budget: each attempt in flight (or admitted in this
+    cycle) may still spend up to ``max_tokens_per_attempt`` that the log does not show yet.
+    """
+    if policy.daily_token_budget is None:
+        return None
+    worst = spent_today + (running + 1) * policy.max_tokens_per_attempt
+    if worst <= policy.daily_token_budget:
+        return None
+    return (
+        f"{spent_today} tokens spent today (UTC) + {running + 1} attempt(s) x max_tokens_per_attempt "
+        f"{policy.max_tokens_per_attempt} could exceed daily_token_budget {policy.daily_token_budget}"
+    )
+
+
+def count_running(ledger: AttemptLedger, target_id: str, queued_tasks: Collection[str]) -> int:
+    """Attempts in flight in the log plus queued runs not yet in it (never both for one task)."""
+    in_log = ledger.running(target_id)
+    logged_tasks = {a.task_id for a in in_log}
+    return len(in_log) + sum(1 for t in set(queued_tasks) if t not in logged_tasks)
+
+
+def order_ready(results: Sequence[Readiness]) -> list[Readiness]:
+    """Ready tasks, highest priority first, then backlog order."""
+    return sorted((r for r in results if r.ready), key=lambda r: (-r.priority, r.order))
+
+
+def select_across_targets(
+    evaluations: Mapping[str, Sequence[Readiness]],
+    *,
+    max_concurrent: int,
+    running_total: int,
+    last_attempt_at: Mapping[str, str | None],
+) -> tuple[list[Readiness], dict[str, list[Readiness]]]:
+    """Apply the global limit fairly: round-robin over targets, least recently served first.
+
+    Returns the selected attempts and the evaluations with unselected ready tasks marked
+    ``global_limit``. A target never attempted sorts first, then by last attempt time, then by id,
+    so no target starves while the global limit binds.
+    """
+    queues = {target_id: order_ready(results) for target_id, results in evaluations.items()}
+    turn_order = sorted(
+        queues, key=lambda t: (last_attempt_at.get(t) is not None, last_attempt_at.get(t) or "", t)
+    )
+    slots = max(0, max_concurrent - running_total)
+    selected: list[Readiness] = []
+    while slots > 0 and any(queues.values()):
+        for target_id in turn_order:
+            if slots > 0 and queues[target_id]:
+                selected.append(queues[target_id].pop(0))
+                slots -= 1
+    chosen = {(r.target_id, r.task_id) for r in selected}
+    detail = f"global limit of {max_concurrent} concurrent attempts reached"
+    updated = {
+        target_id: [
+            _not_ready(r, GLOBAL_LIMIT, detail) if r.ready and (r.target_id, r.task_id) not in chosen else r
+            for r in results
+        ]
+        for target_id, results in evaluations.items()
+    }
+    return selected, updated
+
+
+def _evaluate_task(
+    target: TargetConfig,
+    task: Task,
+    index: int,
+    by_id: Mapping[str, Task],
+    history: TaskHistory,
+    open_pr_by_marker: Mapping[str | None, PullRequest],
+    now: datetime,
+    queued_tasks: Collection[str],
+) -> Readiness:
+    policy = target.policy
+    base = Readiness(
+        target_id=target.id,
+        task_id=task.id,
+        ready=True,
+        reason=READY,
+        detail="ready",
+        priority=task.priority,
+        order=index,
+        next_attempt_number=history.next_number,
+    )
+    if task.status != "pending":
+        return _not_ready(base, STATUS, f"status is '{task.status}' (only 'pending' tasks run)")
+    if not task.ready:
+        return _not_ready(base, NOT_READY_FLAG, "'ready' is false in the backlog")
+    outside = task_paths_in_scope(task.allowed_paths, target.policy.allowed_path_prefixes)
+    if outside:
+        prefixes = ", ".join(target.policy.allowed_path_prefixes)
+        return _not_ready(
+            base,
+            OUT_OF_SCOPE,
+            f"allowed_paths {', '.join(outside)} outside the target's prefixes ({prefixes})",
+        )
+    for dep in task.dependencies:
+        dep_task = by_id.get(dep)
+        if dep_task is None or dep_task.status != "completed":
+            status = dep_task.status if dep_task else "missing"
+            return _not_ready(base, DEPENDENCY, f"waits for dependency '{dep}' (status: {status})")
+    running = history.in_flight()
+    if running is not None:
+        return _not_ready(
+            base, IN_PROGRESS, f"attempt {running.number} ({running.attempt_id}) is {running.status}"
+        )
+    if task.id in queued_tasks:
+        return _not_ready(base, IN_PROGRESS, f"attempt {history.next_number} is queued")
+    pr = open_pr_by_marker.get(f"{target.id}/{task.id}")
+    if pr is not None:
+        return _not_ready(base, OPEN_PR, f"PR #{pr.number} is open for this task ({pr.url})")
+    if history.escalated:
+        return _not_ready(
+            base, ESCALATED, f"escalated after {history.counted_failures} failed attempts; needs a human"
+        )
+    if history.counted_attempts >= policy.max_attempts_per_task:
+        return _not_ready(
+            base,
+            ATTEMPTS_EXHAUSTED,
+            f"{history.counted_attempts} of {policy.max_attempts_per_task} attempts used "
+            "(max_attempts_per_task)",
+        )
+    last = history.last
+    if last is not None and last.status == "failed" and last.ended_at is not None:
+        until = last.ended_at + timedelta(seconds=policy.backoff_seconds)
+        if now < until:
+            stamp = format_timestamp(until)
+            return replace(
+                _not_ready(
+                    base,
+                    BACKOFF,
+                    f"attempt {last.number} failed ({last.failure_type}); backoff until {stamp}",
+                ),
+                not_before=stamp,
+            )
+    return base
+
+
+def _not_ready(base: Readiness, reason: str, detail: str) -> Readiness:
+    return replace(base, ready=False, reason=reason, detail=detail)

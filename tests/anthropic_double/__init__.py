@@ -1,0 +1,5 @@
+"""A wire-level double of the Anthropic Messages API (``POST /v1/messages``) for the real SDK."""
+
+from anthropic_double.server import AnthropicDouble, Slow, Status, reply, text, tool_use
+
+__all__ = ["AnthropicDouble", "Slow", "Status", "reply", "text", "tool_use"]

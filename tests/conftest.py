@@ -1,0 +1,17 @@
+"""Suite-wide fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_defs_state_storage():
+    """Dagster keeps the "current" instance's defs-state storage in a context variable that a test
+    instance, once disposed, can leave behind (pytest sets fixtures up and tears them down in different
+    contexts, so the reset inside ``instance_for_test`` may not apply). Loading definitions later then
+    fails with "undefined DagsterInstance weakref". Start every test without one."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield

@@ -1,0 +1,82 @@
+"""Fault injection for the GitHub double, armed per test: N× 5xx, secondary rate limits with
+Retry-After, slow responses (client timeouts) and rejected pushes.
+
+A rule matches a method and a path regex and fires ``times`` times. ``after=True`` performs the request
+first and then answers with the fault: the nasty case where a write happened but the client never
+learned it (a 502 from a proxy after GitHub created the PR).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+
+SECONDARY_RATE_LIMIT_MESSAGE = (
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+)
+
+
+@dataclass
+class Fault:
+    method: str
+    path: re.Pattern
+    times: int
+    status: int | None = 502  # None: answer normally (a pure delay)
+    after: bool = False
+    delay: float = 0.0
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = "Bad Gateway"
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        return self.fired < self.times and self.method in (method, "*") and bool(self.path.search(path))
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: list[Fault] = []
+        self.push_rejections: list[str] = []  # messages, one per rejected push
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self._rules.append(fault)
+        return fault
+
+    def take(self, method: str, path: str) -> Fault | None:
+        """The first armed rule for this request (counted as fired), if any."""
+        with self._lock:
+            for rule in self._rules:
+                if rule.matches(method, path):
+                    rule.fired += 1
+                    return rule
+        return None
+
+    def take_push_rejection(self) -> str | None:
+        with self._lock:
+            return self.push_rejections.pop(0) if self.push_rejections else None
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self.push_rejections.clear()
+
+
+def server_error(method: str, path: str, *, status: int = 502, times: int = 1, after: bool = False) -> Fault:
+    return Fault(method, re.compile(path), times, status=status, after=after)
+
+
+def secondary_rate_limit(method: str, path: str, *, retry_after: int = 1, times: int = 1) -> Fault:
+    return Fault(
+        method,
+        re.compile(path),
+        times,
+        status=403,
+        headers={"Retry-After": str(retry_after)},
+        message=SECONDARY_RATE_LIMIT_MESSAGE,
+    )
+
+
+def slow(method: str, path: str, *, seconds: float, times: int = 1) -> Fault:
+    return Fault(method, re.compile(path), times, status=None, delay=seconds)

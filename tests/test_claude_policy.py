@@ -1,0 +1,212 @@
+"""The Claude generator's guardrails in isolation: scope of every tool call, the budget arithmetic, settings,
+task-text hygiene, strict templates, the policy keys, the daily budget in readiness, and the double itself."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anthropic
+import jinja2
+import pytest
+from anthropic_double import AnthropicDouble, reply, text
+
+from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.config import parse_project_config
+from leviathan_dagster.core.errors import ConfigError, PolicyViolation
+from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.generators import claude_prompts
+from leviathan_dagster.core.generators.claude_budget import Budget
+from leviathan_dagster.core.generators.claude_client import ClaudeSettings
+from leviathan_dagster.core.generators.claude_stops import BudgetExhausted
+from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, ToolError
+from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
+from leviathan_dagster.core.models import Backlog, Policy, TargetConfig, Task
+from leviathan_dagster.core.readiness import evaluate_target
+
+
+@pytest.fixture
+def scoped(tmp_path: Path) -> ScopedWorkspace:
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib/a.py").write_text("A = 1\n")
+    (tmp_path / "outside.txt").write_text("secret\n")
+    os.symlink(tmp_path / "outside.txt", tmp_path / "lib/link.py")
+    os.symlink("/etc", tmp_path / "lib/etc")
+    return ScopedWorkspace(tmp_path, ("lib/", ".leviathan/backlog.yaml"), ("lib/", ".leviathan/"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["outside.txt", "lib2/a.py", "../x", "/etc/passwd", ".git/config", "lib/../outside.txt", "lib/link.py"],
+)
+def test_every_file_tool_refuses_paths_outside_the_scope(scoped: ScopedWorkspace, path: str) -> None:
+    for call in (
+        lambda: scoped.read_file(path),
+        lambda: scoped.write_file(path, "x"),
+        lambda: scoped.replace_in_file(path, "A", "B"),
+        lambda: scoped.list_files(path),
+    ):
+        with pytest.raises(PolicyViolation):
+            call()
+    assert scoped.written == set()
+
+
+def test_scope_allows_its_paths_and_never_the_backlog_or_a_symlinked_escape(scoped: ScopedWorkspace) -> None:
+    assert scoped.read_file("./lib/a.py") == "A = 1\n"
+    assert scoped.write_file("lib/new/b.py", "B = 2\n") == "wrote lib/new/b.py (6 bytes)"
+    assert scoped.list_files() == "lib/a.py\nlib/new/b.py"  # the symlinks to outside are not listed
+    with pytest.raises(PolicyViolation, match="backlog"):
+        scoped.write_file(".leviathan/backlog.yaml", "tasks: []\n")
+    with pytest.raises(PolicyViolation, match="resolves outside"):
+        scoped.read_file("lib/etc/passwd")
+    with pytest.raises(ToolError, match="exactly once"):
+        scoped.replace_in_file("lib/a.py", "missing", "x")
+    assert scoped.written == {"lib/new/b.py"}
+
+
+def call(tokens_in: int, tokens_out: int) -> CallUsage:
+    return CallUsage("m", tokens_in, tokens_out, 0, 0, 0.1, "tool_use", "0" * 64)
+
+
+def test_budget_lowers_max_tokens_then_stops_before_a_call_that_could_exceed_it() -> None:
+    usage = UsageRecorder()
+    budget = Budget(Policy(max_tokens_per_attempt=10_000), usage, "claude-sonnet-4-6", max_output_tokens=4096)
+    assert budget.allowance(3_000) == 4096  # ~1,000 input tokens: the full max_tokens fits
+    first = call(1_000, 2_000)
+    usage.record(first, usd=budget.observe(first, 9_000))
+    # 3,000 spent; the next input is the 3,000 known + 300 new chars / 3 = 3,100: 3,900 left for output.
+    assert budget.allowance(9_300) == 3_900
+    second = call(3_100, 3_000)
+    usage.record(second, usd=budget.observe(second, 30_000))
+    with pytest.raises(BudgetExhausted, match="before call 3"):
+        budget.allowance(30_000)
+
+
+def test_usd_budget_needs_a_priced_model_and_stops_on_dollars() -> None:
+    with pytest.raises(ConfigError, match="no price"):
+        Budget(Policy(max_usd_per_attempt=1.0), UsageRecorder(), "gpt-4", max_output_tokens=4096)
+    usage = UsageRecorder()
+    budget = Budget(Policy(max_usd_per_attempt=0.05), usage, "claude-sonnet-4-6", max_output_tokens=4096)
+    first = call(10_000, 1_000)  # $0.03 + $0.015 = $0.045
+    usage.record(first, usd=budget.observe(first, 30_000))
+    assert usage.usd == pytest.approx(0.045)
+    with pytest.raises(BudgetExhausted, match="max_usd_per_attempt"):
+        budget.allowance(30_000)
+
+
+def test_settings_come_from_the_environment_and_never_show_the_key() -> None:
+    with pytest.raises(ConfigError, match="LEVIATHAN_CLAUDE_API_KEY, LEVIATHAN_CLAUDE_MODEL"):
+        ClaudeSettings.from_environ({})
+    env = {"LEVIATHAN_CLAUDE_API_KEY": "sk-ant-secret", "LEVIATHAN_CLAUDE_MODEL": "claude-sonnet-4-6"}
+    settings = ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_MAX_TURNS": "7"})
+    assert settings.max_turns == 7 and "sk-ant-secret" not in repr(settings)
+    with pytest.raises(ConfigError, match="LEVIATHAN_CLAUDE_MAX_RETRIES must be"):
+        ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_MAX_RETRIES": "many"})
+    with pytest.raises(ConfigError, match="BASE_URL"):
+        ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_BASE_URL": "ftp://x"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("a\u200bb\u200c\u200d\u2060\ufeffc", "abc"),
+        ("keep <!-- hidden --> this", "keep  this"),
+        ("<!-<!-- x -->- nested -->ok", "ok"),
+        ("<!\u200b-- zero-width opener -->ok", "ok"),
+        ("tail <!-- never closed", "tail "),
+        ("tags \U000e0049\U000e0047\U000e004e", "tags "),
+        ("\u202eevil bidi\u202c", "evil bidi"),
+    ],
+)
+def test_task_text_is_cleaned(raw: str, clean: str) -> None:
+    assert claude_prompts.clean_task_text(raw) == clean
+
+
+def test_templates_refuse_undefined_variables_and_carry_a_version() -> None:
+    with pytest.raises(jinja2.UndefinedError):
+        claude_prompts.render("system.txt", allowed_paths=["lib/"])
+    assert claude_prompts.template_version().startswith("claude-rewrite/")
+
+
+def test_policy_keys_parse_with_their_defaults_and_errors(tmp_path: Path) -> None:
+    def parse(policy: str):
+        text = f"targets:\n  - id: t\n    repo_url: ./t.git\n    policy:\n{policy}"
+        return parse_project_config(text, "leviathan.yaml", base_dir=tmp_path).targets[0].policy
+
+    default = parse("      max_open_prs: 1\n")
+    assert (default.max_repair_rounds, default.max_tokens_per_attempt) == (2, 500_000)
+    assert default.max_usd_per_attempt is None and default.daily_token_budget is None
+    policy = parse(
+        "      max_repair_rounds: 0\n      max_tokens_per_attempt: 20000\n"
+        "      max_usd_per_attempt: 1.5\n      daily_token_budget: 100000\n"
+    )
+    assert (policy.max_repair_rounds, policy.max_tokens_per_attempt) == (0, 20_000)
+    assert (policy.max_usd_per_attempt, policy.daily_token_budget) == (1.5, 100_000)
+    with pytest.raises(ConfigError, match=r"leviathan.yaml:5: .*'max_usd_per_attempt' must be a number > 0"):
+        parse("      max_usd_per_attempt: free\n")
+
+
+def test_daily_token_budget_holds_back_model_tasks_only(tmp_path: Path) -> None:
+    ids = {"target_id": "t", "task_id": "old"}
+    spent = [
+        lifecycle.attempt_created(
+            attempt_id="a1", attempt_number=1, branch_name="b", executor="local", actor_id="x", **ids
+        ),
+        lifecycle.attempt_failed(
+            attempt_id="a1",
+            failure_type="tests_failed",
+            error_summary="",
+            actor_id="x",
+            usage={"total_tokens": 70_000},
+            **ids,
+        ),
+    ]
+    log = NdjsonEventLog(tmp_path / "events.ndjson")
+    log.append(spent)
+    ledger = AttemptLedger.from_events(log.read())
+    today = datetime.now(UTC)
+    assert ledger.tokens_on("t", today.date()) == 70_000
+    tasks = (
+        Task(id="model", title="m", ready=True, allowed_paths=("docs/x.md",), executor="claude"),
+        Task(id="doc", title="d", ready=True, allowed_paths=("docs/y.md",), executor="docs"),
+    )
+    policy = Policy(max_tokens_per_attempt=40_000, daily_token_budget=100_000, max_open_prs=5)
+    target = TargetConfig(id="t", repo_url="x", policy=policy)
+    by_task = {r.task_id: r for r in evaluate_target(target, Backlog("b", tasks), ledger, [], today)}
+    assert by_task["model"].reason == "daily_budget" and "70000 tokens spent today" in by_task["model"].detail
+    assert by_task["doc"].ready
+    roomy = TargetConfig(
+        id="t", repo_url="x", policy=Policy(max_tokens_per_attempt=30_000, **_limits(policy))
+    )
+    assert all(r.ready for r in evaluate_target(roomy, Backlog("b", tasks), ledger, [], today))
+
+
+def _limits(policy: Policy) -> dict:
+    return {"daily_token_budget": policy.daily_token_budget, "max_open_prs": 5, "max_running_attempts": 2}
+
+
+def test_the_double_rejects_what_the_real_api_rejects() -> None:
+    with AnthropicDouble([reply(text("unused"))]) as api:
+        client = anthropic.Anthropic(api_key=api.api_key, base_url=api.base_url, max_retries=0)
+        orphan = {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}],
+        }
+        with pytest.raises(anthropic.BadRequestError, match="tool_use_id"):
+            client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=[orphan])
+        with pytest.raises(anthropic.BadRequestError, match="alternate"):
+            client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "assistant", "content": "x"}]
+            )
+        wrong_key = anthropic.Anthropic(api_key="sk-wrong", base_url=api.base_url, max_retries=0)
+        with pytest.raises(anthropic.AuthenticationError):
+            wrong_key.messages.create(
+                model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+            )
+        message = client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert message.content[0].text == "unused" and message.stop_reason == "end_turn"
+    assert message._request_id.startswith("req_double_") and message.usage.input_tokens > 0

@@ -1,0 +1,106 @@
+"""The `leviathan` command: help with examples, exit codes, validate, init, prs, events, tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from support import Project, backlog_yaml, docs_task, make_project, run_worker
+
+from leviathan_dagster.cli.main import cli
+
+
+def invoke(project: Project, *args: str):
+    runner = CliRunner()
+    return runner.invoke(
+        cli,
+        ["--config", str(project.config_path), "--home", str(project.home.root), *args],
+        catch_exceptions=False,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b", dependencies=["a"]))}
+    return make_project(tmp_path, {"site": {"files": files}})
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["init"],
+        ["validate"],
+        ["run"],
+        ["tasks"],
+        ["events", "tail"],
+        ["events", "verify"],
+        ["prs", "list"],
+        ["prs", "merge"],
+        ["demo"],
+    ],
+)
+def test_every_command_has_help_with_an_example(command: list[str]) -> None:
+    result = CliRunner().invoke(cli, [*command, "--help"])
+    assert result.exit_code == 0
+    if command and command[0] not in ("events", "prs") or len(command) > 1:
+        assert "Example:" in result.output
+
+
+def test_validate_ok_and_invalid_backlog_exit_1_with_line_and_field(project: Project, tmp_path: Path) -> None:
+    ok = invoke(project, "validate")
+    assert ok.exit_code == 0 and "site: valid, 2 tasks" in ok.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks:\n  - id: a\n    title: A\n    ready: true\n    allowed_paths: [/etc/passwd]\n")
+    result = invoke(project, "validate", "--backlog", str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:5" in result.output and "allowed_paths" in result.output
+
+
+def test_missing_config_is_one_clear_line_exit_2(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "nope.yaml"), "tasks"])
+    assert result.exit_code == 2 and "nope.yaml" in result.output and "Traceback" not in result.output
+
+
+def test_init_scaffolds_a_valid_backlog_and_never_overwrites(project: Project, tmp_path: Path) -> None:
+    repo = tmp_path / "newrepo"
+    assert invoke(project, "init", str(repo)).exit_code == 0
+    assert invoke(project, "validate", "--backlog", str(repo / ".leviathan/backlog.yaml")).exit_code == 0
+    assert invoke(project, "init", str(repo)).exit_code != 0
+
+
+def test_tasks_shows_reasons_and_json(project: Project) -> None:
+    result = invoke(project, "tasks")
+    assert "ready" in result.output and "waits for dependency 'a'" in result.output
+    as_json = invoke(project, "tasks", "--json")
+    assert '"reason": "dependency"' in as_json.output
+
+
+def test_prs_list_show_merge_close_and_events(project: Project) -> None:
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    listed = invoke(project, "prs", "list", "--state", "open")
+    assert "#1" in listed.output and "agent/a-attempt-1" in listed.output
+    assert "leviathan-task: site/a" in invoke(project, "prs", "show", "1").output
+    merged = invoke(project, "prs", "merge", "1")
+    assert merged.exit_code == 0 and "merged #1 into main" in merged.output
+    assert invoke(project, "prs", "close", "1").exit_code == 2  # not open any more: clear error
+    tail = invoke(project, "events", "tail", "--type", "task.completed")
+    assert "task.completed" in tail.output
+    verify = invoke(project, "events", "verify", "--json")
+    assert '"ok": true' in verify.output
+    # b's dependency is now completed on main: it is ready.
+    assert "waits for dependency" not in invoke(project, "tasks").output
+
+
+def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project: Project) -> None:
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    assert invoke(project, "events", "checkpoint").exit_code == 0
+    note = project.home.root / "checkpoints" / "latest.note"
+    assert invoke(project, "events", "verify", "--checkpoint", str(note)).exit_code == 0
+    # Drop the last event: the chain alone still verifies, the checkpoint does not.
+    log = project.home.events_path
+    lines = log.read_bytes().splitlines(keepends=True)
+    log.write_bytes(b"".join(lines[:-1]))
+    result = invoke(project, "events", "verify", "--checkpoint", str(note))
+    assert result.exit_code == 1 and "truncated" in result.output

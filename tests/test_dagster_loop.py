@@ -1,0 +1,104 @@
+"""One full loop in Dagster on a temporary instance: sensor -> attempt runs -> PRs -> merge -> dependent."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from support import backlog_yaml, docs_task, make_project
+
+from leviathan_dagster.cli.dagster_cycle import run_cycle
+from leviathan_dagster.core import pr_actions
+from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.forge.local import LocalForge
+from leviathan_dagster.definitions import build_definitions
+from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
+from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+pytestmark = pytest.mark.dagster
+
+
+def resource_for(project) -> LeviathanResource:
+    return LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
+
+
+def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
+    tasks = backlog_yaml(docs_task("a"), docs_task("b", dependencies=["a"]))
+    project = make_project(tmp_path, {"site": {"files": {".leviathan/backlog.yaml": tasks}}})
+    forge = LocalForge("site", str(project.repo("site")), project.home.root)
+    with dg.instance_for_test() as instance:
+        first = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        assert [(key, ok) for key, _, ok in first.launched] == [("site/a:1", True)]
+        [pr] = forge.list_pull_requests("open")
+
+        # b waits for a's PR to be merged, even with a free slot.
+        idle = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        assert idle.launched == [] and "b (dependency)" in idle.skipped
+
+        pr_actions.merge_pull_request(forge, pr.number, project.events())
+        second = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        assert [key for key, _, _ in second.launched] == ["site/b:1"]
+
+        run = instance.get_run_by_id(first.launched[0][1])
+        assert run.tags["leviathan/task"] == "a" and run.tags["dagster/run_key"] == "site/a:1"
+        materialization = instance.get_latest_materialization_event(dg.AssetKey("attempt_outcomes"))
+        metadata = materialization.asset_materialization.metadata
+        assert materialization.asset_materialization.partition == "site/b"
+        assert metadata["pr_url"].value.startswith("local://site/pull/")
+        assert metadata["branch"].value.startswith("agent/b-attempt-")
+        assert metadata["attempt_number"].value == 1
+
+    ledger = AttemptLedger.from_events(project.events().read())
+    assert [a.status for a in ledger.attempts("site")] == ["succeeded", "succeeded"]
+    assert project.events().verify().ok
+
+
+def test_failed_attempt_fails_the_run_with_failure_metadata(tmp_path: Path) -> None:
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    project = make_project(tmp_path, {"site": {"files": files, "test_command": ["false"]}})
+    with dg.instance_for_test() as instance:
+        report = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        [(key, run_id, ok)] = report.launched
+        assert key == "site/a:1" and not ok
+        failures = [
+            e
+            for e in instance.all_logs(run_id)
+            if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
+        ]
+        assert len(failures) == 1  # a real failure is not retried inside the run
+        assert "tests_failed" in failures[0].dagster_event.step_failure_data.error.message
+
+
+def test_invalid_backlog_fails_the_asset_check(tmp_path: Path) -> None:
+    bad = "tasks:\n  - id: a\n    title: A\n    ready: maybe\n    allowed_paths: []\n"
+    project = make_project(tmp_path, {"site": {"files": {".leviathan/backlog.yaml": bad}}})
+    defs = build_definitions(resource_for(project))
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("targets", ["site"])
+        result = defs.resolve_job_def(REFRESH_JOB).execute_in_process(
+            instance=instance, partition_key="site", raise_on_error=False
+        )
+        checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        evaluation = checks["backlog_is_valid"]
+        assert not evaluation.passed and not checks["allowed_paths_in_scope"].passed
+        assert "ready" in evaluation.metadata["error"].value
+        # The readiness step fails with the reason; the backlog itself was still recorded.
+        assert not result.success
+
+
+def test_attempt_run_rechecks_policy_at_run_time(tmp_path: Path) -> None:
+    """A run requested on a stale snapshot (another run opened a PR since) creates no attempt."""
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b"))}
+    project = make_project(tmp_path, {"site": {"files": files, "policy": {"max_open_prs": 1}}})
+    defs = build_definitions(resource_for(project))
+    job = defs.resolve_job_def("attempt_job")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tasks", ["site/a", "site/b"])
+        assert job.execute_in_process(instance=instance, partition_key="site/a", raise_on_error=False).success
+        stale = job.execute_in_process(instance=instance, partition_key="site/b", raise_on_error=False)
+        assert not stale.success
+        failure = next(e for e in stale.all_events if e.event_type_value == "STEP_FAILURE")
+        assert "not attempted: max_open_prs" in failure.step_failure_data.error.message
+    ledger = AttemptLedger.from_events(project.events().read())
+    assert [a.task_id for a in ledger.attempts("site")] == ["a"]

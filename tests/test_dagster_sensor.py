@@ -1,0 +1,179 @@
+"""attempt_sensor ticks on a temporary instance: run keys, tags, backoff, exhaustion, broken targets."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from support import Project, backlog_yaml, docs_task, make_project
+
+from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.events.model import utc_now
+from leviathan_dagster.defs.attempts.sensors import attempt_sensor
+from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+pytestmark = pytest.mark.dagster
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+def tick(project: Project, instance: dg.DagsterInstance, **resource) -> dg.SensorResult:
+    leviathan = LeviathanResource(
+        config_path=str(project.config_path), home=str(project.home.root), **resource
+    )
+    context = dg.build_sensor_context(
+        instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": leviathan}
+    )
+    result = attempt_sensor(context)
+    for request in result.dynamic_partitions_requests or []:
+        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+    return result
+
+
+def fail_attempt(
+    project: Project, task_id: str, number: int, failure_type: str = "tests_failed", ago: float = 0
+):
+    attempt_id = f"attempt-{task_id}-{number}"
+    events = project.events()
+    at = utc_now() - timedelta(seconds=ago)
+    events.append(
+        [
+            lifecycle.attempt_created(
+                target_id="site",
+                task_id=task_id,
+                attempt_id=attempt_id,
+                attempt_number=number,
+                branch_name="b",
+                executor="local",
+                actor_id="test",
+                at=at,
+            )
+        ]
+    )
+    failed = lifecycle.attempt_failed(
+        attempt_id=attempt_id,
+        target_id="site",
+        task_id=task_id,
+        failure_type=failure_type,
+        error_summary="x",
+        actor_id="test",
+    )
+    failed.payload["completed_at"] = at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    events.append([failed])
+
+
+def site(tmp_path: Path, *tasks, **policy) -> Project:
+    files = {".leviathan/backlog.yaml": backlog_yaml(*tasks)}
+    return make_project(
+        tmp_path,
+        {"site": {"files": files, "policy": {"max_running_attempts": 2, "max_open_prs": 5, **policy}}},
+    )
+
+
+def test_requests_one_run_per_ready_task_with_run_key_and_tags(tmp_path, instance) -> None:
+    project = site(tmp_path, docs_task("a"), docs_task("b", priority=5), docs_task("c", ready=False))
+    result = tick(project, instance)
+    assert [(r.run_key, r.partition_key) for r in result.run_requests] == [
+        ("site/b:1", "site/b"),
+        ("site/a:1", "site/a"),
+    ]
+    assert result.run_requests[0].tags == {
+        "leviathan/target": "site",
+        "leviathan/task": "b",
+        "leviathan/attempt": "1",
+    }
+    assert set(instance.get_dynamic_partitions("tasks")) == {"site/a", "site/b", "site/c"}
+    assert instance.get_dynamic_partitions("targets") == ["site"]
+
+
+def test_backoff_then_retry_with_next_attempt_number(tmp_path, instance) -> None:
+    project = site(tmp_path, docs_task("a"), backoff_seconds=60, max_attempts_per_task=3)
+    fail_attempt(project, "a", 1, ago=10)
+    waiting = tick(project, instance)
+    assert not waiting.run_requests and "a (backoff)" in waiting.skip_reason.skip_message
+
+    later = site(tmp_path / "p2", docs_task("a"), backoff_seconds=60, max_attempts_per_task=3)
+    fail_attempt(later, "a", 1, ago=61)
+    [request] = tick(later, instance).run_requests
+    assert request.run_key == "site/a:2" and request.tags["leviathan/attempt"] == "2"
+
+
+def test_infrastructure_failures_do_not_use_up_attempts(tmp_path, instance) -> None:
+    project = site(tmp_path, docs_task("a"), backoff_seconds=0, max_attempts_per_task=1)
+    fail_attempt(project, "a", 1, failure_type="infrastructure", ago=1)
+    [request] = tick(project, instance).run_requests
+    assert request.run_key == "site/a:2"
+    fail_attempt(project, "a", 2, ago=1)
+    result = tick(project, instance)
+    assert not result.run_requests and "a (attempts_exhausted)" in result.skip_reason.skip_message
+
+
+def test_a_broken_target_is_skipped_with_reason_and_others_still_run(tmp_path, instance) -> None:
+    project = make_project(
+        tmp_path,
+        {
+            "good": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}},
+            "broken": {"files": {".leviathan/backlog.yaml": "tasks:\n  - id: x\n    title: [unclosed\n"}},
+            "gone": {},  # repo_url points nowhere
+        },
+    )
+    result = tick(project, instance)
+    assert [r.run_key for r in result.run_requests] == ["good/a:1"]
+    idle = make_project(tmp_path / "idle", {"broken": {"files": {".leviathan/backlog.yaml": "tasks: 3\n"}}})
+    skipped = tick(idle, instance)
+    assert not skipped.run_requests and "target 'broken' broken" in skipped.skip_reason.skip_message
+
+
+def test_only_target_and_queued_runs(tmp_path, instance) -> None:
+    project = make_project(
+        tmp_path,
+        {
+            "one": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}},
+            "two": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("b"))}},
+        },
+    )
+    assert [r.run_key for r in tick(project, instance, only_target="two").run_requests] == ["two/b:1"]
+    # A queued run for one/a (not yet in the event log) keeps the task from being requested again.
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="attempt_job",
+            run_id="queued-run",
+            status=dg.DagsterRunStatus.NOT_STARTED,
+            tags={"leviathan/target": "one", "leviathan/task": "a"},
+        )
+    )
+    assert [r.run_key for r in tick(project, instance).run_requests] == ["two/b:1"]
+
+
+def test_refresh_schedule_registers_targets_and_requests_one_run_each(tmp_path, instance) -> None:
+    from leviathan_dagster.defs.backlogs.schedules import refresh_backlogs_schedule
+
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    project = make_project(tmp_path, {"one": {"files": files}, "two": {"files": files}})
+    leviathan = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
+    context = dg.build_schedule_context(instance=instance, resources={"leviathan": leviathan})
+    requests = refresh_backlogs_schedule(context)
+    assert [r.partition_key for r in requests] == ["one", "two"]
+    assert sorted(instance.get_dynamic_partitions("targets")) == ["one", "two"]
+
+
+def test_a_started_run_that_has_not_recorded_its_attempt_still_holds_the_target(tmp_path, instance) -> None:
+    # The gap two daemons can race through: run started, attempt.created not written yet.
+    project = site(tmp_path, docs_task("a"), docs_task("b"), max_running_attempts=1)
+    instance.add_run(
+        dg.DagsterRun(
+            job_name="attempt_job",
+            run_id="started-run",
+            status=dg.DagsterRunStatus.STARTED,
+            tags={"leviathan/target": "site", "leviathan/task": "a"},
+        )
+    )
+    result = tick(project, instance)
+    assert not result.run_requests
+    assert "b (max_running_attempts)" in result.skip_reason.skip_message

@@ -1,0 +1,230 @@
+"""deploy/: every Kubernetes object (base and both overlays, rendered) against the real Kubernetes
+schemas (kubernetes-validate, strict: unknown fields fail), the seed's RBAC, secrets and control plane,
+the worker NetworkPolicy against the labels the k8s executor really puts on worker pods, and the
+Dockerfile's hygiene (non-root, pinned base, no secrets)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+from kustomize_lite import load_documents, render, strategic_merge
+from support import REPO_ROOT
+
+from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.executors.base import AttemptSpec
+from leviathan_dagster.core.executors.k8s_job import render_job
+from leviathan_dagster.core.home import LeviathanHome
+
+K8S = REPO_ROOT / "deploy" / "k8s"
+# A release kubernetes-validate ships schemas for, and the oldest Kubernetes we document support for.
+K8S_VERSION = "1.30"
+OVERLAYS = ["base", "overlays/kind", "overlays/production"]
+
+
+def validate(obj: dict, source: str) -> None:
+    try:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    except kubernetes_validate.ValidationError as exc:
+        path = ".".join(str(p) for p in exc.path)
+        pytest.fail(f"{source}: {obj['kind']}/{obj['metadata']['name']} invalid at {path}: {exc.message}")
+
+
+def by_kind(objects: list[dict]) -> dict[tuple[str, str], dict]:
+    return {(o["kind"], o["metadata"]["name"]): o for o in objects}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_rendered_overlay_is_valid_kubernetes(overlay: str) -> None:
+    objects = render(K8S / overlay)
+    assert len(objects) >= 8
+    for obj in objects:
+        validate(obj, f"deploy/k8s/{overlay}")
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "leviathan", obj["metadata"]["name"]
+
+
+def test_every_manifest_file_is_valid_and_used() -> None:
+    files = sorted(K8S.rglob("*.yaml"))
+    referenced: set[Path] = set()
+    for kfile in K8S.rglob("kustomization.yaml"):
+        spec = yaml.safe_load(kfile.read_text())
+        for entry in spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])]:
+            referenced.add((kfile.parent / entry).resolve())
+    for path in files:
+        if path.name == "kustomization.yaml":
+            continue
+        is_patch = any(path == (K8S / o / p).resolve() for o in OVERLAYS for p in _patch_paths(K8S / o))
+        for doc in load_documents(path):
+            if not is_patch:  # patches are partial objects; they are validated once applied
+                validate(doc, str(path.relative_to(REPO_ROOT)))
+        # Nothing in deploy/k8s is dead weight, except the example Secret, which must never be applied.
+        assert path.resolve() in referenced or path.name == "secrets.example.yaml", path
+
+
+def _patch_paths(directory: Path) -> list[str]:
+    spec = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return [p["path"] for p in spec.get("patches", [])]
+
+
+def test_launcher_rbac_grants_the_seed_rights() -> None:
+    objects = by_kind(render(K8S / "base"))
+    rules = objects[("Role", "leviathan-dagster")]["rules"]
+    granted = {
+        (g, r, v)
+        for rule in rules
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    seed = {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
+    seed |= {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
+    assert seed <= granted
+    # Nothing that could touch Secrets, escalate, or reach past the namespace.
+    assert not any(r in ("secrets", "roles", "rolebindings", "*") for _, r, _ in granted)
+    assert not any(v in ("*", "escalate", "bind", "impersonate") for _, _, v in granted)
+    binding = objects[("RoleBinding", "leviathan-dagster")]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "leviathan-dagster", "namespace": "leviathan"}
+    ]
+    assert objects[("ServiceAccount", "leviathan-worker")]["automountServiceAccountToken"] is False
+
+
+def test_control_plane_serves_with_token_from_secret() -> None:
+    objects = by_kind(render(K8S / "base"))
+    deployment = objects[("Deployment", "leviathan-control-plane")]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"][:3] == ["leviathan", "control-plane", "serve"]
+    env = {e["name"]: e for e in container["env"]}
+    token = env["LEVIATHAN_CONTROL_PLANE_TOKEN"]
+    assert "value" not in token
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "leviathan-secrets", "key": "control-plane-token"}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    service = objects[("Service", "leviathan-control-plane")]
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == 8000
+
+
+def test_secret_example_has_the_seed_keys_and_only_placeholders() -> None:
+    secrets = by_kind(load_documents(K8S / "base" / "secrets.example.yaml"))
+    seed = secrets[("Secret", "leviathan-secrets")]["stringData"]
+    assert {"control-plane-token", "github-token", "claude-api-key", "claude-model"} <= set(seed)
+    assert "github-app-private-key" in seed
+    for secret in secrets.values():
+        for key, value in secret["stringData"].items():
+            assert "REPLACE_ME" in value, f"{key} holds something that is not a marked placeholder"
+
+
+def test_worker_network_policy_selects_the_executors_worker_pods() -> None:
+    objects = by_kind(render(K8S / "base"))
+    config_map = objects[("ConfigMap", "leviathan-config")]
+    project = _cluster_project(config_map["data"]["leviathan.yaml"])
+    target = project.targets[0]
+    spec = AttemptSpec(
+        target,
+        "t1",
+        "attempt-0123456789ab",
+        1,
+        Path("/etc/leviathan/leviathan.yaml"),
+        LeviathanHome(Path("/var/lib/leviathan")),
+    )
+    job = render_job(spec, project.kubernetes, target.resources)
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    selector = objects[("NetworkPolicy", "leviathan-worker-egress")]["spec"]["podSelector"]
+    assert _selects(selector, pod_labels)
+    # ...and never the control plane or Dagster's own pods.
+    control_plane = objects[("Deployment", "leviathan-control-plane")]["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    assert not _selects(selector, control_plane)
+    assert not _selects(selector, {"app.kubernetes.io/component": "dagster-run", "app": "dagster"})
+    # The worker Job runs under the account the manifests create, with the seed's Secret.
+    assert job["spec"]["template"]["spec"]["serviceAccountName"] == "leviathan-worker"
+    validate(job, "k8s executor Job for the cluster's leviathan.yaml")
+
+
+def _cluster_project(text: str):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "leviathan.yaml"
+        path.write_text(text)
+        return load_project_config(path)
+
+
+def _selects(selector: dict, labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        ok = {
+            "Exists": present,
+            "DoesNotExist": not present,
+            "In": value in expr.get("values", []),
+            "NotIn": value not in expr.get("values", []),
+        }[expr["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def test_overlays_differ_where_they_should() -> None:
+    kind = by_kind(render(K8S / "overlays" / "kind"))
+    prod = by_kind(render(K8S / "overlays" / "production"))
+    [kind_api] = kind[("Deployment", "leviathan-control-plane")]["spec"]["template"]["spec"]["containers"]
+    [prod_api] = prod[("Deployment", "leviathan-control-plane")]["spec"]["template"]["spec"]["containers"]
+    assert (kind_api["image"], kind_api["imagePullPolicy"]) == ("leviathan:dev", "Never")
+    assert re.fullmatch(r"ghcr\.io/[\w.-]+/leviathan:\d+\.\d+\.\d+", prod_api["image"])
+    assert prod[("Deployment", "leviathan-control-plane")]["spec"]["replicas"] == 2
+    assert ("PodDisruptionBudget", "leviathan-control-plane") in prod
+    # The patch kept the env (merged by container name), not replaced it.
+    assert [e["name"] for e in prod_api["env"]] == [e["name"] for e in kind_api["env"]]
+
+
+def test_strategic_merge_merges_named_lists_and_replaces_others() -> None:
+    base = {"containers": [{"name": "a", "image": "x", "args": [1, 2]}], "ports": [1, 2]}
+    patch = {"containers": [{"name": "a", "args": [3]}, {"name": "b", "image": "y"}], "ports": [9]}
+    assert strategic_merge(base, patch) == {
+        "containers": [{"name": "a", "image": "x", "args": [3]}, {"name": "b", "image": "y"}],
+        "ports": [9],
+    }
+
+
+DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
+SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|PRIVATE_KEY|DSN)", re.IGNORECASE)
+
+
+def dockerfile_instructions(text: str) -> list[tuple[str, str]]:
+    joined = re.sub(r"\\\n", " ", text)
+    out = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_dockerfile_is_non_root_pinned_and_secret_free() -> None:
+    instructions = dockerfile_instructions(DOCKERFILE.read_text())
+    bases = [rest.split()[0] for word, rest in instructions if word == "FROM"]
+    assert bases, "no FROM"
+    for base in bases:
+        # A version tag (digits) or a digest, never latest or a bare name.
+        assert "@sha256:" in base or re.search(r":\d+\.\d+(\.\d+)?[-\w.]*$", base), f"unpinned base {base}"
+    users = [rest for word, rest in instructions if word == "USER"]
+    assert users, "no USER: the image would run as root"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), users[-1]
+    for word, rest in instructions:
+        if word in ("ENV", "ARG", "LABEL"):
+            assert not SECRET_NAME.search(rest), f"{word} {rest} looks like a baked-in secret"
+        if word in ("COPY", "ADD"):
+            assert not re.search(r"\.env\b|\.pem\b|id_rsa|\.kube|credentials", rest), f"{word} {rest}"
+    runs = " ".join(rest for word, rest in instructions if word == "RUN")
+    assert "pip install ." in runs
+    ignored = (REPO_ROOT / ".dockerignore").read_text().split()
+    assert {".git", ".venv", ".env", ".leviathan"} <= set(ignored)

@@ -1,0 +1,5 @@
+import sys
+
+from worker.attempt import main
+
+sys.exit(main())

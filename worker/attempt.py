@@ -1,0 +1,356 @@
+"""One attempt, start to finish: clone, generate, check policy on the actual diff, test, write back the
+backlog, commit, push, open the PR, record events and artifacts.
+
+Every way an attempt can end is an ``AttemptFailure`` with its failure type (or success); the record is
+written in ``finally`` so a failing worker always leaves consistent events and artifacts.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from leviathan_dagster.core import attempts as at
+from leviathan_dagster.core import gitutil, lifecycle
+from leviathan_dagster.core.artifacts import ArtifactDir
+from leviathan_dagster.core.backlog import load_backlog, write_back_completion
+from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.errors import ConfigError, GeneratorError, LeviathanError, TransientError
+from leviathan_dagster.core.events.model import format_timestamp, utc_now
+from leviathan_dagster.core.forge.registry import forge_for
+from leviathan_dagster.core.forge.reviewers import reviewers_from_task
+from leviathan_dagster.core.generators.base import GenerationContext, GenerationStopped
+from leviathan_dagster.core.generators.registry import generator_name_for, get_generator
+from leviathan_dagster.core.generators.usage import UsageRecorder
+from leviathan_dagster.core.home import LeviathanHome
+from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
+from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
+from worker import pull_request
+from worker.environment import WorkerEnv, sanitized_environment
+from worker.event_sink import sink_for
+
+log = logging.getLogger("leviathan.worker")
+
+EXIT_CODES = {
+    at.POLICY_VIOLATION: 3,
+    at.NO_CHANGES: 4,
+    at.TESTS_FAILED: 5,
+    at.EXECUTOR_ERROR: 6,
+    at.TIMEOUT: 7,
+    at.INFRASTRUCTURE: 8,
+    at.BUDGET_EXHAUSTED: 9,
+}
+RESULT_FILE = "result.json"
+
+
+class AttemptFailure(Exception):
+    def __init__(self, failure_type: str, summary: str) -> None:
+        super().__init__(summary)
+        self.failure_type = failure_type
+        self.summary = summary
+
+
+@dataclass
+class Outcome:
+    status: str = "failed"
+    failure_type: str | None = None
+    summary: str = ""
+    details: dict = field(default_factory=dict)
+    # Model token totals (calls, tokens, model, template version, prompt hash); None: no model call.
+    usage: dict | None = None
+
+
+def main() -> int:
+    try:
+        env = WorkerEnv.from_environ()
+        home = LeviathanHome(env.home)
+        events = sink_for(env, home)
+    except ConfigError as exc:
+        print(f"worker: error: {exc}", file=sys.stderr)
+        return 2
+    actor = f"worker-{env.attempt_id}"
+    ids = {"attempt_id": env.attempt_id, "target_id": env.target_id, "task_id": env.task_id}
+    try:
+        events.append([lifecycle.attempt_started(actor_id=actor, **ids)])
+    except LeviathanError as exc:
+        # Nothing has been done yet; the orchestrator records the attempt as an infrastructure failure.
+        print(f"worker: cannot record attempt.started, not starting: {exc}", file=sys.stderr)
+        return EXIT_CODES[at.INFRASTRUCTURE]
+    artifacts = ArtifactDir(home.artifacts_dir(env.attempt_id))
+    outcome, duration = _run_recorded(env, home, artifacts)
+    try:
+        _record(env, events, artifacts, outcome, duration, actor, ids)
+    except LeviathanError as exc:
+        # The outcome is in result.json; without its events the orchestrator fails the attempt as
+        # infrastructure (never a silent success: a PR without its events is not a success).
+        print(f"worker: cannot record the outcome: {exc}", file=sys.stderr)
+        return EXIT_CODES[at.INFRASTRUCTURE]
+    return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or at.EXECUTOR_ERROR]
+
+
+def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -> tuple[Outcome, float]:
+    """Run the attempt, turning every way it can end into an Outcome; the log goes to worker.log."""
+    handler = _attach_log(artifacts.path("worker.log"))
+    outcome = Outcome()
+    usage = UsageRecorder(artifacts.path("usage.json"))
+    started = time.monotonic()
+    try:
+        outcome.details = run_attempt(env, home, artifacts, usage)
+        outcome.status = "succeeded"
+    except AttemptFailure as failure:
+        outcome.failure_type, outcome.summary = failure.failure_type, failure.summary
+    except TransientError as exc:
+        outcome.failure_type, outcome.summary = at.INFRASTRUCTURE, str(exc)
+    except (ConfigError, GeneratorError) as exc:
+        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, str(exc)
+    except GenerationStopped as stop:  # budget, scope, repair rounds: the generator's own stop
+        outcome.failure_type, outcome.summary = stop.failure_type, stop.summary
+    except Exception as exc:  # the record must be written whatever happened
+        log.exception("unexpected error")
+        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
+    finally:
+        outcome.usage = usage.summary() if usage.calls else None
+        log.info("attempt %s ended: %s %s", env.attempt_id, outcome.status, outcome.failure_type or "")
+        logging.getLogger().removeHandler(handler)
+        handler.close()
+    return outcome, round(time.monotonic() - started, 3)
+
+
+def run_attempt(
+    env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, usage: UsageRecorder | None = None
+) -> dict:
+    target = _load_target(env)
+    workspace = env.workspace_root / env.attempt_id
+    shutil.rmtree(workspace, ignore_errors=True)
+    deadline = time.monotonic() + target.policy.attempt_timeout_seconds
+    try:
+        # The forge hands git its credential per command (never in the URL or .git/config).
+        forge = forge_for(target, home)
+        log.info("cloning %s@%s", env.repo_url, env.branch)
+        gitutil.clone(env.repo_url, workspace, env.branch, env=forge.git_auth_env())
+        task = _load_task(workspace, env.task_id)
+        generator_name = generator_name_for(task)
+        usage = usage or UsageRecorder()
+        context = GenerationContext(
+            test_command=target.test_command,
+            test_environment=sanitized_environment(workspace),
+            policy=target.policy,
+            deadline=deadline,
+            usage=usage,
+        )
+        change = get_generator(generator_name).generate(task, workspace, context)
+        artifacts.write_json(
+            "generator.json",
+            {"generator": generator_name, "files": list(change.files), "summary": change.summary},
+        )
+        log.info("generator %s: %s", generator_name, change.summary)
+        changes = _checked_changes(workspace, task, target)
+        tests = _run_tests(target, workspace, artifacts, deadline)
+        _discard_unchecked_changes(workspace)
+        branch = at.branch_name_for(task.id, env.attempt_id)
+        commit_sha = _commit(workspace, task, env, branch, changes, artifacts)
+        # Asked again: an App's installation token may have been refreshed since the clone.
+        _push(workspace, branch, forge.git_auth_env())
+        pr = forge.open_pull_request(
+            head=branch,
+            base=env.branch,
+            title=pull_request.render_title(task),
+            body=pull_request.render_body(
+                target_id=env.target_id,
+                task=task,
+                attempt_id=env.attempt_id,
+                attempt_number=env.attempt_number,
+                changes=changes,
+                generator=generator_name,
+                tests=tests,
+                usage=usage.summary() if usage.calls else None,
+            ),
+            reviewers=reviewers_from_task(task),
+            draft=tests.failed,  # only reached failing when the policy allows a draft
+        )
+        log.info("opened PR #%s %s", pr.number, pr.url)
+        return {
+            "branch_name": branch,
+            "commit_sha": commit_sha,
+            "pr_number": pr.number,
+            "pr_url": pr.url,
+            "touched_paths": [c.path for c in changes],
+            "generator": generator_name,
+            "tests": tests.status,
+        }
+    finally:
+        shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _load_target(env: WorkerEnv) -> TargetConfig:
+    target = load_project_config(env.config_path).target(env.target_id)
+    if target is None:
+        raise ConfigError(f"{env.config_path}: no target '{env.target_id}' (TARGET_NAME)")
+    return target
+
+
+def _load_task(workspace: Path, task_id: str) -> Task:
+    backlog = load_backlog(workspace / BACKLOG_PATH)
+    task = backlog.get(task_id)
+    if task is None:
+        raise AttemptFailure(
+            at.EXECUTOR_ERROR, f"task '{task_id}' is not in {BACKLOG_PATH} on the base branch"
+        )
+    return task
+
+
+def _checked_changes(workspace: Path, task: Task, target: TargetConfig) -> list[ChangedPath]:
+    """Policy on the *actual* diff: the task's allowed paths, inside the target's prefixes."""
+    changes = list_changed_paths(workspace)
+    if not changes:
+        raise AttemptFailure(at.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
+    violations = check_changed_paths(workspace, changes, task.allowed_paths)
+    violations += check_changed_paths(workspace, changes, target.policy.allowed_path_prefixes)
+    if violations:
+        unique = sorted(set(violations))
+        raise AttemptFailure(at.POLICY_VIOLATION, "; ".join(unique))
+    return changes
+
+
+def _run_tests(
+    target: TargetConfig, workspace: Path, artifacts: ArtifactDir, deadline: float
+) -> pull_request.TestReport:
+    if not target.test_command:
+        return pull_request.TestReport("no test command configured")
+    remaining = max(1.0, deadline - time.monotonic())
+    log.info("running tests: %s", " ".join(target.test_command))
+    try:
+        proc = subprocess.run(
+            list(target.test_command),
+            cwd=workspace,
+            env=sanitized_environment(workspace),
+            capture_output=True,
+            text=True,
+            timeout=remaining,
+        )
+    except subprocess.TimeoutExpired as exc:
+        artifacts.write_text("tests.log", _text(exc.stdout) + _text(exc.stderr))
+        raise AttemptFailure(
+            at.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)"
+        ) from exc
+    except OSError as exc:
+        raise AttemptFailure(at.EXECUTOR_ERROR, f"test command could not start: {exc}") from exc
+    output = proc.stdout + proc.stderr
+    artifacts.write_text("tests.log", output)
+    summary = pull_request.last_summary_line(output)
+    if proc.returncode != 0 and not target.policy.allow_draft_on_failing_tests:
+        tail = " | ".join(line for line in output.strip().splitlines()[-6:])
+        raise AttemptFailure(at.TESTS_FAILED, f"test command exited {proc.returncode}: {tail}"[:2000])
+    status = "passed" if proc.returncode == 0 else "failed (draft)"
+    return pull_request.TestReport(status, tuple(target.test_command), proc.returncode, summary)
+
+
+def _discard_unchecked_changes(workspace: Path) -> None:
+    """Drop whatever the test command wrote (caches, reports, stray files): only the change that passed
+    the policy check (staged in the index by ``list_changed_paths``) may be committed."""
+    gitutil.run_git(["checkout", "--", "."], cwd=workspace)
+    gitutil.run_git(["clean", "-q", "-f", "-d", "-x"], cwd=workspace)
+
+
+def _commit(
+    workspace: Path,
+    task: Task,
+    env: WorkerEnv,
+    branch: str,
+    changes: list[ChangedPath],
+    artifacts: ArtifactDir,
+) -> str:
+    diff = gitutil.run_git(["diff", "--cached", "--binary", "HEAD"], cwd=workspace)
+    artifacts.write_text("diff.patch", diff)
+    backlog_file = workspace / BACKLOG_PATH
+    # newline="" both ways: a backlog saved with CRLF line endings keeps them (minimal diff).
+    with backlog_file.open(encoding="utf-8", newline="") as handle:
+        original = handle.read()
+    updated = write_back_completion(
+        original,
+        task.id,
+        attempt_id=env.attempt_id,
+        branch_name=branch,
+        completed_at=format_timestamp(utc_now()),
+    )
+    with backlog_file.open("w", encoding="utf-8", newline="") as handle:
+        handle.write(updated)
+    gitutil.run_git(["checkout", "-q", "-b", branch], cwd=workspace)
+    message = (
+        f"{task.title}\n\n"
+        f"Leviathan attempt {env.attempt_number} for task {task.id} on target {env.target_id}.\n"
+        f"Touched: {', '.join(c.path for c in changes)}\n\n"
+        f"Leviathan-Task: {task.id}\nLeviathan-Attempt: {env.attempt_id}\n"
+    )
+    return gitutil.commit_all(workspace, message)
+
+
+def _push(workspace: Path, branch: str, git_env: dict[str, str]) -> None:
+    try:
+        gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=git_env)
+    except LeviathanError as exc:
+        raise TransientError(f"push of {branch} failed: {exc}") from exc
+
+
+def _record(
+    env, events, artifacts: ArtifactDir, outcome: Outcome, duration: float, actor: str, ids: dict
+) -> None:
+    artifacts.write_json(
+        RESULT_FILE,
+        {
+            "status": outcome.status,
+            "failure_type": outcome.failure_type,
+            "summary": outcome.summary,
+            "duration_seconds": duration,
+            **outcome.details,
+        },
+    )
+    sealed = [a.as_dict() for a in artifacts.seal()]
+    common = {"attempt_number": env.attempt_number, "duration_seconds": duration, "artifacts": sealed}
+    if outcome.usage:
+        common["usage"] = outcome.usage
+    if outcome.status == "succeeded":
+        details = outcome.details
+        events.append(
+            [
+                lifecycle.pr_created(
+                    pr_number=details["pr_number"],
+                    pr_url=details["pr_url"],
+                    branch_name=details["branch_name"],
+                    actor_id=actor,
+                    **ids,
+                ),
+                lifecycle.attempt_succeeded(actor_id=actor, **ids, **common, **details),
+            ]
+        )
+    else:
+        events.append(
+            [
+                lifecycle.attempt_failed(
+                    failure_type=outcome.failure_type or at.EXECUTOR_ERROR,
+                    error_summary=outcome.summary,
+                    actor_id=actor,
+                    **ids,
+                    **common,
+                )
+            ]
+        )
+
+
+def _attach_log(path: Path) -> logging.Handler:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logging.getLogger().addHandler(handler)
+    return handler
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value or ""
