@@ -91,7 +91,7 @@ def start_daemon(env: dict[str, str], cwd: Path, name: str) -> Daemon:
             [DAEMON, "run", "-w", str(REPO_ROOT / "workspace.yaml")],
             env=env,
             cwd=cwd,
-            stdout=subprocess.DEVNULL,
+            stdout=stderr,  # the daemon logs its own ticks to stdout, run workers to stderr
             stderr=stderr,
             # Its own process group: stopping it stops its code server and run workers too.
             start_new_session=True,
