@@ -10,8 +10,10 @@ from pathlib import Path
 
 import yaml
 
+from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.home import LeviathanHome
+from leviathan_dagster.core.models import TargetConfig
 from leviathan_dagster.demo_setup import make_repository
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +46,9 @@ class Project:
 
     def events(self) -> NdjsonEventLog:
         return NdjsonEventLog(self.home.events_path)
+
+    def target(self, target_id: str) -> TargetConfig:
+        return next(t for t in load_project_config(self.config_path).targets if t.id == target_id)
 
     def branches(self, target_id: str) -> list[str]:
         out = subprocess.run(

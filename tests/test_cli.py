@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,41 @@ def test_prs_list_show_merge_close_and_events(project: Project) -> None:
     assert '"ok": true' in verify.output
     # b's dependency is now completed on main: it is ready.
     assert "waits for dependency" not in invoke(project, "tasks").output
+
+
+def test_prs_show_and_merge_as_json(project: Project) -> None:
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    shown = json.loads(invoke(project, "prs", "show", "1", "--json").stdout)
+    assert (shown["number"], shown["state"], shown["head"]) == (1, "open", "agent/a-attempt-1")
+    merged = json.loads(invoke(project, "prs", "merge", "1", "--json").stdout)
+    assert merged["state"] == "merged" and len(merged["merge_commit_sha"]) == 40
+
+
+def test_prs_close_fails_the_attempt_with_its_consequences(project: Project) -> None:
+    [attempt] = json.loads(invoke(project, "run", "--once", "--json").stdout)["attempts"]
+    assert invoke(project, "prs", "close", "1").exit_code == 0
+    events = list(project.events().read())
+    closed = next(e for e in events if e.event_type == "pr.closed")
+    assert closed.payload["task"] == "site/a" and closed.payload["attempt_id"] == attempt["attempt_id"]
+    # Closed without merge counts as a failed attempt: a retry after the backoff, as for any failure.
+    [retry] = [e for e in events if e.event_type == "retry.scheduled"]
+    assert (retry.payload["task_id"], retry.payload["retry_number"]) == ("a", 2)
+    readiness = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    [a] = [t for t in readiness if t["task"] == "a"]
+    assert (a["reason"], a["next_attempt"]) == ("backoff", 2)
+
+
+def test_run_once_json_reports_the_cycles_attempts_on_stdout_progress_on_stderr(project: Project) -> None:
+    result = invoke(project, "run", "--once", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)  # stdout is nothing but the JSON line
+    [attempt] = report["attempts"]
+    assert (attempt["task_id"], attempt["status"], attempt["number"]) == ("a", "succeeded", 1)
+    assert attempt["pr_url"] and attempt["branch_name"].startswith("agent/a-")
+    assert "cycle at" in result.stderr
+    # Next cycle: a's PR is open and b waits for a, so nothing runs and the report says why.
+    again = json.loads(invoke(project, "run", "--once", "--json").stdout)
+    assert again["attempts"] == [] and again["skipped"]
 
 
 def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project: Project) -> None:

@@ -36,7 +36,7 @@ def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
         idle = run_cycle(instance, resource_for(project), echo=lambda _: None)
         assert idle.launched == [] and "b (dependency)" in idle.skipped
 
-        pr_actions.merge_pull_request(forge, pr.number, project.events())
+        pr_actions.merge_pull_request(project.target("site"), forge, pr.number, project.events())
         second = run_cycle(instance, resource_for(project), echo=lambda _: None)
         assert [key for key, _, _ in second.launched] == ["site/b:1"]
 

@@ -7,7 +7,7 @@ import time
 import click
 
 from leviathan_dagster.cli.context import CliContext, pass_ctx
-from leviathan_dagster.cli.run import cycle_once, print_attempts
+from leviathan_dagster.cli.run import cycle_attempts, cycle_once, print_attempts
 from leviathan_dagster.core import pr_actions
 from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import load_project_config
@@ -42,7 +42,7 @@ def demo(ctx: CliContext) -> None:
     for number in range(1, MAX_CYCLES + 1):
         click.secho(f"\ncycle {number}", bold=True)
         report = cycle_once(ctx, target=None, executor=None, max_attempts=None)
-        print_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+        print_attempts(cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched}))
         ledger = AttemptLedger.from_events(events.read())
         if not bug_fixed and any(a.failure_type == "tests_failed" for a in ledger.attempts("docs-site")):
             sha = fix_slugify_bug(home)
@@ -64,7 +64,7 @@ def _merge_open_prs(project, ctx: CliContext) -> int:
     for target in project.targets:
         forge = forge_for(target, ctx.home)
         for pr in forge.open_agent_pull_requests():
-            pr_actions.merge_pull_request(forge, pr.number, ctx.event_log(), actor_id="demo-reviewer")
+            pr_actions.merge_pull_request(target, forge, pr.number, ctx.event_log(), actor_id="demo-reviewer")
             click.echo(f"  reviewer: merged {target.id} PR #{pr.number} ({pr.head})")
             merged += 1
     return merged

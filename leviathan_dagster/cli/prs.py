@@ -10,21 +10,22 @@ from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
+from leviathan_dagster.core.models import PullRequest, TargetConfig
 
 
-def _forges(ctx: CliContext, target: str | None) -> list[Forge]:
+def _targets(ctx: CliContext, target: str | None) -> list[TargetConfig]:
     project = load_project_config(ctx.config_path)
     targets = [t for t in project.targets if target in (None, t.id)]
     if target and not targets:
         raise ConfigError(f"no target '{target}' in {project.source}")
-    return [forge_for(t, ctx.home) for t in targets]
+    return targets
 
 
-def _one_forge(ctx: CliContext, target: str | None) -> Forge:
-    forges = _forges(ctx, target)
-    if len(forges) != 1:
+def _one_target(ctx: CliContext, target: str | None) -> tuple[TargetConfig, Forge]:
+    targets = _targets(ctx, target)
+    if len(targets) != 1:
         raise click.UsageError("several targets: name one with --target")
-    return forges[0]
+    return targets[0], forge_for(targets[0], ctx.home)
 
 
 @click.group()
@@ -46,7 +47,7 @@ def list_prs(ctx: CliContext, target: str | None, state: str, as_json: bool) -> 
     Example:
       leviathan prs list --state open
     """
-    rows = [pr for forge in _forges(ctx, target) for pr in forge.list_pull_requests(state)]
+    rows = [pr for t in _targets(ctx, target) for pr in forge_for(t, ctx.home).list_pull_requests(state)]
     if as_json:
         emit_json([pr.__dict__ for pr in rows])
         return
@@ -56,49 +57,60 @@ def list_prs(ctx: CliContext, target: str | None, state: str, as_json: bool) -> 
         click.echo("no pull requests")
 
 
+def _pr_command(func):
+    """The options every one-PR command takes: the PR number, its target, ``--json``."""
+    func = click.option("--json", "as_json", is_flag=True, help="The pull request as JSON.")(func)
+    func = click.option("--target", help="Target of the PR (needed with several targets).")(func)
+    return click.argument("number", type=int)(func)
+
+
+def _report(pr: PullRequest, as_json: bool, text: str) -> None:
+    emit_json(pr.__dict__) if as_json else click.echo(text)
+
+
 @prs.command()
-@click.argument("number", type=int)
-@click.option("--target", help="Target of the PR (needed with several targets).")
+@_pr_command
 @pass_ctx
-def show(ctx: CliContext, number: int, target: str | None) -> None:
+def show(ctx: CliContext, number: int, target: str | None, as_json: bool) -> None:
     """Show one pull request with its body.
 
     \b
     Example:
       leviathan prs show 1 --target docs-site
+      leviathan prs show 1 --target docs-site --json | jq -r .url
     """
-    pr = _one_forge(ctx, target).get_pull_request(number)
-    click.echo(f"#{pr.number} {pr.title}\n{pr.url}\n{pr.head} -> {pr.base} ({pr.state})\n\n{pr.body}")
+    pr = _one_target(ctx, target)[1].get_pull_request(number)
+    _report(
+        pr, as_json, f"#{pr.number} {pr.title}\n{pr.url}\n{pr.head} -> {pr.base} ({pr.state})\n\n{pr.body}"
+    )
 
 
 @prs.command()
-@click.argument("number", type=int)
-@click.option("--target", help="Target of the PR (needed with several targets).")
+@_pr_command
 @pass_ctx
-def merge(ctx: CliContext, number: int, target: str | None) -> None:
+def merge(ctx: CliContext, number: int, target: str | None, as_json: bool) -> None:
     """Merge a PR into its base branch (really merges); completes its task.
 
     \b
     Example:
       leviathan prs merge 1 --target docs-site
     """
-    pr = pr_actions.merge_pull_request(_one_forge(ctx, target), number, ctx.event_log())
-    click.echo(f"merged #{pr.number} into {pr.base} ({pr.merge_commit_sha})")
+    pr = pr_actions.merge_pull_request(*_one_target(ctx, target), number, ctx.event_log())
+    _report(pr, as_json, f"merged #{pr.number} into {pr.base} ({pr.merge_commit_sha})")
 
 
 @prs.command()
-@click.argument("number", type=int)
-@click.option("--target", help="Target of the PR (needed with several targets).")
+@_pr_command
 @pass_ctx
-def close(ctx: CliContext, number: int, target: str | None) -> None:
-    """Close a PR without merging.
+def close(ctx: CliContext, number: int, target: str | None, as_json: bool) -> None:
+    """Close a PR without merging: its attempt fails as pr_closed (retry after backoff, or the task ends).
 
     \b
     Example:
       leviathan prs close 2 --target docs-site
     """
-    pr = pr_actions.close_pull_request(_one_forge(ctx, target), number, ctx.event_log())
-    click.echo(f"closed #{pr.number}")
+    pr = pr_actions.close_pull_request(*_one_target(ctx, target), number, ctx.event_log())
+    _report(pr, as_json, f"closed #{pr.number}")
 
 
 COMMANDS = [prs]

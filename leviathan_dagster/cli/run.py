@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.scheduling import plan_cycle
 
 
-def cycle_once(ctx: CliContext, *, target: str | None, executor: str | None, max_attempts: int | None):
+def cycle_once(
+    ctx: CliContext,
+    *,
+    target: str | None,
+    executor: str | None,
+    max_attempts: int | None,
+    echo=click.echo,
+):
     from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
     from leviathan_dagster.defs.platform.resources import LeviathanResource
 
@@ -25,18 +33,21 @@ def cycle_once(ctx: CliContext, *, target: str | None, executor: str | None, max
         max_attempts_per_task=max_attempts,
     )
     try:
-        return run_cycle(instance, resource, executor=executor, echo=click.echo)
+        return run_cycle(instance, resource, executor=executor, echo=echo)
     finally:
         instance.dispose()
 
 
-def print_attempts(ctx: CliContext, run_ids: set[str]) -> int:
-    """Print the attempts the cycle ran; returns how many failed."""
+def cycle_attempts(ctx: CliContext, run_ids: set[str]) -> list[AttemptRecord]:
+    """The attempts the cycle's runs made, from the event log."""
     ledger = AttemptLedger.from_events(ctx.event_log().read())
+    return [record for record in ledger.attempts() if record.run_id in run_ids]
+
+
+def print_attempts(records: list[AttemptRecord]) -> int:
+    """Print the attempts the cycle ran; returns how many failed."""
     failed = 0
-    for record in ledger.attempts():
-        if record.run_id not in run_ids:
-            continue
+    for record in records:
         if record.status == "succeeded":
             click.secho(
                 f"  ok   {record.target_id}/{record.task_id} #{record.number}: PR {record.pr_url}", fg="green"
@@ -67,6 +78,12 @@ def print_attempts(ctx: CliContext, run_ids: set[str]) -> int:
     type=click.IntRange(min=1),
     help="Seconds between cycles without --once.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print each cycle's attempts as one JSON object per line; progress goes to stderr.",
+)
 @pass_ctx
 def run(
     ctx: CliContext,
@@ -75,6 +92,7 @@ def run(
     executor: str | None,
     max_attempts: int | None,
     interval: int,
+    as_json: bool,
 ) -> None:
     """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
 
@@ -84,13 +102,20 @@ def run(
     \b
     Example:
       leviathan run --target docs-site --once --executor local
+      leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
+    progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     while True:
-        click.echo(f"cycle at {utc_now():%H:%M:%S}")
-        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts)
+        progress(f"cycle at {utc_now():%H:%M:%S}")
+        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts, echo=progress)
         if report.skipped:
-            click.echo(f"  {report.skipped}")
-        failed = print_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+            progress(f"  {report.skipped}")
+        records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+        failed = sum(r.status != "succeeded" for r in records)
+        if as_json:
+            click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
+        else:
+            print_attempts(records)
         if once:
             raise SystemExit(1 if failed else 0)
         time.sleep(interval)

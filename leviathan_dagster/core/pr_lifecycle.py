@@ -3,11 +3,12 @@
 A PR merged or closed outside Leviathan (on GitHub, or ``prs merge`` from another machine) is found by
 polling the forge for every PR an attempt opened and the log has not yet seen finish:
 
-- merged: ``pr.merged`` and ``task.completed`` (as ``core/pr_actions.merge_pull_request`` records);
+- merged: ``pr.merged`` and ``task.completed``;
 - closed without merge: ``pr.closed``; the ledger turns the attempt into a ``pr_closed`` failure, which
   counts against ``max_attempts_per_task`` and the circuit breaker, and the usual consequences follow
   (retry after backoff, or the task ends failed; escalation; the breaker).
 
+``core/pr_actions`` records a reviewer's merge or close from the CLI the same way (``record_ending``).
 Event timestamps are the forge's merge/close times, so recording the same ending twice writes nothing.
 """
 
@@ -57,18 +58,38 @@ def sync_pull_requests(
         if pr.state == "open":
             result.still_open.append(number)
             continue
-        events.append(_ending(target, pr, attempt_id, actor_id))
+        record_ending(target, pr, events, actor_id=actor_id, attempt_id=attempt_id)
         (result.merged if pr.state == "merged" else result.closed).append(number)
-        if pr.state == "closed":
-            ledger = AttemptLedger.from_events(events.read())
-            record = ledger.attempt(attempt_id)
-            if record is not None:
-                apply_failure_consequences(record, target, ledger, events)
     return result
 
 
-def _ending(target: TargetConfig, pr: PullRequest, attempt_id: str, actor_id: str) -> list[ev.Event]:
+def record_ending(
+    target: TargetConfig,
+    pr: PullRequest,
+    events: EventStore,
+    *,
+    actor_id: str,
+    attempt_id: str | None = None,
+) -> None:
+    """Record that ``pr`` (merged or closed) ended, with what follows from it: a merge completes the
+    task; a close without merge fails the attempt that opened it, with that failure's consequences.
+    ``attempt_id`` defaults to the attempt the ledger says opened the PR."""
+    if attempt_id is None:
+        ledger = AttemptLedger.from_events(events.read())
+        opened = [a for a in ledger.attempts(target.id) if a.pr_number == pr.number]
+        attempt_id = opened[-1].attempt_id if opened else None
+    events.append(_ending(target, pr, attempt_id, actor_id))
+    if pr.state == "closed" and attempt_id is not None:
+        ledger = AttemptLedger.from_events(events.read())
+        record = ledger.attempt(attempt_id)
+        if record is not None:
+            apply_failure_consequences(record, target, ledger, events)
+
+
+def _ending(target: TargetConfig, pr: PullRequest, attempt_id: str | None, actor_id: str) -> list[ev.Event]:
     marker = pr.task_marker()
+    # Which attempt opened the PR, when known (a PR the ledger never saw opened has none).
+    opened_by = {"attempt_id": attempt_id} if attempt_id else {}
     if pr.state == "merged":
         at = parse_timestamp(pr.merged_at) if pr.merged_at else None
         records = [
@@ -79,7 +100,7 @@ def _ending(target: TargetConfig, pr: PullRequest, attempt_id: str, actor_id: st
                 task_ref=marker,
                 actor_id=actor_id,
                 at=at,
-                attempt_id=attempt_id,
+                **opened_by,
                 merge_commit_sha=pr.merge_commit_sha,
                 merged_at=pr.merged_at,
             )
@@ -105,7 +126,7 @@ def _ending(target: TargetConfig, pr: PullRequest, attempt_id: str, actor_id: st
             task_ref=marker,
             actor_id=actor_id,
             at=at,
-            attempt_id=attempt_id,
+            **opened_by,
             closed_at=pr.closed_at,
         )
     ]
