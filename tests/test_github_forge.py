@@ -310,6 +310,41 @@ def test_app_auth_installation_token_for_rest_and_git_refreshed_before_expiry(gh
     assert all(t not in config for t in gh.state.issued_installation_tokens)
 
 
+def test_installation_token_is_reused_by_the_next_forge_of_the_process(gh, app_key) -> None:
+    # Each sensor tick and attempt builds its own forge; they share the App's token until it is due.
+    private, public = app_key
+    gh.add_app(42, public, {7: {"acme/site"}}, ttl=3600)
+
+    def forge() -> GithubForge:
+        target = target_for(gh, app_id=42)
+        return GithubForge(target, {KEY_ENV: private}, seconds_between_requests=0)
+
+    first, second = forge(), forge()
+    first.list_pull_requests()
+    second.list_pull_requests()
+    assert len(gh.state.issued_installation_tokens) == 1
+    assert gh.count("GET", "/repos/acme/site/installation") == 1
+    assert (first._source.refreshes, second._source.refreshes) == (1, 0)
+    # Another key for the same App (rotated) never reuses that token.
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    gh.add_app(
+        42,
+        other.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ),
+        {7: {"acme/site"}},
+        ttl=3600,
+    )
+    rotated = other.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    GithubForge(
+        target_for(gh, app_id=42), {KEY_ENV: rotated}, seconds_between_requests=0
+    ).list_pull_requests()
+    assert len(gh.state.issued_installation_tokens) == 2
+    first.close(), second.close()
+
+
 def test_app_jwt_signed_with_another_key_is_refused(gh, app_key) -> None:
     _, public = app_key
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(

@@ -10,6 +10,7 @@ to the repository's origin so a submodule on another host never sees it.
 from __future__ import annotations
 
 import base64
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +21,13 @@ from github import Auth, GithubIntegration
 # Installation tokens live one hour. A token is replaced this long before it expires, so a clone, a
 # test run and a push started with it never meet an expired credential half-way.
 REFRESH_MARGIN_SECONDS = 300.0
+
+# Granted installation tokens, shared by every InstallationTokens of this process: a sensor tick or an
+# attempt builds a fresh forge, and exchanging a new token each time would spend a request (and a line
+# in the App's audit log) per tick. Keyed by API URL, App, installation (or repository) and a digest
+# of the private key, so a rotated key or another GitHub never reuses a token.
+_granted: dict[tuple[str, int, str, str], tuple[str, float, int]] = {}
+_granted_lock = threading.Lock()
 
 
 class TokenSource:
@@ -39,7 +47,7 @@ class StaticToken(TokenSource):
 
 class InstallationTokens(TokenSource):
     """A GitHub App's installation token: exchanged for an RS256 JWT signed with the App's private key,
-    cached, and refreshed ``REFRESH_MARGIN_SECONDS`` before it expires."""
+    cached (across forges of this process), and refreshed ``REFRESH_MARGIN_SECONDS`` before it expires."""
 
     def __init__(
         self,
@@ -56,6 +64,8 @@ class InstallationTokens(TokenSource):
         self._integration = GithubIntegration(
             auth=Auth.AppAuth(app_id, private_key), base_url=api_url, timeout=timeout, retry=None
         )
+        key_digest = hashlib.sha256(private_key.encode()).hexdigest()
+        self._cache_key = (api_url, app_id, str(installation_id or repository), key_digest)
         self._installation_id = installation_id
         self._repository = repository
         self._refresh_margin = refresh_margin
@@ -76,11 +86,18 @@ class InstallationTokens(TokenSource):
         self._integration.close()
 
     def _refresh(self) -> None:
+        with _granted_lock:
+            shared = _granted.get(self._cache_key)
+        if shared and self._clock() < shared[1] - self._refresh_margin:
+            self._token, self._expires_at, self._installation_id = shared
+            return
         if self._installation_id is None:
             owner, name = self._repository.split("/", 1)
             self._installation_id = self._integration.get_repo_installation(owner, name).id
         granted = self._integration.get_access_token(self._installation_id)
         self._token, self._expires_at = granted.token, granted.expires_at.timestamp()
+        with _granted_lock:
+            _granted[self._cache_key] = (self._token, self._expires_at, self._installation_id)
         self.refreshes += 1
 
 
