@@ -39,13 +39,15 @@ def project(tmp_path: Path) -> Project:
         ["events", "verify"],
         ["prs", "list"],
         ["prs", "merge"],
+        ["target", "pause"],
+        ["target", "reset-breaker"],
         ["demo"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
-    if command and command[0] not in ("events", "prs") or len(command) > 1:
+    if command and command[0] not in ("events", "prs", "target") or len(command) > 1:
         assert "Example:" in result.output
 
 
@@ -114,6 +116,19 @@ def test_prs_close_fails_the_attempt_with_its_consequences(project: Project) -> 
     readiness = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
     [a] = [t for t in readiness if t["task"] == "a"]
     assert (a["reason"], a["next_attempt"]) == ("backoff", 2)
+
+
+def test_target_pause_and_resume_from_the_cli_with_the_operators_identity(project: Project) -> None:
+    paused = invoke(project, "target", "pause", "site", "--reason", "release freeze", "--operator", "ada")
+    assert paused.exit_code == 0 and "operator:ada" in paused.output
+    [event] = [e for e in project.events().read() if e.event_type == "target.paused"]
+    assert (event.event.actor_id, event.payload["reason"]) == ("operator:ada", "release freeze")
+    readiness = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    assert [t["reason"] for t in readiness if t["task"] == "a"] == ["paused"]
+    resumed = json.loads(invoke(project, "target", "resume", "site", "--json").stdout)
+    assert resumed["event_type"] == "target.resumed" and resumed["seq"] == event.seq + 1
+    assert "paused" not in invoke(project, "tasks").output
+    assert invoke(project, "target", "pause", "nope").exit_code == 2
 
 
 def test_run_once_json_reports_the_cycles_attempts_on_stdout_progress_on_stderr(project: Project) -> None:
