@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -94,6 +95,9 @@ def wait_for(url: str, procs: list[subprocess.Popen], cwd: Path) -> None:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
+        except urllib.error.HTTPError as answer:  # not up yet; the error holds the socket: close it
+            answer.close()
+            time.sleep(0.5)
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"{url} did not answer within {STARTUP_SECONDS}s")

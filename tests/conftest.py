@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 
@@ -15,3 +17,12 @@ def _no_leaked_defs_state_storage():
 
     with set_defs_state_storage(None):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _leaks_surface_in_the_test_that_made_them():
+    """Collect garbage after every test, so an unclosed socket or file is reported (ResourceWarning is
+    an error here) by the test that leaked it, not by whichever later test the collector happens to
+    run in."""
+    yield
+    gc.collect()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -539,7 +540,9 @@ def _poll(url: str, proc: subprocess.Popen) -> Any:
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return json.loads(response.read())
-        except OSError:
+        except OSError as exc:
+            if isinstance(exc, urllib.error.HTTPError):
+                exc.close()  # it holds the socket until collected otherwise
             assert proc.poll() is None, proc.communicate()[1].decode()
             assert time.monotonic() < deadline, "control plane did not answer"
             time.sleep(0.1)

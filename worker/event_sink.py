@@ -124,7 +124,8 @@ class ControlPlaneSink:
                 with urllib.request.urlopen(request, timeout=self._timeout) as response:
                     return json.loads(response.read())
             except urllib.error.HTTPError as exc:  # before OSError: HTTPError is one
-                detail = _error_detail(exc)
+                with exc:  # the error holds the connection: close it now, not when collected
+                    detail = _error_detail(exc)
                 if exc.code == 409:
                     raise ConflictError(f"control plane refused {bundle_id}: {detail}") from None
                 if exc.code not in RETRYABLE_STATUS:
