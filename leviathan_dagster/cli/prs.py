@@ -65,7 +65,10 @@ def _pr_command(func):
 
 
 def _report(pr: PullRequest, as_json: bool, text: str) -> None:
-    emit_json(pr.__dict__) if as_json else click.echo(text)
+    if as_json:
+        emit_json(pr.__dict__)
+    else:
+        click.echo(text)
 
 
 @prs.command()
