@@ -338,11 +338,11 @@ def test_installation_token_is_reused_by_the_next_forge_of_the_process(gh, app_k
     rotated = other.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     ).decode()
-    GithubForge(
-        target_for(gh, app_id=42), {KEY_ENV: rotated}, seconds_between_requests=0
-    ).list_pull_requests()
+    third = GithubForge(target_for(gh, app_id=42), {KEY_ENV: rotated}, seconds_between_requests=0)
+    third.list_pull_requests()
     assert len(gh.state.issued_installation_tokens) == 2
-    first.close(), second.close()
+    for forge_ in (first, second, third):
+        forge_.close()
 
 
 def test_app_jwt_signed_with_another_key_is_refused(gh, app_key) -> None:

@@ -44,22 +44,19 @@ def cycle_attempts(ctx: CliContext, run_ids: set[str]) -> list[AttemptRecord]:
     return [record for record in ledger.attempts() if record.run_id in run_ids]
 
 
-def print_attempts(records: list[AttemptRecord]) -> int:
-    """Print the attempts the cycle ran; returns how many failed."""
-    failed = 0
+def print_attempts(records: list[AttemptRecord]) -> None:
+    """Print the attempts the cycle ran, one line each."""
     for record in records:
         if record.status == "succeeded":
             click.secho(
                 f"  ok   {record.target_id}/{record.task_id} #{record.number}: PR {record.pr_url}", fg="green"
             )
         else:
-            failed += 1
             click.secho(
                 f"  FAIL {record.target_id}/{record.task_id} #{record.number}: {record.failure_type}: "
                 f"{(record.error_summary or '')[:300]}",
                 fg="red",
             )
-    return failed
 
 
 @click.command()

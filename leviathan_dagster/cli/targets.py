@@ -14,9 +14,9 @@ from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError
 
 ACTIONS = {
-    "pause": (op_events.TARGET_PAUSED, "Stop starting new attempts on a target (running ones finish)."),
-    "resume": (op_events.TARGET_RESUMED, "Let a paused target start attempts again."),
-    "reset-breaker": (op_events.CIRCUIT_RESET, "Close a target's circuit breaker so attempts may start."),
+    "pause": op_events.TARGET_PAUSED,
+    "resume": op_events.TARGET_RESUMED,
+    "reset-breaker": op_events.CIRCUIT_RESET,
 }
 
 
@@ -25,7 +25,7 @@ def target() -> None:
     """Operator actions on one target (recorded in the event log with your identity)."""
 
 
-def _action(name: str, kind: str, summary: str) -> click.Command:
+def _action(name: str, kind: str) -> click.Command:
     @click.argument("target_id", metavar="TARGET")
     @click.option("--reason", default="", help="Why; recorded with the event.")
     @click.option(
@@ -47,11 +47,12 @@ def _action(name: str, kind: str, summary: str) -> click.Command:
         else:
             click.echo(f"{kind} for target '{target_id}' by {event.actor_id} (seq {stored.seq})")
 
+    summary = op_events.TARGET_ACTION_SUMMARIES[kind]
     command.__doc__ = f"{summary}\n\n\\b\nExample:\n  leviathan target {name} docs-site --reason 'flaky CI'"
     return target.command(name)(command)
 
 
-for _name, (_kind, _summary) in ACTIONS.items():
-    _action(_name, _kind, _summary)
+for _name, _kind in ACTIONS.items():
+    _action(_name, _kind)
 
 COMMANDS = [target]

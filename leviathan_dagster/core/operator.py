@@ -23,6 +23,13 @@ RUN_NOW_REQUESTED = "operator.run_now"
 CANCEL_REQUESTED = "attempt.cancel_requested"
 UNKNOWN_OPERATOR = "unknown"
 
+# What each target action does, for the Dagster op and the CLI command that record it.
+TARGET_ACTION_SUMMARIES = {
+    CIRCUIT_RESET: "Close a target's circuit breaker so attempts may start again.",
+    TARGET_PAUSED: "Stop starting new attempts on a target (running ones finish).",
+    TARGET_RESUMED: "Let a paused target start attempts again.",
+}
+
 
 def operator_actor(name: str | None) -> str:
     return f"operator:{(name or '').strip() or UNKNOWN_OPERATOR}"

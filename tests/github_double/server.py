@@ -198,14 +198,14 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
     def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
+        # Logged before answering: once the client has its answer, a test may count the request.
+        self.double.requests.append((self.command, urlsplit(self.path).path, status))
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
-        path = urlsplit(self.path).path
-        self.double.requests.append((self.command, path, status))
 
     def _send_json(self, status: int, headers: dict[str, str], data: object) -> None:
         headers = {"Content-Type": "application/json; charset=utf-8", **headers}

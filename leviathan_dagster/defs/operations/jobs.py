@@ -166,19 +166,19 @@ def _target_event(
     context.log.info(f"{kind} for target '{target.id}' by {op_events.operator_actor(operator)}")
 
 
-@dg.op(tags=OPS_TAGS, description="Close a target's circuit breaker so attempts may start again.")
+@dg.op(tags=OPS_TAGS, description=op_events.TARGET_ACTION_SUMMARIES[op_events.CIRCUIT_RESET])
 def reset_circuit_breaker(
     context: dg.OpExecutionContext, config: TargetActionConfig, leviathan: LeviathanResource
 ):
     _target_event(op_events.CIRCUIT_RESET, context, config, config.target, leviathan)
 
 
-@dg.op(tags=OPS_TAGS, description="Stop starting new attempts on a target (running ones finish).")
+@dg.op(tags=OPS_TAGS, description=op_events.TARGET_ACTION_SUMMARIES[op_events.TARGET_PAUSED])
 def pause_target(context: dg.OpExecutionContext, config: TargetActionConfig, leviathan: LeviathanResource):
     _target_event(op_events.TARGET_PAUSED, context, config, config.target, leviathan)
 
 
-@dg.op(tags=OPS_TAGS, description="Let a paused target start attempts again.")
+@dg.op(tags=OPS_TAGS, description=op_events.TARGET_ACTION_SUMMARIES[op_events.TARGET_RESUMED])
 def resume_target(context: dg.OpExecutionContext, config: TargetActionConfig, leviathan: LeviathanResource):
     _target_event(op_events.TARGET_RESUMED, context, config, config.target, leviathan)
 
