@@ -87,6 +87,22 @@ def test_invalid_backlog_fails_the_asset_check(tmp_path: Path) -> None:
         assert not result.success
 
 
+def test_launched_run_keeps_its_slot_when_a_higher_priority_task_becomes_ready(tmp_path: Path) -> None:
+    """The demo's race: the sensor gave the slot to "low" while "high" was in backoff; the backoff ends
+    before low's run re-checks. The run must not be refused for a slot nobody else is using."""
+    files = {
+        ".leviathan/backlog.yaml": backlog_yaml(docs_task("low", priority=1), docs_task("high", priority=5))
+    }
+    project = make_project(tmp_path, {"site": {"files": files, "policy": {"max_running_attempts": 1}}})
+    job = build_definitions(resource_for(project)).resolve_job_def("attempt_job")
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("tasks", ["site/low", "site/high"])
+        result = job.execute_in_process(instance=instance, partition_key="site/low", raise_on_error=False)
+        assert result.success
+    [attempt] = AttemptLedger.from_events(project.events().read()).attempts("site")
+    assert (attempt.task_id, attempt.status) == ("low", "succeeded")
+
+
 def test_attempt_run_rechecks_policy_at_run_time(tmp_path: Path) -> None:
     """A run requested on a stale snapshot (another run opened a PR since) creates no attempt."""
     files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b"))}

@@ -378,6 +378,18 @@ def test_max_running_attempts_takes_highest_priority(history: History) -> None:
     assert results["low"].detail.endswith("max_running_attempts is 1")
 
 
+def test_a_task_judged_alone_keeps_its_slot_from_a_higher_priority_ready_task(history: History) -> None:
+    # A launched run re-checks at run time: "high" became ready since (its backoff ended), but only
+    # what really runs may take the slot "low" was given.
+    target = make_target(max_open_prs=5, max_running_attempts=1)
+    tasks = backlog_of(make_task("low", priority=1), make_task("high", priority=5))
+    alone = rd.evaluate_task_alone(target, tasks, history.ledger(), (), LATER, task_id="low")
+    assert alone.ready
+    history.created("high", 1)  # ... but a "high" attempt really in flight does hold it
+    busy = rd.evaluate_task_alone(target, tasks, history.ledger(), (), LATER, task_id="low")
+    assert why(busy) == (rd.MAX_RUNNING, "1 attempts running or queued, max_running_attempts is 1")
+
+
 def test_running_and_queued_attempts_use_run_slots(history: History) -> None:
     history.created("busy", 1)
     target = make_target(max_open_prs=5, max_running_attempts=2)

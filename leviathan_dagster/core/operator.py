@@ -14,7 +14,13 @@ from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.errors import NotFoundError, PolicyViolation
 from leviathan_dagster.core.events.model import Event, parse_timestamp
 from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
-from leviathan_dagster.core.readiness import BACKOFF, GLOBAL_LIMIT, Readiness, count_running, evaluate_target
+from leviathan_dagster.core.readiness import (
+    BACKOFF,
+    GLOBAL_LIMIT,
+    Readiness,
+    count_running,
+    evaluate_task_alone,
+)
 
 CIRCUIT_RESET = "circuit.reset"
 TARGET_PAUSED = "target.paused"
@@ -63,16 +69,15 @@ def check_run_now(
     if task is None:
         known = ", ".join(t.id for t in backlog.tasks) or "none"
         raise NotFoundError(f"target '{target.id}' has no task '{task_id}' in its backlog (tasks: {known})")
-    alone = replace(
-        backlog, tasks=tuple(t if t.id == task_id else replace(t, ready=False) for t in backlog.tasks)
+    result = evaluate_task_alone(
+        target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
     )
-    evaluated = evaluate_target(target, alone, ledger, open_prs, now, queued_tasks=queued_tasks)
-    [result] = [r for r in evaluated if r.task_id == task_id]
     if result.reason == BACKOFF and result.not_before:
         # Judge it at the end of its backoff: the only thing run-now may skip.
         later = parse_timestamp(result.not_before)
-        evaluated = evaluate_target(target, alone, ledger, open_prs, later, queued_tasks=queued_tasks)
-        [result] = [r for r in evaluated if r.task_id == task_id]
+        result = evaluate_task_alone(
+            target, backlog, ledger, open_prs, later, task_id=task_id, queued_tasks=queued_tasks
+        )
     if result.ready and running_total >= max_concurrent:
         detail = f"{running_total} attempts running or queued, max_concurrent_attempts is {max_concurrent}"
         result = replace(result, ready=False, reason=GLOBAL_LIMIT, detail=detail)

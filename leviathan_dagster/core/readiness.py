@@ -125,6 +125,30 @@ def evaluate_target(
     return [limited.get(r.task_id, r) for r in results]
 
 
+def evaluate_task_alone(
+    target: TargetConfig,
+    backlog: Backlog,
+    ledger: AttemptLedger,
+    open_prs: Sequence[PullRequest],
+    now: datetime,
+    *,
+    task_id: str,
+    queued_tasks: Collection[str] = (),
+) -> Readiness:
+    """``task_id``'s readiness with the target's other tasks set aside.
+
+    For a task already chosen to start (a launched attempt run re-checking at run time, an operator's
+    run-now): every guardrail and every limit against what really runs still applies, but another
+    ready task of higher priority that is *not* starting cannot take the slot this one is judged
+    against. (A backlog task ``task_id`` must exist; callers check.)
+    """
+    alone = replace(
+        backlog, tasks=tuple(t if t.id == task_id else replace(t, ready=False) for t in backlog.tasks)
+    )
+    evaluated = evaluate_target(target, alone, ledger, open_prs, now, queued_tasks=queued_tasks)
+    return next(r for r in evaluated if r.task_id == task_id)
+
+
 def _daily_budget_detail(policy: Policy, spent_today: int, running: int) -> str | None:
     """Why one more model attempt could exceed the target's daily token budget (None: it cannot).
 

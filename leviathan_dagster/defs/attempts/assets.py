@@ -15,7 +15,7 @@ from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.models import TargetConfig
-from leviathan_dagster.core.readiness import BACKOFF
+from leviathan_dagster.core.readiness import BACKOFF, evaluate_task_alone
 from leviathan_dagster.core.scheduling import snapshot_target
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.assets import task_readiness
@@ -106,16 +106,27 @@ def _require_still_ready(
     The sensor decided on a snapshot; by the time this run starts, another run may have opened a PR or
     taken the target's last slot (two daemons, the CLI, a run queued for long). Only the schedule wait
     (backoff) is not re-checked: that is the sensor's job, and a re-launched run must not wait for it.
+    The task is judged alone (``evaluate_task_alone``): limits count what really runs, not other tasks
+    that merely became ready since.
     """
     live = queued_tasks_by_target(context.instance, ATTEMPT_JOB, ledger, exclude_run=context.run.run_id)
-    snap = snapshot_target(
-        target, leviathan.leviathan_home(), ledger, utc_now(), queued_tasks=live.get(target.id, frozenset())
-    )
+    queued, now = live.get(target.id, frozenset()), utc_now()
+    snap = snapshot_target(target, leviathan.leviathan_home(), ledger, now, queued_tasks=queued)
     if not snap.ok:
         raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)
-    verdict = next((r for r in snap.readiness if r.task_id == task_id), None)
-    if verdict is None:
+    if snap.backlog.get(task_id) is None:
         raise dg.Failure(description=f"task '{task_id}' is no longer in the backlog", allow_retries=False)
+    # Judged alone: this run already holds the slot the sensor gave it, so a higher-priority task that
+    # became ready since (a backoff just ended) must not push it out.
+    verdict = evaluate_task_alone(
+        target,
+        snap.backlog,
+        ledger,
+        snap.open_prs,
+        now,
+        task_id=task_id,
+        queued_tasks=queued,
+    )
     if not verdict.ready and verdict.reason != BACKOFF:
         raise dg.Failure(
             description=f"not attempted: {verdict.reason}: {verdict.detail}",
