@@ -103,6 +103,39 @@ def test_launched_run_keeps_its_slot_when_a_higher_priority_task_becomes_ready(t
     assert (attempt.task_id, attempt.status) == ("low", "succeeded")
 
 
+def test_a_run_refused_at_run_time_does_not_spend_the_tasks_turn(tmp_path: Path) -> None:
+    """A run refused by the run-time re-check creates no attempt; its run_key is spent (Dagster never
+    reuses one), so the next request for that attempt number needs a new key or the task would wait
+    forever."""
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b"))}
+    project = make_project(tmp_path, {"site": {"files": files, "policy": {"max_open_prs": 1}}})
+    forge = LocalForge("site", str(project.repo("site")), project.home.root)
+    job = build_definitions(resource_for(project)).resolve_job_def("attempt_job")
+    quiet = lambda _: None  # noqa: E731
+    with dg.instance_for_test() as instance:
+        assert [key for key, _, _ in run_cycle(instance, resource_for(project), echo=quiet).launched] == [
+            "site/a:1"
+        ]
+        # A second scheduler, deciding on a stale snapshot, launched b:1; the run refuses (a's PR is open).
+        tags = {"leviathan/target": "site", "leviathan/task": "b", "leviathan/attempt": "1"}
+        stale = job.execute_in_process(
+            instance=instance,
+            partition_key="site/b",
+            tags={**tags, "dagster/run_key": "site/b:1"},
+            raise_on_error=False,
+        )
+        assert not stale.success
+        [pr] = forge.list_pull_requests("open")
+        pr_actions.merge_pull_request(project.target("site"), forge, pr.number, project.events())
+        after = run_cycle(instance, resource_for(project), echo=quiet)
+        assert [(key, ok) for key, _, ok in after.launched] == [("site/b:1+1", True)]
+    attempts = AttemptLedger.from_events(project.events().read()).attempts("site")
+    assert [(a.task_id, a.number, a.status) for a in attempts] == [
+        ("a", 1, "succeeded"),
+        ("b", 1, "succeeded"),
+    ]
+
+
 def test_attempt_run_rechecks_policy_at_run_time(tmp_path: Path) -> None:
     """A run requested on a stale snapshot (another run opened a PR since) creates no attempt."""
     files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b"))}

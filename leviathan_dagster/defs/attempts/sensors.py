@@ -51,7 +51,13 @@ def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
         context.log.warning(f"target '{target_id}' skipped: {error}")
     partition_requests = _partition_requests(instance, project.targets, plan)
     run_requests = [
-        attempt_run_request(r.target_id, r.task_id, r.next_attempt_number, _resources(context, plan, r))
+        attempt_run_request(
+            r.target_id,
+            r.task_id,
+            r.next_attempt_number,
+            _resources(context, plan, r),
+            relaunch=_refused_runs(instance, ledger, r.target_id, r.task_id, r.next_attempt_number),
+        )
         for r in plan.selected
     ]
     if run_requests:
@@ -60,15 +66,24 @@ def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
 
 
 def attempt_run_request(
-    target_id: str, task_id: str, attempt_number: int, resources: ResourceRequests | None = None
+    target_id: str,
+    task_id: str,
+    attempt_number: int,
+    resources: ResourceRequests | None = None,
+    *,
+    relaunch: int = 0,
 ) -> dg.RunRequest:
+    """``relaunch``: how many runs for this attempt number ended without creating the attempt (refused
+    by the run-time re-check, cancelled while queued). Their run_keys are spent, so the next request
+    gets ``<target>/<task>:<attempt>+<relaunch>``; every scheduler counts the same runs, so two daemons
+    still agree on one key."""
     key = task_key(target_id, task_id)
     # Per-attempt CPU/memory reach the run's pod under K8sRunLauncher (deep-merged into its config);
     # other run launchers ignore the tag.
     k8s = {"container_config": {"resources": container_resources(resources)}} if resources else None
     return dg.RunRequest(
         # run_key de-duplication is permanent per sensor: the attempt number makes each attempt new.
-        run_key=f"{key}:{attempt_number}",
+        run_key=f"{key}:{attempt_number}" + (f"+{relaunch}" if relaunch else ""),
         partition_key=key,
         tags={
             "leviathan/target": target_id,
@@ -77,6 +92,21 @@ def attempt_run_request(
             **({"dagster-k8s/config": json.dumps(k8s, sort_keys=True)} if k8s else {}),
         },
     )
+
+
+def _refused_runs(
+    instance: dg.DagsterInstance, ledger: AttemptLedger, target_id: str, task_id: str, number: int
+) -> int:
+    """Finished runs for attempt ``number`` of the task that never created it."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(
+            job_name=ATTEMPT_JOB,
+            statuses=[dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED],
+            tags={"leviathan/target": target_id, "leviathan/task": task_id, "leviathan/attempt": str(number)},
+        )
+    )
+    made_attempts = {a.run_id for a in ledger.attempts(target_id) if a.task_id == task_id}
+    return sum(run.run_id not in made_attempts for run in runs)
 
 
 def _resources(context: dg.SensorEvaluationContext, plan: CyclePlan, ready) -> ResourceRequests | None:
