@@ -42,9 +42,12 @@ class Budget:
         left = self.max_tokens - spent - estimate
         detail = f"{spent} tokens spent, next input ~{estimate}, max_tokens_per_attempt {self.max_tokens}"
         if self.max_usd is not None and self.price is not None:
-            input_price = max(self.price.input, self.price.cache_write)
+            # Budgeted at the dearest rates the request could be billed at: every input token a cache
+            # write, and the long-prompt tier where the model has one.
+            rates = self.price.highest
+            input_price = max(rates.input, rates.cache_write)
             usd_left = self.max_usd - (self.usage.usd or 0.0) - estimate * input_price / 1_000_000
-            left = min(left, math.floor(usd_left * 1_000_000 / self.price.output))
+            left = min(left, math.floor(usd_left * 1_000_000 / rates.output))
             detail += f", ${self.usage.usd or 0:.4f} of max_usd_per_attempt ${self.max_usd:g} spent"
         if left < MIN_OUTPUT_TOKENS:
             raise BudgetExhausted(f"budget exhausted before call {len(self.usage.calls) + 1} ({detail})")
