@@ -1,0 +1,240 @@
+"""The bubblewrap runner behind ``leviathan_dagster.core.sandbox`` (see the package docstring)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from leviathan_dagster.core.errors import LeviathanError
+from leviathan_dagster.core.paths import normalize_repo_path
+from leviathan_dagster.core.sandbox.mounts import (
+    extra_mounts,
+    python_mounts,
+    system_mounts,
+    workspace_mounts,
+)
+
+# LEVIATHAN_BWRAP names the binary when it is not on PATH (or, in tests, a missing one).
+BWRAP_ENV = "LEVIATHAN_BWRAP"
+INSTALL_HINT = "apt-get install bubblewrap"
+SANDBOX_HOME = "/tmp/home"
+# Inherited from the caller when set; nothing else of its environment crosses into the sandbox.
+ENV_ALLOWLIST = ("PATH", "LANG", "TZ", "TERM", "PYTHONHASHSEED")
+_LOCALE_RE = re.compile(r"LC_[A-Z_]+")
+# After the first process ends (or is killed), what is left to read is bounded: the namespace is gone.
+_DRAIN_SECONDS = 10.0
+_CHUNK = 65536
+
+
+class SandboxUnavailable(LeviathanError):
+    """A sandbox cannot be created on this machine; ``str()`` names what is missing and the fix."""
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    """How a sandboxed command ended."""
+
+    returncode: int | None  # None when it was killed for its timeout
+    output: str  # stdout and stderr interleaved, decoded with errors="replace", at most output_cap bytes
+    timed_out: bool
+    truncated: bool  # the output reached output_cap; the rest was read and dropped
+
+
+def bwrap_binary() -> str | None:
+    """The bubblewrap executable to use, or None when there is none."""
+    configured = os.environ.get(BWRAP_ENV)
+    if configured:
+        return configured if os.access(configured, os.X_OK) else None
+    return shutil.which("bwrap")
+
+
+@functools.cache
+def sandbox_problem() -> str | None:
+    """None when a sandbox can be created here, else why not (what is missing and how to fix it).
+
+    Probed once per process by creating a real sandbox with every namespace ``run_sandboxed`` uses.
+    """
+    binary = bwrap_binary()
+    if binary is None:
+        where = os.environ.get(BWRAP_ENV)
+        detail = f" ({BWRAP_ENV}={where} is not executable)" if where else ""
+        return f"bubblewrap (bwrap) is not installed{detail}: {INSTALL_HINT}"
+    argv = [binary, *_isolation_args(), *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--", "true"]
+    try:
+        probe = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=30, env={})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bubblewrap ({binary}) cannot be run: {exc}"
+    if probe.returncode == 0:
+        return None
+    message = " ".join(probe.stderr.split()) or f"exit status {probe.returncode}"
+    if re.search(r"(?i)namespace|uid map|operation not permitted|permission denied", message):
+        return (
+            f"user namespaces are disabled: bwrap said {message!r}; enable them "
+            "(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; on Ubuntu also "
+            "kernel.apparmor_restrict_unprivileged_userns=0; in a container, allow unshare/CLONE_NEWUSER)"
+        )
+    return f"bubblewrap cannot create a sandbox here: {message}"
+
+
+def sandbox_environment(
+    env: Mapping[str, str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The sandbox's whole environment: the allowlisted variables of ``environ`` (default: this
+    process's), a private HOME, then ``env`` on top. No credential crosses unless ``env`` carries it."""
+    source = os.environ if environ is None else environ
+    clean = {key: source[key] for key in ENV_ALLOWLIST if key in source}
+    clean.update({key: value for key, value in source.items() if _LOCALE_RE.fullmatch(key)})
+    clean.update({"HOME": SANDBOX_HOME, "TMPDIR": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"})
+    clean.update(env or {})
+    return clean
+
+
+def run_sandboxed(
+    argv: Sequence[str],
+    *,
+    workspace: Path,
+    writable: Sequence[str] = (),
+    timeout: float,
+    output_cap: int = 1_000_000,
+    env: Mapping[str, str] | None = None,
+    cwd: str = ".",
+    read_only: Sequence[str | os.PathLike[str]] = (),
+) -> SandboxResult:
+    """Run ``argv`` in a fresh sandbox over ``workspace`` and wait for it (at most ``timeout`` seconds).
+
+    ``writable``: workspace-relative paths or prefixes that may change (see ``workspace_mounts``);
+    ``cwd``: workspace-relative; ``env``: added to the allowlisted environment; ``read_only``: extra
+    absolute host paths to show read-only. Every process the command starts ends with the call.
+    Raises SandboxUnavailable when no sandbox can be created; it never runs ``argv`` unsandboxed.
+    """
+    if not argv:
+        raise ValueError("run_sandboxed needs a command")
+    problem = sandbox_problem()
+    if problem is not None:
+        raise SandboxUnavailable(problem)
+    root = Path(os.path.realpath(workspace))
+    if not root.is_dir() or root == Path("/"):
+        raise ValueError(f"sandbox workspace {workspace} is not a directory")
+    chdir = root if cwd in ("", ".") else root / normalize_repo_path(cwd).rstrip("/")
+    command = [
+        bwrap_binary() or "bwrap",
+        *_isolation_args(),
+        *system_mounts(),
+        *python_mounts(),
+        *extra_mounts(read_only),
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/tmp",
+        "--tmpfs",
+        "/var/tmp",
+        "--dir",
+        SANDBOX_HOME,
+        *workspace_mounts(root, writable),
+        "--chdir",
+        str(chdir),
+    ]
+    status_read, status_write = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [*command, "--json-status-fd", str(status_write), "--", *argv],
+            env=sandbox_environment(env),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(status_write,),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(status_read)
+        raise SandboxUnavailable(f"bubblewrap could not be started: {exc}") from exc
+    finally:
+        os.close(status_write)
+    with os.fdopen(status_read, "rb") as status_pipe:
+        return _wait(proc, status_pipe, timeout, output_cap)
+
+
+def _isolation_args() -> list[str]:
+    # --unshare-all: user (when possible), IPC, PID, network, UTS, cgroup, mount. --die-with-parent and
+    # the PID namespace end every process of the sandbox with it; --new-session stops TIOCSTI tricks.
+    return [
+        "--unshare-all",
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--hostname",
+        "sandbox",
+    ]
+
+
+def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> SandboxResult:
+    reader = _OutputReader(proc.stdout, output_cap)
+    reader.start()
+    timed_out = False
+    try:
+        proc.wait(timeout=max(timeout, 0.001))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        # bwrap is the group leader; killing it kills the sandbox's init (--die-with-parent), and the
+        # kernel then kills everything left in the PID namespace.
+        _kill_group(proc.pid)
+        proc.wait()
+    reader.join(_DRAIN_SECONDS)
+    status = status_pipe.read().decode("utf-8", "replace")
+    if not timed_out and '"child-pid"' not in status:
+        # bwrap itself failed (a mount, a namespace): the command never ran; its message says why.
+        raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {reader.text().strip()}")
+    returncode = None if timed_out else _exit_code(status, proc.returncode)
+    return SandboxResult(returncode, reader.text(), timed_out, reader.truncated)
+
+
+def _exit_code(status: str, fallback: int) -> int:
+    for line in status.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and "exit-code" in record:
+            return int(record["exit-code"])
+    return fallback
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(pid, signal.SIGKILL)
+
+
+class _OutputReader(threading.Thread):
+    """Reads the sandbox's output to its end, keeping the first ``cap`` bytes."""
+
+    def __init__(self, stream, cap: int) -> None:
+        super().__init__(daemon=True)
+        self.stream, self.cap = stream, cap
+        self.data = bytearray()
+        self.truncated = False
+
+    def run(self) -> None:
+        with self.stream:
+            while chunk := self.stream.read1(_CHUNK):
+                room = self.cap - len(self.data)
+                if len(chunk) > room:
+                    self.truncated = True
+                self.data += chunk[: max(room, 0)]
+
+    def text(self) -> str:
+        return bytes(self.data).decode("utf-8", errors="replace")
