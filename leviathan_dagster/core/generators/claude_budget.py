@@ -35,8 +35,9 @@ class Budget:
         self._known_tokens = 0
         self._known_chars = 0
 
-    def allowance(self, request_chars: int) -> int:
-        """``max_tokens`` for the next call; BudgetExhausted when it could not fit a useful reply."""
+    def allowance(self, request_chars: int, wanted: int | None = None) -> int:
+        """``max_tokens`` for the next call (``wanted``, default the configured maximum, lowered to what
+        the budget allows); BudgetExhausted when it could not fit a useful reply."""
         estimate = self._known_tokens + math.ceil(max(0, request_chars - self._known_chars) / CHARS_PER_TOKEN)
         spent = self.usage.total_tokens
         left = self.max_tokens - spent - estimate
@@ -51,7 +52,7 @@ class Budget:
             detail += f", ${self.usage.usd or 0:.4f} of max_usd_per_attempt ${self.max_usd:g} spent"
         if left < MIN_OUTPUT_TOKENS:
             raise BudgetExhausted(f"budget exhausted before call {len(self.usage.calls) + 1} ({detail})")
-        return min(self.max_output_tokens, left)
+        return min(wanted or self.max_output_tokens, left)
 
     def observe(self, call: CallUsage, conversation_chars: int) -> float | None:
         """Calibrate on a reply; returns its cost in USD when the model has a price."""
