@@ -219,7 +219,7 @@ def test_persistent_overload_is_an_infrastructure_failure(tmp_path: Path) -> Non
 # -- the loop in process ---------------------------------------------------------------------------------
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
-    (root / "lib").mkdir(parents=True)
+    (root / "lib").mkdir(parents=True, exist_ok=True)
     (root / "lib/textutil.py").write_text(BUGGY + "# return text\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)

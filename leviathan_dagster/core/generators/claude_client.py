@@ -174,8 +174,8 @@ def _translate(exc: anthropic.APIStatusError) -> Exception:
     if _is_account_problem(exc):
         code = f"/{exc.error_code}" if exc.error_code else ""
         return AccountRefused(f"Anthropic API refused the account: HTTP {status} {kind}{code}{where}: {text}")
-    if _retryable(exc):
-        return TransientError(f"Anthropic API still failing with HTTP {status} {kind} after retries{where}")
+    if status in (408, 409, 429) or status >= 500:  # retried unless x-should-retry said not to
+        return TransientError(f"Anthropic API failing with HTTP {status} {kind}{where}: {text}")
     if (
         status == 413
         or kind == "request_too_large"

@@ -32,6 +32,9 @@ class Conversation:
         self.clears = 0
 
     def add_assistant(self, content: list[dict]) -> None:
+        if self.messages[-1]["role"] == "assistant":  # the continuation of a paused turn: the same turn
+            self.messages[-1]["content"].extend(content)
+            return
         self.messages.append({"role": "assistant", "content": list(content)})
 
     def add_user(self, content: str | list[dict]) -> None:
