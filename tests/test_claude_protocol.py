@@ -243,3 +243,20 @@ def test_a_model_account_failure_pauses_the_target_until_resumed_and_never_count
     log.append([operator_event(TARGET_RESUMED, "alice", target_id="t", reason="topped up")])
     resumed = evaluate_target(target, Backlog("b", tasks), AttemptLedger.from_events(log.read()), [], now)
     assert [r.reason for r in resumed] == ["ready", "max_running_attempts"]  # one slot, taken by a
+
+
+def test_without_a_sandbox_bash_is_not_offered_and_the_record_says_why(tmp_path: Path, monkeypatch) -> None:
+    from leviathan_dagster.core.sandbox import sandbox_problem
+
+    monkeypatch.setenv("LEVIATHAN_BWRAP", str(tmp_path / "no-bwrap"))
+    sandbox_problem.cache_clear()
+    script = [reply(edit("create", path="lib/textutil.py", file_text=NEW_FILE)), reply(text("done"))]
+    try:
+        with AnthropicDouble(script) as api:
+            change, _ = generate(tmp_path, api)
+    finally:
+        sandbox_problem.cache_clear()  # the next test probes the real machine again
+    names = [tool["name"] for tool in api.requests[0].body["tools"]]
+    assert "bash" not in names and "str_replace_based_edit_tool" in names
+    assert change.details["bash"].startswith("not offered: bubblewrap (bwrap) is not installed")
+    assert "no shell" in api.requests[0].body["system"][0]["text"]

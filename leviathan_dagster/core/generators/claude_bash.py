@@ -20,7 +20,6 @@ from leviathan_dagster.core.generators.base import GenerationContext
 from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
 from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, ToolError
 from leviathan_dagster.core.models import BACKLOG_PATH
-from leviathan_dagster.core.paths import path_matches
 
 OUTPUT_CAP = 30_000
 STATELESS_NOTE = "(each command runs in a fresh sandboxed shell: no state carries over between commands)"
@@ -33,24 +32,11 @@ def bash_unavailable_reason() -> str | None:
     return sandbox_problem()
 
 
-def writable_scope(task_paths: tuple[str, ...], prefixes: tuple[str, ...]) -> list[str]:
-    """The scope as sandbox-writable entries: each task path inside a prefix, or the prefix inside it."""
-    scope = []
-    for task_path in task_paths:
-        for prefix in prefixes:
-            if path_matches(task_path, prefix):
-                scope.append(task_path)
-            elif path_matches(prefix, task_path):
-                scope.append(prefix)
-    return [entry for entry in dict.fromkeys(scope) if entry != BACKLOG_PATH]
-
-
 class SandboxedBash:
     def __init__(
         self, workspace: ScopedWorkspace, context: GenerationContext, settings: ClaudeSettings
     ) -> None:
         self.workspace, self.settings = workspace, settings
-        self.writable = writable_scope(workspace.task_paths, workspace.prefixes)
         path = context.test_environment.get("PATH")
         self.env = {"PATH": path} if path else {}
         self.reverted: list[str] = []
@@ -67,7 +53,7 @@ class SandboxedBash:
             result = run_sandboxed(
                 ["bash", "-c", command],
                 workspace=self.workspace.root,
-                writable=self.writable,
+                writable=self.workspace.writable,
                 timeout=self.settings.bash_timeout_seconds,
                 output_cap=OUTPUT_CAP,
                 env=self.env,

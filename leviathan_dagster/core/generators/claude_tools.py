@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from leviathan_dagster.core.errors import PolicyViolation
+from leviathan_dagster.core.errors import GeneratorError, PolicyViolation
 from leviathan_dagster.core.models import BACKLOG_PATH
 from leviathan_dagster.core.paths import normalize_repo_path, path_matches
 
@@ -26,6 +26,7 @@ from leviathan_dagster.core.paths import normalize_repo_path, path_matches
 VIRTUAL_ROOT = "/repo"
 MAX_VIEW_CHARS = 60_000
 TEST_OUTPUT_TAIL = 8_000
+TEST_OUTPUT_CAP = 1_000_000
 DIRECTORY_DEPTH = 2
 
 
@@ -233,20 +234,42 @@ class ScopedWorkspace:
         return f"files in {normalized or '.'} (up to {DIRECTORY_DEPTH} levels deep):\n" + "\n".join(shown)
 
     # -- the harness's test run ---------------------------------------------------------------------
+    @property
+    def writable(self) -> list[str]:
+        """The scope as sandbox-writable entries: each task path inside a prefix, or the prefix inside it."""
+        scope = []
+        for task_path in self.task_paths:
+            for prefix in self.prefixes:
+                if path_matches(task_path, prefix):
+                    scope.append(task_path)
+                elif path_matches(prefix, task_path):
+                    scope.append(prefix)
+        return [entry for entry in dict.fromkeys(scope) if entry != BACKLOG_PATH]
+
     def run_tests(self, command: tuple[str, ...], env: Mapping[str, str], timeout: float) -> TestRun:
+        """The target's test command in the sandbox, as the worker's final run does (never unsandboxed:
+        GeneratorError when no sandbox can be created); what it wrote is discarded afterwards."""
+        from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
+
         if not command:
             return TestRun(0, "no test command is configured for this target")
+        path = env.get("PATH")
         try:
-            proc = subprocess.run(
-                list(command), cwd=self.root, env=dict(env), capture_output=True, text=True, timeout=timeout
+            result = run_sandboxed(
+                list(command),
+                workspace=self.root,
+                writable=self.writable,
+                timeout=timeout,
+                output_cap=TEST_OUTPUT_CAP,
+                env={"PATH": path} if path else {},
             )
-            run = TestRun(proc.returncode, (proc.stdout + proc.stderr)[-TEST_OUTPUT_TAIL:])
-        except subprocess.TimeoutExpired:
-            run = TestRun(None, f"the test command did not finish within {timeout:.0f}s")
-        except OSError as exc:
-            run = TestRun(127, f"the test command could not start: {exc}")
-        self.discard_leftovers()
-        return run
+        except SandboxUnavailable as exc:
+            raise GeneratorError(f"no sandbox for the test command: {exc}") from None
+        finally:
+            self.discard_leftovers()
+        if result.timed_out:
+            return TestRun(None, f"the test command did not finish within {timeout:.0f}s")
+        return TestRun(result.returncode, result.output[-TEST_OUTPUT_TAIL:])
 
     def discard_leftovers(self) -> None:
         """Undo what a command wrote (caches, reports), keeping the model's own edits: the diff checked
