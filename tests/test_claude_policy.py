@@ -131,6 +131,15 @@ def test_settings_come_from_the_environment_and_never_show_the_key() -> None:
         ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_MAX_RETRIES": "many"})
     with pytest.raises(ConfigError, match="BASE_URL"):
         ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_BASE_URL": "ftp://x"})
+    assert ClaudeSettings.from_environ(env).thinking is None
+    for raw, parsed in (("adaptive", "adaptive"), ("OFF", "off"), ("4096", 4096)):
+        assert (
+            ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_THINKING_BUDGET": raw}).thinking == parsed
+        )
+    with pytest.raises(
+        ConfigError, match="THINKING_BUDGET must be 'adaptive', 'off' or a number of tokens >= 1024"
+    ):
+        ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_THINKING_BUDGET": "512"})
 
 
 @pytest.mark.parametrize(

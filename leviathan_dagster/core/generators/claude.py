@@ -18,10 +18,11 @@ from leviathan_dagster.core.generators import claude_prompts as prompts
 from leviathan_dagster.core.generators import claude_stops as stops
 from leviathan_dagster.core.generators.base import GenerationContext, Generator
 from leviathan_dagster.core.generators.claude_bash import SandboxedBash, bash_unavailable_reason
+from leviathan_dagster.core.generators.claude_commands import TestRun, run_tests
 from leviathan_dagster.core.generators.claude_conversation import Conversation
 from leviathan_dagster.core.generators.claude_settings import MIN_THINKING_BUDGET
 from leviathan_dagster.core.generators.claude_toolbox import MAX_REFUSED_WRITES, Toolbox
-from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, TestRun
+from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace
 from leviathan_dagster.core.generators.usage import CallUsage
 from leviathan_dagster.core.models import GeneratedChange, Task
 
@@ -222,8 +223,8 @@ class AgentRun:
         if left < 1:
             raise stops.OutOfTime("no time left to run the tests")
         timeout = min(self.settings.test_timeout_seconds, left)
-        self.last_tests = self.workspace.run_tests(
-            self.context.test_command, self.context.test_environment, timeout
+        self.last_tests = run_tests(
+            self.workspace, self.context.test_command, self.context.test_environment, timeout
         )
         return self.last_tests
 
