@@ -88,6 +88,11 @@ class AgentRun:
         context.usage.describe(
             model=self.settings.model, template_version=prompts.template_version(), prompt_sha256=digest
         )
+        context.usage.note(
+            tools=[tool["name"] for tool in self.tools.definitions()],
+            bash="sandboxed" if bash else f"not offered: {self.bash_unavailable}",
+            thinking=str(self.settings.thinking or "model default"),
+        )
         self.repairs, self.last_tests, self.truncations = 0, None, 0
         self.room: int | None = None  # max_tokens wanted after a truncated reply
         self.last_max_tokens = 0
@@ -230,6 +235,13 @@ class AgentRun:
 
     def final_record(self, stop: stops.AgentStop) -> dict:
         tests = None if self.last_tests is None else ("passed" if self.last_tests.passed else "failed")
+        self.context.usage.note(
+            stop=type(stop).__name__,
+            tool_calls=dict(self.tools.calls),
+            refused=dict(self.tools.refusals),
+            truncated_replies=self.truncations,
+            context_clears=self.conversation.clears,
+        )
         return {
             "stop": type(stop).__name__,
             "turns": len(self.context.usage.calls),
