@@ -1,13 +1,17 @@
 """A thin wrapper over the ``git`` command line, shared by the forge, the worker and the tests.
 
 Every call goes through ``run_git`` so that git's failures become one of our errors (``GitError``) in one
-place, prompts can never hang an unattended worker, and commits carry a fixed identity.
+place, prompts can never hang an unattended worker, commits carry a fixed identity, and the repository
+cannot make git run code: the target (its checkout, a ``conftest.py``, the model) may have planted
+configuration, so system and global config are ignored, every setting that names a program is overridden
+on the command line (which wins over every file), and drivers the local config defines are switched off.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +34,42 @@ DEFAULT_IDENTITY: Mapping[str, str] = {
     "GIT_COMMITTER_NAME": "Leviathan",
     "GIT_COMMITTER_EMAIL": "leviathan@localhost",
 }
+
+
+# Checked against git 2.39: command-line ``-c`` beats system, global and local config. Each of these
+# would otherwise run a program the repository names (or reach a transport that does).
+HARDENING: tuple[str, ...] = (
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",  # no hook runs: /dev/null/<hook> never exists
+    "core.sshCommand=ssh",
+    "core.askPass=",
+    "core.pager=cat",
+    "core.editor=true",
+    "core.alternateRefsCommand=",
+    "credential.helper=",  # an empty value clears every helper configured before it
+    "diff.external=",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "push.gpgSign=false",
+    "protocol.allow=never",  # ext:: and friends run commands; allow only the transports we use
+    "protocol.file.allow=always",
+    "protocol.https.allow=always",
+    "protocol.http.allow=always",
+    "protocol.ssh.allow=always",
+)
+# Settings whose *name* the repository chooses (``filter.<driver>.clean``): found in the local config
+# and emptied, which git 2.39 treats as "no such program" (filters, diff and merge drivers).
+_DRIVER_KEY_RE = re.compile(
+    r"(?i)^(filter\..+\.(clean|smudge|process)|diff\..+\.(command|textconv)|merge\..+\.driver)$"
+)
+_TRANSPORT_KEY_RE = re.compile(r"(?i)^remote\..+\.(uploadpack|receivepack)$")
+_TRANSPORT_DEFAULTS = {"uploadpack": "git-upload-pack", "receivepack": "git-receive-pack"}
+# Local settings git obeys that cannot be neutralised by an override; their presence means something
+# other than the harness wrote .git/config (url rewrites could send the credential elsewhere).
+_REFUSED_KEY_RE = re.compile(r"(?i)^(url\..+\.(insteadof|pushinsteadof)|include\.path|includeif\..+\.path)$")
+# The environment git gets: the process's, minus every GIT_* variable (GIT_SSH_COMMAND, GIT_EXTERNAL_DIFF,
+# GIT_CONFIG_PARAMETERS, ... are programs and config too); callers pass the GIT_* they mean explicitly.
+_ISOLATION_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1"}
 
 
 class GitError(TransientError):
@@ -56,14 +96,51 @@ def _trim(text: str) -> str:
 
 
 def git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``run_git`` uses: the process's, the fixed identity, then ``env`` on top."""
-    merged = dict(os.environ)
+    """The environment ``run_git`` uses: the process's without its GIT_* variables, the fixed identity,
+    system and global config switched off, then ``env`` on top."""
+    merged = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     merged.update(DEFAULT_IDENTITY)
     if env:
         merged.update(env)
+    merged.update(_ISOLATION_ENV)
     # Never prompt for credentials: an unattended worker would wait forever for an answer.
     merged["GIT_TERMINAL_PROMPT"] = "0"
     return merged
+
+
+def hardening_args(cwd: Path | None = None) -> list[str]:
+    """``-c`` overrides that keep git from running anything the repository at ``cwd`` configured.
+
+    GitError when the local config holds a setting that cannot be overridden (``url.*.insteadOf``,
+    includes): only the harness writes .git/config, so that is tampering, and git must not run there.
+    """
+    args = [part for setting in HARDENING for part in ("-c", setting)]
+    for key in _local_config_keys(cwd) if cwd is not None else ():
+        if _DRIVER_KEY_RE.match(key):
+            args += ["-c", f"{key}="]
+        elif _TRANSPORT_KEY_RE.match(key):
+            args += ["-c", f"{key}={_TRANSPORT_DEFAULTS[key.rsplit('.', 1)[1].lower()]}"]
+        elif _REFUSED_KEY_RE.match(key):
+            raise GitError(["git", "config"], None, f"{cwd}: refusing repository-local setting {key!r}")
+    return args
+
+
+def _local_config_keys(cwd: Path) -> list[str]:
+    """Names of the repository-local settings at ``cwd`` (none when it is not a repository). Reading
+    config runs nothing; --no-includes so an include cannot hide a key from this scan (it is refused)."""
+    try:
+        listed = subprocess.run(
+            ["git", "config", "--local", "--no-includes", "--name-only", "--list", "-z"],
+            cwd=cwd,
+            env=git_env(),
+            capture_output=True,
+            timeout=GIT_TIMEOUT_SECONDS,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    if listed.returncode != 0:
+        return []
+    return [key for key in listed.stdout.decode("utf-8", "replace").split("\0") if key]
 
 
 def run_git(
@@ -75,7 +152,8 @@ def run_git(
 ) -> str:
     """Run ``git <args>`` and return its stdout; raise GitError when it fails or times out."""
     # quotepath=off: paths with non-ASCII characters come back as themselves, not octal escapes.
-    command = ["git", "-c", "core.quotepath=off", *args]
+    command = ["git", *hardening_args(cwd), "-c", "core.quotepath=off", *args]
+    shown = ["git", "-c", "core.quotepath=off", *args]  # errors leave out the fixed hardening
     try:
         completed = subprocess.run(
             command,
@@ -91,11 +169,11 @@ def run_git(
     except subprocess.CalledProcessError as exc:
         # Some commands (merge) report on stdout; keep both so the message says what went wrong.
         output = (exc.stderr or "") + (exc.stdout or "")
-        raise GitError(command, exc.returncode, redact(output, (env or {}).values())) from None
+        raise GitError(shown, exc.returncode, redact(output, (env or {}).values())) from None
     except subprocess.TimeoutExpired:
-        raise GitError(command, None, f"no result after {timeout:g}s") from None
+        raise GitError(shown, None, f"no result after {timeout:g}s") from None
     except OSError as exc:
-        raise GitError(command, None, f"could not run git in {cwd}: {exc}") from None
+        raise GitError(shown, None, f"could not run git in {cwd}: {exc}") from None
     return completed.stdout
 
 
@@ -162,6 +240,14 @@ def commit_all(cwd: Path, message: str) -> str:
         raise NothingToCommitError(f"nothing to commit in {cwd}")
     # --no-verify: a target's hooks are not ours to run; its test command is run explicitly instead.
     run_git(["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m", message], cwd=cwd)
+    return rev_parse(cwd, "HEAD")
+
+
+def commit_index(cwd: Path, message: str) -> str:
+    """Commit the index exactly as staged (nothing added); return the new commit's sha."""
+    if not run_git(["diff", "--cached", "--name-only"], cwd=cwd).strip():
+        raise NothingToCommitError(f"nothing staged to commit in {cwd}")
+    run_git(["commit", "--quiet", "--no-verify", "-m", message], cwd=cwd)
     return rev_parse(cwd, "HEAD")
 
 

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import PolicyViolation, TransientError
 
 # The hash of git's empty tree: what a repository without commits is diffed against.
@@ -119,7 +120,10 @@ class ChangedPath:
 
 
 def _git(workspace: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(["git", *args], cwd=workspace, capture_output=True, check=False)
+    # Raw bytes (paths may not be UTF-8), but as hardened as every other git call: the workspace is the
+    # target's, and its config must not get to run a program here.
+    command = ["git", *gitutil.hardening_args(workspace), *args]
+    return subprocess.run(command, cwd=workspace, env=gitutil.git_env(), capture_output=True, check=False)
 
 
 def list_changed_paths(workspace: Path) -> list[ChangedPath]:

@@ -11,7 +11,7 @@ from leviathan_dagster.core.executors.base import (
     AttemptSpec,
     ExecutionResult,
     Executor,
-    inherited_environment,
+    worker_process_environment,
 )
 
 # The worker enforces the attempt timeout on the test command itself; this grace covers clone and push
@@ -34,7 +34,7 @@ class LocalExecutor(Executor):
             proc.wait()
 
     def run(self, spec: AttemptSpec) -> ExecutionResult:
-        env = {**inherited_environment(), **spec.worker_environment()}
+        env = worker_process_environment(spec)
         timeout = spec.target.policy.attempt_timeout_seconds + KILL_GRACE_SECONDS
         # A new session so a timeout kills the worker *and* whatever it started (test commands).
         proc = subprocess.Popen(
