@@ -8,6 +8,7 @@ written in ``finally`` so a failing worker always leaves consistent events and a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
 from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
+from leviathan_dagster.core.redaction import RedactingFilter, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
 from leviathan_dagster.core.sandbox import files as workspace_files
 from worker import checked_commit, pull_request
@@ -80,6 +82,8 @@ def main() -> int:
     except ConfigError as exc:
         print(f"worker: error: {exc}", file=sys.stderr)
         return 2
+    # Every credential this process holds is redacted by value from here on (events, artifacts, logs).
+    register_environment_secrets(os.environ)
     actor = f"worker-{env.attempt_id}"
     ids = {"attempt_id": env.attempt_id, "target_id": env.target_id, "task_id": env.task_id}
     try:
@@ -136,6 +140,7 @@ def run_attempt(
     env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, usage: UsageRecorder | None = None
 ) -> dict:
     target = _load_target(env)
+    register_environment_secrets(os.environ, target.secret_env.values())
     workspace = env.workspace_root / env.attempt_id
     shutil.rmtree(workspace, ignore_errors=True)
     deadline = time.monotonic() + target.policy.attempt_timeout_seconds
@@ -360,5 +365,9 @@ def _attach_log(path: Path) -> logging.Handler:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    for each in root.handlers:  # worker.log and stderr (which the executor shows) alike
+        if not any(isinstance(f, RedactingFilter) for f in each.filters):
+            each.addFilter(RedactingFilter())
     return handler

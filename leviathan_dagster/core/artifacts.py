@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan_dagster.core.redaction import redact
 from leviathan_dagster.core.sandbox import files as workspace_files
 
 MANIFEST = "manifest.json"
@@ -34,7 +35,7 @@ class ArtifactDir:
 
     def write_text(self, name: str, text: str) -> Path:
         # No-follow: nothing the attempt ran may turn an artifact into a write elsewhere on the host.
-        workspace_files.write_text(self.root, name, text)
+        workspace_files.write_text(self.root, name, redact(text))  # redacted: a secret never lands here
         return self.path(name)
 
     def write_json(self, name: str, data: object) -> Path:
