@@ -131,7 +131,10 @@ def assert_contained(project: Project, world: dict[str, Path], output: str) -> N
     ("links", "what"),
     [
         ({"docs/guide.md": "{outside}/victim.txt"}, "absolute file symlink out of the workspace"),
-        ({"docs/guide.md": "../../../../../outside/victim.txt"}, "relative file symlink out of the workspace"),
+        (
+            {"docs/guide.md": "../../../../../outside/victim.txt"},
+            "relative file symlink out of the workspace",
+        ),
         ({"docs": "{outside}"}, "absolute directory symlink out of the workspace"),
         ({"docs": "../../../../outside"}, "relative directory symlink out of the workspace"),
         ({"docs/guide.md": "../.git/config"}, "file symlink into .git"),
@@ -385,3 +388,47 @@ def test_no_sandbox_fails_the_attempt_as_executor_error_and_never_runs_the_tests
 def test_probe_script_is_valid_python() -> None:
     compile(PROBE.format(port=1, mark="m"), "probe", "exec")
     compile(textwrap.dedent(CONFTEST.format(pwned="/x")), "conftest", "exec")
+
+
+LEAKY_FAILING_PROBE = """\
+import binascii, glob, sys
+print("about to fail")
+for path in sorted(glob.glob("/proc/[0-9]*/environ")):
+    try:
+        print("ENVIRON", binascii.hexlify(open(path, "rb").read()).decode())
+    except OSError:
+        pass
+sys.exit(1)
+"""
+
+
+@pytest.mark.dagster
+def test_through_dagster_no_canary_reaches_its_storage(world, tmp_path: Path) -> None:
+    """The failing test command's output is in the failure summary: the event, the run's failure, the
+    asset metadata. Nothing it could read holds a credential, so Dagster's storage holds none either."""
+    import dagster as dg
+
+    from leviathan_dagster.cli.dagster_cycle import run_cycle
+    from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+    project = hostile_project(world["root"], {}, test_command=[PY, "-c", LEAKY_FAILING_PROBE])
+    storage = tmp_path / "dagster"
+    storage.mkdir()
+    resource = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
+    printed: list[str] = []
+    with dg.instance_for_test(temp_dir=str(storage)) as instance:
+        report = run_cycle(instance, resource, echo=printed.append)
+        [(_, _, ok)] = report.launched
+        assert not ok
+    [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+    assert failed.payload["failure_type"] == "tests_failed"
+    assert (
+        "about to fail"
+        in (project.home.artifacts_dir(failed.payload["attempt_id"]) / "tests.log").read_text()
+    )
+    assert_contained(project, world, "\n".join(printed))
+    for path in storage.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for form in canary_forms():
+                assert form not in data, f"canary {form!r} in Dagster storage {path}"
