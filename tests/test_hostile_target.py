@@ -432,3 +432,38 @@ def test_through_dagster_no_canary_reaches_its_storage(world, tmp_path: Path) ->
             data = path.read_bytes()
             for form in canary_forms():
                 assert form not in data, f"canary {form!r} in Dagster storage {path}"
+
+
+def test_a_gateway_that_echoes_the_claude_key_gets_it_stored_nowhere(tmp_path: Path) -> None:
+    """Issue 9's fourth finding: an Anthropic-compatible endpoint echoing the key in its error message.
+    The key has no recognisable shape here, so only redaction by value can catch it."""
+    from anthropic_double import AnthropicDouble, Status
+    from support import run_worker
+
+    key = f"gateway-canary-{uuid.uuid4().hex}"
+    task = {**docs_task("guide", allowed_paths=["docs/guide.md"]), "executor": "claude"}
+    project = make_project(
+        tmp_path,
+        {
+            "site": {
+                "files": {".leviathan/backlog.yaml": backlog_yaml(task)},
+                "policy": {"allowed_path_prefixes": ["docs/"]},
+            }
+        },
+    )
+    with AnthropicDouble([Status(400, message=f"bad request from key {key}")], api_key=key) as api:
+        proc = run_worker(
+            project,
+            "site",
+            "guide",
+            "attempt-echo",
+            LEVIATHAN_CLAUDE_API_KEY=key,
+            LEVIATHAN_CLAUDE_MODEL="claude-sonnet-4-6",
+            LEVIATHAN_CLAUDE_BASE_URL=api.base_url,
+        )
+    [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+    assert "bad request from key ***" in failed.payload["error_summary"], failed.payload
+    assert key not in proc.stdout + proc.stderr
+    for path in project.home.root.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
