@@ -18,6 +18,7 @@ from pathlib import Path
 from leviathan_dagster.core.errors import PolicyViolation
 from leviathan_dagster.core.models import BACKLOG_PATH
 from leviathan_dagster.core.paths import normalize_repo_path, path_matches
+from leviathan_dagster.core.sandbox import run_sandboxed
 
 MAX_READ_CHARS = 100_000
 TEST_OUTPUT_TAIL = 8_000
@@ -161,15 +162,13 @@ class ScopedWorkspace:
     def run_tests(self, command: tuple[str, ...], env: Mapping[str, str], timeout: float) -> TestRun:
         if not command:
             return TestRun(0, "no test command is configured for this target")
-        try:
-            proc = subprocess.run(
-                list(command), cwd=self.root, env=dict(env), capture_output=True, text=True, timeout=timeout
-            )
-            run = TestRun(proc.returncode, (proc.stdout + proc.stderr)[-TEST_OUTPUT_TAIL:])
-        except subprocess.TimeoutExpired:
+        # The target's test command runs in the sandbox (issue 9); ``env`` is superseded by its allowlist.
+        # SandboxUnavailable propagates: the attempt fails executor_error, never an unsandboxed run.
+        result = run_sandboxed(command, workspace=self.root, writable=self.task_paths, timeout=timeout)
+        if result.timed_out:
             run = TestRun(None, f"the test command did not finish within {timeout:.0f}s")
-        except OSError as exc:
-            run = TestRun(127, f"the test command could not start: {exc}")
+        else:
+            run = TestRun(result.returncode, result.output[-TEST_OUTPUT_TAIL:])
         self._discard_test_leftovers()
         return run
 
