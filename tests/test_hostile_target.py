@@ -24,6 +24,7 @@ from support import Project, backlog_yaml, docs_task, make_project
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.executors.base import AttemptSpec
 from leviathan_dagster.core.executors.local import LocalExecutor
+from leviathan_dagster.core.git_hardening import RepositoryTampered
 from leviathan_dagster.core.home import LeviathanHome
 
 PY = sys.executable
@@ -347,7 +348,7 @@ def test_git_refuses_a_repository_whose_config_rewrites_urls(tmp_path: Path) -> 
     subprocess.run(
         ["git", "config", "url.https://evil.example/.insteadOf", "https://github.com/"], cwd=repo, check=True
     )
-    with pytest.raises(gitutil.GitError, match="refusing repository-local setting"):
+    with pytest.raises(RepositoryTampered, match="refusing repository-local setting"):
         gitutil.run_git(["status"], cwd=repo)
 
 
