@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 LEVIATHAN_HOME ?= $(CURDIR)/.leviathan
 export LEVIATHAN_HOME
 
-.PHONY: install demo test lint format ui bench clean
+.PHONY: install demo test lint format ui bench clean sandbox-check
 
 install: $(VENV)/.installed
 
@@ -18,8 +18,12 @@ $(VENV)/.installed: pyproject.toml
 demo: install
 	$(BIN)/leviathan --home $(LEVIATHAN_HOME) demo
 
-test: install lint
+test: install lint sandbox-check
 	$(BIN)/pytest
+
+# One line naming what is missing when no sandbox can be created here (bubblewrap, user namespaces).
+sandbox-check: install
+	@$(BIN)/python -c "import sys; from leviathan_dagster.core.sandbox import sandbox_problem as p; sys.exit(p() and 'make test: no sandbox here: ' + p())"
 
 lint: install
 	$(BIN)/ruff format --check .

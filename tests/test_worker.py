@@ -105,7 +105,7 @@ def test_failing_test_command_is_tests_failed(tmp_path: Path) -> None:
 
 def test_test_command_gets_no_credentials_and_its_files_are_not_committed(tmp_path: Path) -> None:
     script = (
-        "import os, pathlib, sys; pathlib.Path('stray.txt').write_text('x'); "
+        "import os, pathlib, sys; open('docs/intro.md', 'a').write('tampered by the tests'); "
         "sys.exit(1 if any(k in os.environ for k in ('GITHUB_TOKEN', 'LEVIATHAN_CLAUDE_API_KEY')) else 0)"
     )
     project = project_with(tmp_path, docs_task("intro"), test_command=[PY, "-c", script])
@@ -119,7 +119,11 @@ def test_test_command_gets_no_credentials_and_its_files_are_not_committed(tmp_pa
         capture_output=True,
         text=True,
     ).stdout.split()
-    assert "stray.txt" not in files and "docs/intro.md" in files
+    assert "docs/intro.md" in files
+    assert "tampered" not in project.show("site", "agent/intro-attempt-env", "docs/intro.md")
+    # What the test command changed after the policy check is recorded, then discarded.
+    discarded = json.loads((project.home.artifacts_dir("attempt-env") / "discarded.json").read_text())
+    assert discarded == {"after_policy_check": ["docs/intro.md"]}
 
 
 def test_test_command_past_the_attempt_timeout_is_timeout(tmp_path: Path) -> None:

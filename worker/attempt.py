@@ -8,8 +8,8 @@ written in ``finally`` so a failing worker always leaves consistent events and a
 from __future__ import annotations
 
 import logging
+import os
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -18,9 +18,15 @@ from pathlib import Path
 from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import gitutil, lifecycle
 from leviathan_dagster.core.artifacts import ArtifactDir
-from leviathan_dagster.core.backlog import load_backlog, write_back_completion
+from leviathan_dagster.core.backlog import parse_backlog, write_back_completion
 from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.errors import ConfigError, GeneratorError, LeviathanError, TransientError
+from leviathan_dagster.core.errors import (
+    ConfigError,
+    GeneratorError,
+    LeviathanError,
+    PolicyViolation,
+    TransientError,
+)
 from leviathan_dagster.core.events.model import format_timestamp, utc_now
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.forge.reviewers import reviewers_from_task
@@ -30,7 +36,10 @@ from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
 from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
-from worker import pull_request
+from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
+from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
+from leviathan_dagster.core.sandbox import files as workspace_files
+from worker import checked_commit, pull_request
 from worker.environment import WorkerEnv, sanitized_environment
 from worker.event_sink import sink_for
 
@@ -67,12 +76,14 @@ class Outcome:
 
 
 def main() -> int:
+    # Every credential this process holds is redacted by value from here on (events, artifacts, logs).
+    register_environment_secrets(os.environ)
     try:
         env = WorkerEnv.from_environ()
         home = LeviathanHome(env.home)
         events = sink_for(env, home)
     except ConfigError as exc:
-        print(f"worker: error: {exc}", file=sys.stderr)
+        print(f"worker: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     actor = f"worker-{env.attempt_id}"
     ids = {"attempt_id": env.attempt_id, "target_id": env.target_id, "task_id": env.task_id}
@@ -105,6 +116,10 @@ def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -
         outcome.status = "succeeded"
     except AttemptFailure as failure:
         outcome.failure_type, outcome.summary = failure.failure_type, failure.summary
+    except PolicyViolation as exc:  # e.g. a write refused because the target committed a symlink
+        outcome.failure_type, outcome.summary = at.POLICY_VIOLATION, str(exc)
+    except SandboxUnavailable as exc:
+        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"no sandbox for the test command: {exc}"
     except TransientError as exc:
         outcome.failure_type, outcome.summary = at.INFRASTRUCTURE, str(exc)
     except (ConfigError, GeneratorError) as exc:
@@ -126,6 +141,7 @@ def run_attempt(
     env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, usage: UsageRecorder | None = None
 ) -> dict:
     target = _load_target(env)
+    register_environment_secrets(os.environ, target.secret_env.values())
     workspace = env.workspace_root / env.attempt_id
     shutil.rmtree(workspace, ignore_errors=True)
     deadline = time.monotonic() + target.policy.attempt_timeout_seconds
@@ -151,12 +167,15 @@ def run_attempt(
         )
         log.info("generator %s: %s", generator_name, change.summary)
         changes = _checked_changes(workspace, task, target)
-        tests = _run_tests(target, workspace, artifacts, deadline)
-        _discard_unchecked_changes(workspace)
+        checked_tree = checked_commit.write_tree(workspace)
+        tests = _run_tests(target, task, workspace, artifacts, deadline)
+        discarded = checked_commit.discard_unchecked(workspace, checked_tree)
+        if discarded:
+            artifacts.write_json("discarded.json", {"after_policy_check": discarded})
         branch = at.branch_name_for(task.id, env.attempt_id)
-        commit_sha = _commit(workspace, task, env, branch, changes, artifacts)
+        commit_sha = _commit(workspace, task, env, branch, changes, artifacts, checked_tree)
         # Asked again: an App's installation token may have been refreshed since the clone.
-        _push(workspace, branch, forge.git_auth_env())
+        _push(workspace, env.repo_url, branch, forge.git_auth_env())
         pr = forge.open_pull_request(
             head=branch,
             base=env.branch,
@@ -196,7 +215,11 @@ def _load_target(env: WorkerEnv) -> TargetConfig:
 
 
 def _load_task(workspace: Path, task_id: str) -> Task:
-    backlog = load_backlog(workspace / BACKLOG_PATH)
+    # Read without following a symlink: a committed `.leviathan -> /somewhere` is refused, not read.
+    text = workspace_files.read_text(workspace, BACKLOG_PATH)
+    if text is None:
+        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} is missing on the base branch")
+    backlog = parse_backlog(text)
     task = backlog.get(task_id)
     if task is None:
         raise AttemptFailure(
@@ -219,43 +242,30 @@ def _checked_changes(workspace: Path, task: Task, target: TargetConfig) -> list[
 
 
 def _run_tests(
-    target: TargetConfig, workspace: Path, artifacts: ArtifactDir, deadline: float
+    target: TargetConfig, task: Task, workspace: Path, artifacts: ArtifactDir, deadline: float
 ) -> pull_request.TestReport:
+    """The target's test command, in the sandbox: no credential, no network, no host file beyond the
+    system's, the checkout read-only but for the task's allowed paths (whatever it writes there is
+    discarded afterwards anyway). SandboxUnavailable ends the attempt: never an unsandboxed run."""
     if not target.test_command:
         return pull_request.TestReport("no test command configured")
     remaining = max(1.0, deadline - time.monotonic())
-    log.info("running tests: %s", " ".join(target.test_command))
-    try:
-        proc = subprocess.run(
-            list(target.test_command),
-            cwd=workspace,
-            env=sanitized_environment(workspace),
-            capture_output=True,
-            text=True,
-            timeout=remaining,
-        )
-    except subprocess.TimeoutExpired as exc:
-        artifacts.write_text("tests.log", _text(exc.stdout) + _text(exc.stderr))
-        raise AttemptFailure(
-            at.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)"
-        ) from exc
-    except OSError as exc:
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"test command could not start: {exc}") from exc
-    output = proc.stdout + proc.stderr
+    log.info("running tests (sandboxed): %s", " ".join(target.test_command))
+    result = run_sandboxed(
+        target.test_command, workspace=workspace, writable=task.allowed_paths, timeout=remaining
+    )
+    output = result.output + ("\n...(output truncated)\n" if result.truncated else "")
     artifacts.write_text("tests.log", output)
+    if result.timed_out:
+        raise AttemptFailure(at.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)")
+    if result.returncode == 1 and output.startswith("bwrap: execvp "):
+        raise AttemptFailure(at.EXECUTOR_ERROR, f"test command could not start: {output.strip()[:500]}")
     summary = pull_request.last_summary_line(output)
-    if proc.returncode != 0 and not target.policy.allow_draft_on_failing_tests:
+    if result.returncode != 0 and not target.policy.allow_draft_on_failing_tests:
         tail = " | ".join(line for line in output.strip().splitlines()[-6:])
-        raise AttemptFailure(at.TESTS_FAILED, f"test command exited {proc.returncode}: {tail}"[:2000])
-    status = "passed" if proc.returncode == 0 else "failed (draft)"
-    return pull_request.TestReport(status, tuple(target.test_command), proc.returncode, summary)
-
-
-def _discard_unchecked_changes(workspace: Path) -> None:
-    """Drop whatever the test command wrote (caches, reports, stray files): only the change that passed
-    the policy check (staged in the index by ``list_changed_paths``) may be committed."""
-    gitutil.run_git(["checkout", "--", "."], cwd=workspace)
-    gitutil.run_git(["clean", "-q", "-f", "-d", "-x"], cwd=workspace)
+        raise AttemptFailure(at.TESTS_FAILED, f"test command exited {result.returncode}: {tail}"[:2000])
+    status = "passed" if result.returncode == 0 else "failed (draft)"
+    return pull_request.TestReport(status, tuple(target.test_command), result.returncode, summary)
 
 
 def _commit(
@@ -265,13 +275,16 @@ def _commit(
     branch: str,
     changes: list[ChangedPath],
     artifacts: ArtifactDir,
+    checked_tree: str,
 ) -> str:
-    diff = gitutil.run_git(["diff", "--cached", "--binary", "HEAD"], cwd=workspace)
+    diff = gitutil.run_git(
+        ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--binary", "HEAD"], cwd=workspace
+    )
     artifacts.write_text("diff.patch", diff)
-    backlog_file = workspace / BACKLOG_PATH
-    # newline="" both ways: a backlog saved with CRLF line endings keeps them (minimal diff).
-    with backlog_file.open(encoding="utf-8", newline="") as handle:
-        original = handle.read()
+    # Read and written as bytes-exact text (a CRLF backlog keeps its line ends) and never through a symlink.
+    original = workspace_files.read_text(workspace, BACKLOG_PATH)
+    if original is None:
+        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} disappeared before the write-back")
     updated = write_back_completion(
         original,
         task.id,
@@ -279,8 +292,9 @@ def _commit(
         branch_name=branch,
         completed_at=format_timestamp(utc_now()),
     )
-    with backlog_file.open("w", encoding="utf-8", newline="") as handle:
-        handle.write(updated)
+    workspace_files.write_text(workspace, BACKLOG_PATH, updated)
+    gitutil.run_git(["add", "--", BACKLOG_PATH], cwd=workspace)
+    checked_commit.verify_commit_scope(workspace, checked_tree, changes, extra=[BACKLOG_PATH])
     gitutil.run_git(["checkout", "-q", "-b", branch], cwd=workspace)
     message = (
         f"{task.title}\n\n"
@@ -288,12 +302,17 @@ def _commit(
         f"Touched: {', '.join(c.path for c in changes)}\n\n"
         f"Leviathan-Task: {task.id}\nLeviathan-Attempt: {env.attempt_id}\n"
     )
-    return gitutil.commit_all(workspace, message)
+    return gitutil.commit_index(workspace, message)
 
 
-def _push(workspace: Path, branch: str, git_env: dict[str, str]) -> None:
+def _push(workspace: Path, repo_url: str, branch: str, git_env: dict[str, str]) -> None:
+    # To the URL the worker was given, not "origin": nothing in the workspace decides where it goes.
+    # (A relative local path was relative to the worker's directory, not the workspace's.)
+    local = gitutil.local_path(repo_url)
+    if local is not None and not repo_url.startswith("file://"):
+        repo_url = str(local.resolve())
     try:
-        gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=git_env)
+        gitutil.push(workspace, repo_url, f"HEAD:refs/heads/{branch}", env=git_env)
     except LeviathanError as exc:
         raise TransientError(f"push of {branch} failed: {exc}") from exc
 
@@ -347,11 +366,9 @@ def _attach_log(path: Path) -> logging.Handler:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-    logging.getLogger().addHandler(handler)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    for each in root.handlers:  # worker.log and stderr (which the executor shows) alike
+        if not any(isinstance(f, RedactingFilter) for f in each.filters):
+            each.addFilter(RedactingFilter())
     return handler
-
-
-def _text(value: str | bytes | None) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return value or ""

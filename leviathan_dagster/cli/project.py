@@ -11,6 +11,7 @@ from leviathan_dagster.core.backlog import load_backlog
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import BacklogError
 from leviathan_dagster.core.models import BACKLOG_PATH
+from leviathan_dagster.core.sandbox import sandbox_problem
 from leviathan_dagster.core.scheduling import read_backlog
 
 BACKLOG_TEMPLATE = """\
@@ -84,6 +85,9 @@ def validate(ctx: CliContext, backlog_file: Path | None, as_json: bool) -> None:
         project = load_project_config(ctx.config_path)
         for warning in project.warnings:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
+        sandbox_warning = _sandbox_warning(project)
+        if sandbox_warning:
+            click.secho(f"warning: {sandbox_warning}", fg="yellow", err=True)
         for target in project.targets:
             snap = read_backlog(target, ctx.home)
             if snap.backlog is None:
@@ -108,6 +112,18 @@ def validate(ctx: CliContext, backlog_file: Path | None, as_json: bool) -> None:
                     click.echo(f"  {problem}")
     if not all(r["valid"] for r in results.values()):
         raise SystemExit(1)
+
+
+def _sandbox_warning(project) -> str | None:
+    """Why test commands cannot run here, when a target has one (its attempts would fail)."""
+    with_tests = [target.id for target in project.targets if target.test_command]
+    problem = sandbox_problem() if with_tests else None
+    if problem is None:
+        return None
+    return (
+        f"no sandbox for test commands on this machine: {problem}; attempts of {', '.join(with_tests)} "
+        "will fail executor_error (test commands never run unsandboxed)"
+    )
 
 
 COMMANDS = [init, validate]

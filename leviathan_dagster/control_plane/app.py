@@ -44,6 +44,7 @@ from leviathan_dagster.core.errors import (
 )
 from leviathan_dagster.core.events.chain import InvalidEvent
 from leviathan_dagster.core.events.store import EventStore
+from leviathan_dagster.core.redaction import register_secret
 
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
@@ -61,6 +62,7 @@ def create_app(
     /v1/autonomy/status."""
     if not isinstance(token, str) or not token.strip():
         raise ConfigError("control plane token is empty; set LEVIATHAN_CONTROL_PLANE_TOKEN")
+    register_secret(token)  # redacted by value from every event, log and error
     if not isinstance(max_bundle_bytes, int) or max_bundle_bytes < 1:
         raise ConfigError(f"max_bundle_bytes must be a positive integer, got {max_bundle_bytes!r}")
     metrics = Metrics()

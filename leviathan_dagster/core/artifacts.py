@@ -7,6 +7,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan_dagster.core.redaction import redact
+from leviathan_dagster.core.sandbox import files as workspace_files
+
 MANIFEST = "manifest.json"
 
 
@@ -31,9 +34,9 @@ class ArtifactDir:
         return self.root / name
 
     def write_text(self, name: str, text: str) -> Path:
-        target = self.path(name)
-        target.write_text(text, encoding="utf-8")
-        return target
+        # No-follow: nothing the attempt ran may turn an artifact into a write elsewhere on the host.
+        workspace_files.write_text(self.root, name, redact(text))  # redacted: a secret never lands here
+        return self.path(name)
 
     def write_json(self, name: str, data: object) -> Path:
         return self.write_text(name, json.dumps(data, indent=2, sort_keys=True) + "\n")

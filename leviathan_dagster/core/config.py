@@ -25,6 +25,7 @@ from leviathan_dagster.core.config_sections import PROJECT_SECTIONS, TARGET_SECT
 from leviathan_dagster.core.errors import ConfigError, PolicyViolation
 from leviathan_dagster.core.models import EventLogSettings, Policy, ProjectConfig, TargetConfig
 from leviathan_dagster.core.paths import normalize_repo_path
+from leviathan_dagster.core.redaction import looks_like_credential
 from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
 
 FORGES = ("local", "github")
@@ -219,6 +220,22 @@ def _parse_target(
 
 
 def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tuple[str, ...]:
+    command = _parse_test_command(value, node, who, report)
+    # The command runs sandboxed and without credentials; one written into it would be in every log.
+    for number, part in enumerate(command, start=1):
+        if looks_like_credential(part):
+            report.error(
+                node,
+                who,
+                f"field 'test_command' holds a literal credential (argument {number})",
+                "remove it: test commands run in the sandbox without credentials or network; "
+                "tests that need a service should use a local double",
+            )
+            return ()
+    return command
+
+
+def _parse_test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 import yaml
 
 from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.core.redaction import register_secret
 from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
 
 _SECRET_WORDS = ("token", "password", "secret", "api_key", "private_key")
@@ -78,4 +79,6 @@ def check_literal_secrets(
 def resolve_secret(target: TargetConfig, name: str, environ: Mapping[str, str]) -> str | None:
     """The secret ``name`` of ``target`` read from ``environ``; None if not configured, unset or empty."""
     env = target.secret_env.get(name)
-    return (environ.get(env) or None) if env else None
+    value = (environ.get(env) or None) if env else None
+    register_secret(value)  # from here on redacted by value everywhere (core/redaction.py)
+    return value

@@ -1,7 +1,9 @@
 """A thin wrapper over the ``git`` command line, shared by the forge, the worker and the tests.
 
 Every call goes through ``run_git`` so that git's failures become one of our errors (``GitError``) in one
-place, prompts can never hang an unattended worker, and commits carry a fixed identity.
+place, prompts can never hang an unattended worker, commits carry a fixed identity, and the repository
+cannot make git run code (``git_hardening``: system and global config ignored, every setting that names
+a program overridden on the command line, the local config's drivers switched off).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from filelock import FileLock, Timeout
 
 from leviathan_dagster.core.errors import LeviathanError, NotFoundError, TransientError
+from leviathan_dagster.core.git_hardening import ISOLATION_ENV, hardening_args
 from leviathan_dagster.core.redaction import redact
 
 GIT_TIMEOUT_SECONDS = 120.0
@@ -56,11 +59,13 @@ def _trim(text: str) -> str:
 
 
 def git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment ``run_git`` uses: the process's, the fixed identity, then ``env`` on top."""
-    merged = dict(os.environ)
+    """The environment ``run_git`` uses: the process's without its GIT_* variables, the fixed identity,
+    system and global config switched off, then ``env`` on top."""
+    merged = {key: value for key, value in os.environ.items() if not key.startswith("GIT_")}
     merged.update(DEFAULT_IDENTITY)
     if env:
         merged.update(env)
+    merged.update(ISOLATION_ENV)
     # Never prompt for credentials: an unattended worker would wait forever for an answer.
     merged["GIT_TERMINAL_PROMPT"] = "0"
     return merged
@@ -75,7 +80,8 @@ def run_git(
 ) -> str:
     """Run ``git <args>`` and return its stdout; raise GitError when it fails or times out."""
     # quotepath=off: paths with non-ASCII characters come back as themselves, not octal escapes.
-    command = ["git", "-c", "core.quotepath=off", *args]
+    command = ["git", *hardening_args(cwd), "-c", "core.quotepath=off", *args]
+    shown = ["git", "-c", "core.quotepath=off", *args]  # errors leave out the fixed hardening
     try:
         completed = subprocess.run(
             command,
@@ -91,11 +97,11 @@ def run_git(
     except subprocess.CalledProcessError as exc:
         # Some commands (merge) report on stdout; keep both so the message says what went wrong.
         output = (exc.stderr or "") + (exc.stdout or "")
-        raise GitError(command, exc.returncode, redact(output, (env or {}).values())) from None
+        raise GitError(shown, exc.returncode, redact(output, (env or {}).values())) from None
     except subprocess.TimeoutExpired:
-        raise GitError(command, None, f"no result after {timeout:g}s") from None
+        raise GitError(shown, None, f"no result after {timeout:g}s") from None
     except OSError as exc:
-        raise GitError(command, None, f"could not run git in {cwd}: {exc}") from None
+        raise GitError(shown, None, f"could not run git in {cwd}: {exc}") from None
     return completed.stdout
 
 
@@ -162,6 +168,14 @@ def commit_all(cwd: Path, message: str) -> str:
         raise NothingToCommitError(f"nothing to commit in {cwd}")
     # --no-verify: a target's hooks are not ours to run; its test command is run explicitly instead.
     run_git(["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "-m", message], cwd=cwd)
+    return rev_parse(cwd, "HEAD")
+
+
+def commit_index(cwd: Path, message: str) -> str:
+    """Commit the index exactly as staged (nothing added); return the new commit's sha."""
+    if not run_git(["diff", "--cached", "--name-only"], cwd=cwd).strip():
+        raise NothingToCommitError(f"nothing staged to commit in {cwd}")
+    run_git(["commit", "--quiet", "--no-verify", "-m", message], cwd=cwd)
     return rev_parse(cwd, "HEAD")
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from leviathan_dagster.core.redaction import redact_data
+
 ATTEMPT_CREATED = "attempt.created"
 ATTEMPT_STARTED = "attempt.started"
 ATTEMPT_SUCCEEDED = "attempt.succeeded"
@@ -58,7 +60,7 @@ class Event:
             event_type=event_type,
             timestamp=format_timestamp(at or utc_now()),
             actor_id=actor_id,
-            payload=dict(payload),
+            payload=redact_data(dict(payload)),  # before the hash: a chained secret is forever
         )
 
     def body(self) -> dict[str, Any]:

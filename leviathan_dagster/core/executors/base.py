@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
 
@@ -56,5 +58,44 @@ class Executor(ABC):
         """Release whatever the attempt left behind (pods, workspaces)."""
 
 
-def inherited_environment() -> dict[str, str]:
-    return dict(os.environ)
+# What a worker process inherits from the orchestrator: what any process needs to run (locale, paths,
+# proxies, CA bundles), the Claude settings, and nothing else. Credentials the attempt uses are added by
+# name (``worker_process_environment``); an unrelated AWS_SECRET_ACCESS_KEY or another target's token
+# never reaches a worker.
+WORKER_ENV_ALLOWLIST = frozenset(
+    {
+        "PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TERM", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV",
+        "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+        "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+        "CONTROL_PLANE_URL", "CONTROL_PLANE_TOKEN", "LEVIATHAN_BWRAP",
+    }
+)  # fmt: skip
+WORKER_ENV_PREFIXES = ("LC_", "LEVIATHAN_CLAUDE_")
+
+
+def worker_process_environment(spec: AttemptSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of ``spec``'s worker process: the allowlist above, the variables the
+    target's ``secrets:`` and the event log's ``dsn_env`` name (the worker clones, pushes and records
+    with them; it never hands them to code it runs), then the worker contract."""
+    source = os.environ if environ is None else environ
+    env = {
+        key: value
+        for key, value in source.items()
+        if key in WORKER_ENV_ALLOWLIST or key.startswith(WORKER_ENV_PREFIXES)
+    }
+    referenced = set(spec.target.secret_env.values())
+    dsn_env = _event_log_dsn_env(spec.config_path)
+    if dsn_env:
+        referenced.add(dsn_env)
+    env.update({key: source[key] for key in referenced if key in source})
+    env.update(spec.worker_environment())
+    return env
+
+
+def _event_log_dsn_env(config_path: Path) -> str | None:
+    from leviathan_dagster.core.config import load_project_config  # the config imports the executors
+
+    try:
+        return load_project_config(config_path).event_log.dsn_env
+    except LeviathanError:
+        return None  # the worker reports the bad config itself, with file and line

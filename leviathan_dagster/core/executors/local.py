@@ -11,8 +11,9 @@ from leviathan_dagster.core.executors.base import (
     AttemptSpec,
     ExecutionResult,
     Executor,
-    inherited_environment,
+    worker_process_environment,
 )
+from leviathan_dagster.core.redaction import is_secret_name, redact
 
 # The worker enforces the attempt timeout on the test command itself; this grace covers clone and push
 # so the executor only kills a worker that is really stuck.
@@ -34,7 +35,9 @@ class LocalExecutor(Executor):
             proc.wait()
 
     def run(self, spec: AttemptSpec) -> ExecutionResult:
-        env = {**inherited_environment(), **spec.worker_environment()}
+        env = worker_process_environment(spec)
+        named = set(spec.target.secret_env.values())
+        secrets = [value for key, value in env.items() if key in named or is_secret_name(key)]
         timeout = spec.target.policy.attempt_timeout_seconds + KILL_GRACE_SECONDS
         # A new session so a timeout kills the worker *and* whatever it started (test commands).
         proc = subprocess.Popen(
@@ -48,12 +51,13 @@ class LocalExecutor(Executor):
         self._workers[spec.attempt_id] = proc
         try:
             output, _ = proc.communicate(timeout=timeout)
-            return ExecutionResult(proc.returncode, False, _tail(output))
+            return ExecutionResult(proc.returncode, False, _tail(output, secrets))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
-            return ExecutionResult(None, True, _tail(output))
+            return ExecutionResult(None, True, _tail(output, secrets))
 
 
-def _tail(output: str | None, lines: int = 20) -> str:
-    return "\n".join((output or "").strip().splitlines()[-lines:])
+def _tail(output: str | None, secrets: list[str], lines: int = 20) -> str:
+    # Shown in Dagster's run storage: redacted by every secret value the worker was given.
+    return redact("\n".join((output or "").strip().splitlines()[-lines:]), secrets)

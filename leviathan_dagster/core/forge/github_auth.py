@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from github import Auth, GithubIntegration
 
+from leviathan_dagster.core.redaction import register_secret
+
 # Installation tokens live one hour. A token is replaced this long before it expires, so a clone, a
 # test run and a push started with it never meet an expired credential half-way.
 REFRESH_MARGIN_SECONDS = 300.0
@@ -96,6 +98,7 @@ class InstallationTokens(TokenSource):
             self._installation_id = self._integration.get_repo_installation(owner, name).id
         granted = self._integration.get_access_token(self._installation_id)
         self._token, self._expires_at = granted.token, granted.expires_at.timestamp()
+        register_secret(self._token)  # redacted by value wherever it might be echoed
         with _granted_lock:
             _granted[self._cache_key] = (self._token, self._expires_at, self._installation_id)
         self.refreshes += 1

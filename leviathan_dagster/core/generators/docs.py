@@ -12,6 +12,7 @@ from pathlib import Path, PurePosixPath
 from leviathan_dagster.core.errors import GeneratorError
 from leviathan_dagster.core.generators.base import GenerationContext, Generator
 from leviathan_dagster.core.models import BACKLOG_PATH, GeneratedChange, Task
+from leviathan_dagster.core.sandbox import files as workspace_files
 
 
 def select_output_path(
@@ -49,13 +50,15 @@ def select_output_path(
 
 
 def write_text(workspace: Path, relative: str, content: str) -> bool:
-    """Write ``content`` as UTF-8 with ``\\n`` line ends; return whether the file's bytes changed."""
-    target = workspace / relative
+    """Write ``content`` as UTF-8 with ``\\n`` line ends; return whether the file's bytes changed.
+
+    Never through a symlink (PolicyViolation): the checkout is the target's, and a committed
+    ``docs -> /anywhere`` must not turn this write into one outside the workspace.
+    """
     data = content.encode("utf-8")
-    unchanged = target.is_file() and target.read_bytes() == data
+    unchanged = workspace_files.read_bytes(workspace, relative) == data
     if not unchanged:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        workspace_files.write_bytes(workspace, relative, data)
     return not unchanged
 
 
