@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from leviathan_dagster.core.errors import PolicyViolation
@@ -217,6 +218,12 @@ class ScopedWorkspace:
         if not shown:
             raise ToolError(f"{normalized or '.'!r} has no files")
         return f"files in {normalized or '.'} (up to {DIRECTORY_DEPTH} levels deep):\n" + "\n".join(shown)
+
+    def run_tests(self, command: tuple[str, ...], env: Mapping[str, str], timeout: float):
+        """The target's test command in the sandbox (``claude_commands.run_tests``)."""
+        from leviathan_dagster.core.generators.claude_commands import run_tests
+
+        return run_tests(self, command, env, timeout)
 
     @property
     def writable(self) -> list[str]:
