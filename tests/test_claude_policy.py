@@ -91,8 +91,13 @@ def test_scope_allows_its_paths_and_never_the_backlog(scoped: ScopedWorkspace) -
     assert scoped.written == {"lib/new/b.py", "lib/a.py"}
 
 
-def call(tokens_in: int, tokens_out: int) -> CallUsage:
-    return CallUsage("m", tokens_in, tokens_out, 0, 0, 0.1, "tool_use", "0" * 64)
+def call(tokens_in: int, tokens_out: int, cache_write: int = 0, cache_read: int = 0) -> CallUsage:
+    return CallUsage("m", tokens_in, tokens_out, cache_write, cache_read, 0.1, "tool_use", "0" * 64)
+
+
+def spend(usage: UsageRecorder, budget: Budget, made: CallUsage, chars: int) -> None:
+    """What the loop does after a call."""
+    usage.record(made, usd=budget.observe(made, chars), billed_tokens=budget.billed_tokens(made))
 
 
 def test_budget_lowers_max_tokens_then_stops_before_a_call_that_could_exceed_it() -> None:
@@ -100,13 +105,31 @@ def test_budget_lowers_max_tokens_then_stops_before_a_call_that_could_exceed_it(
     budget = Budget(Policy(max_tokens_per_attempt=10_000), usage, "claude-sonnet-4-6", max_output_tokens=4096)
     assert budget.allowance(3_000) == 4096  # ~1,000 input tokens: the full max_tokens fits
     first = call(1_000, 2_000)
-    usage.record(first, usd=budget.observe(first, 9_000))
+    spend(usage, budget, first, 9_000)
     # 3,000 spent; the next input is the 3,000 known + 300 new chars / 3 = 3,100: 3,900 left for output.
     assert budget.allowance(9_300) == 3_900
     second = call(3_100, 3_000)
-    usage.record(second, usd=budget.observe(second, 30_000))
+    spend(usage, budget, second, 30_000)
     with pytest.raises(BudgetExhausted, match="before call 3"):
         budget.allowance(30_000)
+
+
+def test_token_budget_counts_cache_reads_and_writes_at_the_models_rates() -> None:
+    usage = UsageRecorder()
+    budget = Budget(
+        Policy(max_tokens_per_attempt=300_000), usage, "claude-sonnet-4-6", max_output_tokens=4096
+    )
+    cached = call(100, 1_000, cache_write=2_000, cache_read=200_000)  # 200k read at 0.1x: 20k
+    spend(usage, budget, cached, 30_000)
+    assert usage.summary()["billed_tokens"] == 100 + 1_000 + 2_500 + 20_000
+    assert usage.total_tokens == 203_100  # every token processed, as before
+    # 23,600 billed + the next call's whole prompt at full price (the cache may have expired) fits;
+    # counting the 200k cache reads as spent would not.
+    assert budget.allowance(30_000) == 4096
+    fable = Budget(Policy(max_tokens_per_attempt=10**6), UsageRecorder(), "claude-fable-5-1", 4096)
+    assert fable.billed_tokens(call(0, 0, cache_read=1_000)) == pytest.approx(25.0)  # 0.025x
+    unpriced = Budget(Policy(), UsageRecorder(), "some-gateway-model", 4096)
+    assert unpriced.billed_tokens(call(0, 0, cache_write=100, cache_read=1_000)) == pytest.approx(225.0)
 
 
 def test_usd_budget_needs_a_priced_model_and_stops_on_dollars() -> None:
@@ -115,7 +138,7 @@ def test_usd_budget_needs_a_priced_model_and_stops_on_dollars() -> None:
     usage = UsageRecorder()
     budget = Budget(Policy(max_usd_per_attempt=0.05), usage, "claude-sonnet-4-6", max_output_tokens=4096)
     first = call(10_000, 1_000)  # $0.03 + $0.015 = $0.045
-    usage.record(first, usd=budget.observe(first, 30_000))
+    spend(usage, budget, first, 30_000)
     assert usage.usd == pytest.approx(0.045)
     with pytest.raises(BudgetExhausted, match="max_usd_per_attempt"):
         budget.allowance(30_000)

@@ -288,7 +288,9 @@ class AttemptLedger:
             target.consecutive_failures += 1
 
     def _count_tokens(self, record: AttemptRecord) -> None:
-        tokens = (record.usage or {}).get("total_tokens")
+        usage = record.usage or {}
+        # Billed tokens (cache reads at their rate) when the attempt recorded them, as its budget counted.
+        tokens = usage.get("billed_tokens", usage.get("total_tokens"))
         if isinstance(tokens, int) and tokens > 0 and record.completed_at:
             key = (record.target_id, parse_timestamp(record.completed_at).date())
             self._tokens_by_day[key] = self._tokens_by_day.get(key, 0) + tokens

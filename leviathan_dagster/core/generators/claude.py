@@ -160,7 +160,9 @@ class AgentRun:
             request_sha256=hashlib.sha256(encoded.encode()).hexdigest(),
             request_id=reply.request_id,
         )
-        usage.record(call, usd=self.budget.observe(call, len(encoded)))
+        usage.record(
+            call, usd=self.budget.observe(call, len(encoded)), billed_tokens=self.budget.billed_tokens(call)
+        )
         log.info(
             "claude call %d: %d in, %d out, %d cache write, %d cache read, stop %s, %.2fs",
             len(usage.calls), call.input_tokens, call.output_tokens, call.cache_creation_input_tokens,

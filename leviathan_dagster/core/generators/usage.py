@@ -46,6 +46,9 @@ class UsageRecorder:
         self.template_version: str | None = None
         self.prompt_sha256: str | None = None
         self.usd: float | None = None
+        # Input-token equivalents billed (cache writes and reads at the model's rates): what the token
+        # budgets count, so a cached prefix read on every call is not counted as if sent anew.
+        self.billed_tokens: float | None = None
         # What the agent had and did (tools offered, bash or why not, refusals, stop): counts and names only.
         self.agent: dict = {}
         self._lock = threading.Lock()
@@ -60,11 +63,15 @@ class UsageRecorder:
             self.agent.update(facts)
         self._flush()
 
-    def record(self, call: CallUsage, *, usd: float | None = None) -> None:
+    def record(
+        self, call: CallUsage, *, usd: float | None = None, billed_tokens: float | None = None
+    ) -> None:
         with self._lock:
             self.calls.append(call)
             if usd is not None:
                 self.usd = round((self.usd or 0.0) + usd, 6)
+            if billed_tokens is not None:
+                self.billed_tokens = (self.billed_tokens or 0.0) + billed_tokens
         self._flush()
 
     def total(self, name: str) -> int:
@@ -86,6 +93,8 @@ class UsageRecorder:
         }
         if self.usd is not None:
             summary["usd"] = self.usd
+        if self.billed_tokens is not None:
+            summary["billed_tokens"] = round(self.billed_tokens)
         if self.agent:
             summary["agent"] = dict(self.agent)
         return summary
