@@ -8,7 +8,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from anthropic_double import AnthropicDouble, Status, reply, text, thinking, tool_use
+from anthropic_double import AnthropicDouble, Status, redacted_thinking, reply, text, thinking, tool_use
 from test_claude_generator import MODEL, edit, generate
 
 from leviathan_dagster.core import lifecycle
@@ -25,13 +25,17 @@ NEW_FILE = "def slugify(text):\n    return text.lower().replace(' ', '-')\n"
 
 
 def test_thinking_blocks_go_back_verbatim_with_the_budget_and_the_interleaving_beta(tmp_path: Path) -> None:
+    hidden = redacted_thinking()
+
     def sees_its_thinking(body: dict):
         assistant = body["messages"][1]["content"]
-        assert [b["type"] for b in assistant] == ["thinking", "tool_use"], assistant
+        assert [b["type"] for b in assistant] == ["thinking", "redacted_thinking", "tool_use"], assistant
         assert assistant[0]["thinking"] == "Look first." and assistant[0]["signature"]
+        assert assistant[1] == hidden
         return reply(thinking("Now write."), edit("create", path="lib/textutil.py", file_text=NEW_FILE))
 
-    script = [reply(thinking("Look first."), edit("view", path="lib/textutil.py")), sees_its_thinking]
+    first = reply(thinking("Look first."), hidden, edit("view", path="lib/textutil.py"))
+    script = [first, sees_its_thinking]
     script.append(reply(text("done")))
     with AnthropicDouble(script) as api:
         change, _ = generate(tmp_path, api, thinking=2048)
