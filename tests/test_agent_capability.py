@@ -248,6 +248,7 @@ ESCAPES = {
         "write refused",
     ),
     "editor-symlink-out": (edit("create", path="docs/outside.md", file_text="HACKED\n"), "outside"),
+    "editor-read-symlink-out": (edit("view", path="docs/outside.md"), "resolves outside the repository"),
     "editor-git-hooks": (edit("create", path=".git/hooks/pre-commit", file_text="#!/bin/sh\n"), "git"),
     "editor-backlog": (
         edit("str_replace", path=".leviathan/backlog.yaml", old_str="ready: true", new_str="ready: false"),
@@ -284,7 +285,8 @@ def test_every_escape_is_refused_and_nothing_is_pushed(tmp_path: Path, name: str
     agent = outcome["usage"]["agent"]  # the attempt's record, in its terminal event
     assert agent["bash"] == "sandboxed" and agent["stop"] == "NoChanges"
     if name.startswith("editor-"):
-        assert agent["refused"] == {"write_out_of_scope": 1}, agent
+        kind = "read_out_of_workspace" if "-read-" in name else "write_out_of_scope"
+        assert agent["refused"] == {kind: 1}, agent
     assert_nothing_pushed_to(project)
     assert (tmp_path / "secret.txt").read_text() == OUTSIDE_SECRET
     assert proc.returncode != 0

@@ -17,6 +17,7 @@ from leviathan_dagster.core.generators import claude_search
 from leviathan_dagster.core.generators.claude_tools import (
     MAX_VIEW_CHARS,
     OutOfScope,
+    OutOfWorkspace,
     ScopedWorkspace,
     ToolError,
 )
@@ -109,9 +110,10 @@ class Toolbox:
         except OutOfScope as exc:
             self.refusals["write_out_of_scope"] += 1
             return _result(block, str(exc), error=True)
+        except OutOfWorkspace as exc:
+            self.refusals["read_out_of_workspace"] += 1
+            return _result(block, str(exc), error=True)
         except (ToolError, TypeError) as exc:  # TypeError: missing or unexpected arguments
-            if "outside the repository" in str(exc) or "git's own directory" in str(exc):
-                self.refusals["read_out_of_workspace"] += 1
             return _result(block, str(exc), error=True)
         return _result(block, output)
 

@@ -24,11 +24,16 @@ from leviathan_dagster.core.paths import normalize_repo_path, path_matches
 # The checkout as the model sees it: paths are relative to the root, or absolute under this name.
 VIRTUAL_ROOT = "/repo"
 MAX_VIEW_CHARS = 60_000
+MAX_FILE_BYTES = 10_000_000
 DIRECTORY_DEPTH = 2
 
 
 class ToolError(Exception):
     """A bad tool call the model can correct: returned to it as an error result."""
+
+
+class OutOfWorkspace(ToolError):
+    """A path outside the checkout, in ``.git``, or resolving there through a symlink: never read."""
 
 
 class OutOfScope(ToolError):
@@ -67,15 +72,15 @@ class ScopedWorkspace:
         try:
             normalized = normalize_repo_path(relative).rstrip("/")
         except PolicyViolation as exc:
-            raise ToolError(f"{exc} (the repository is {VIRTUAL_ROOT})") from None
+            raise OutOfWorkspace(f"{exc} (the repository is {VIRTUAL_ROOT})") from None
         if _in_git_dir(normalized):
-            raise ToolError(f"{path!r} is inside git's own directory, which is not part of the checkout")
+            raise OutOfWorkspace(f"{path!r} is inside git's own directory, which is not part of the checkout")
         full = self.root / normalized
         real = Path(os.path.realpath(full))
         if real != self.root and self.root not in real.parents:
-            raise ToolError(f"{path!r} resolves outside the repository")
+            raise OutOfWorkspace(f"{path!r} resolves outside the repository")
         if _in_git_dir(real.relative_to(self.root).as_posix()):
-            raise ToolError(f"{path!r} resolves into git's own directory")
+            raise OutOfWorkspace(f"{path!r} resolves into git's own directory")
         return normalized, full
 
     def check_write(self, path: object) -> tuple[str, Path]:
@@ -201,6 +206,8 @@ class ScopedWorkspace:
     def _read_text(self, path: object, full: Path) -> str:
         if not full.is_file():
             raise ToolError(f"{path!r} does not exist or is not a file")
+        if full.stat().st_size > MAX_FILE_BYTES:
+            raise ToolError(f"{path!r} is larger than {MAX_FILE_BYTES} bytes; search it with grep instead")
         data = full.read_bytes()
         if b"\0" in data[:8192]:
             raise ToolError(f"{path!r} is a binary file ({len(data)} bytes)")
