@@ -297,3 +297,35 @@ def test_the_double_answers_size_limits_and_account_errors_like_the_real_api() -
         error.body["request_id"] == error.request_id
         and error.api_message == "Your credit balance is too low."
     )
+
+
+def test_find_files_and_grep_search_the_whole_checkout_with_caps(tmp_path: Path) -> None:
+    import subprocess
+
+    from leviathan_dagster.core.generators.claude_search import find_files, grep
+
+    files = {
+        "src/pkg/core.py": "import os\n\n\ndef core():\n    return os.sep\n",
+        "src/pkg/util.py": "".join(f"def helper_{i}():\n    return {i}\n" for i in range(30)),
+        "docs/core.md": "# core\n",
+        "build/out.py": "def core():\n    pass\n",  # ignored by .gitignore: not searched
+        ".gitignore": "build/\n",
+    }
+    for path, content in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(content)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / ".git/HEAD.py").write_text("def core(): pass\n")  # inside .git: never searched
+    workspace = ScopedWorkspace(tmp_path, ("docs/core.md",), ("docs/",))
+    assert find_files(workspace, "*.py") == "src/pkg/core.py\nsrc/pkg/util.py"
+    assert find_files(workspace, "src/**/*.md") == "no files match 'src/**/*.md'"
+    assert grep(workspace, r"def core", context_lines=1) == (
+        "src/pkg/core.py-3-\nsrc/pkg/core.py:4:def core():\nsrc/pkg/core.py-5-    return os.sep"
+    )
+    capped = grep(workspace, r"def helper_\d+", glob="src/**", max_results=3).splitlines()
+    assert len(capped) == 4 and capped[-1].startswith("[... stopped at max_results=3")
+    assert grep(workspace, "CORE", glob="*.md", ignore_case=True) == "docs/core.md:1:# core"
+    with pytest.raises(ToolError, match="not a valid regular expression"):
+        grep(workspace, "def (")
+    with pytest.raises(ToolError, match="context_lines"):
+        grep(workspace, "x", context_lines=99)

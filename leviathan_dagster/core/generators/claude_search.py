@@ -93,7 +93,7 @@ def grep(
                 shown.add(j)
         previous = None
         for j in sorted(shown):
-            if previous is not None and j > previous + 1:
+            if context_lines and previous is not None and j > previous + 1:
                 out.append("--")
             mark = ":" if regex.search(lines[j]) else "-"
             out.append(f"{name}{mark}{j + 1}{mark}{lines[j][:MAX_LINE_CHARS]}")
