@@ -265,3 +265,17 @@ def test_without_a_sandbox_bash_is_not_offered_and_the_record_says_why(tmp_path:
     assert change.details["bash"].startswith("not offered: bubblewrap (bwrap) is not installed")
     assert context.usage.summary()["agent"]["bash"] == change.details["bash"]  # in the attempt's events
     assert "no shell" in api.requests[0].body["system"][0]["text"]
+
+
+def test_more_room_stops_at_the_models_own_output_limit(tmp_path: Path) -> None:
+    long_file = ("# " + "q" * 70 + "\n") * 150  # ~2,800 output tokens
+    big = reply(edit("create", path="lib/textutil.py", file_text=long_file))
+    with (
+        AnthropicDouble([big, big, big], max_output_tokens=2_500) as api,
+        pytest.raises(GenerationStopped) as stopped,
+    ):
+        generate(tmp_path, api, max_output_tokens=1024)
+    # 1024 cut, 2048 cut, 4096 refused by the API (over the model's 2,500), 2,500 still cut: truncated.
+    assert [r.body["max_tokens"] for r in api.requests] == [1024, 2048, 2500]  # the 400 is not scripted
+    assert api.errors[0].startswith("max_tokens: 4096 > 2500") and len(api.errors) == 1
+    assert stopped.value.failure_type == "budget_exhausted" and "max_tokens 2500" in stopped.value.summary

@@ -135,11 +135,12 @@ class AnthropicDouble:
         context_window: int = 200_000,
         max_request_bytes: int = 32_000_000,
         min_cacheable_tokens: int = 1024,
+        max_output_tokens: int = 128_000,
     ) -> None:
         self.script: list[Entry] = list(script or [])
         self.api_key = api_key
         self.context_window, self.max_request_bytes = context_window, max_request_bytes
-        self.min_cacheable_tokens = min_cacheable_tokens
+        self.min_cacheable_tokens, self.max_output_tokens = min_cacheable_tokens, max_output_tokens
         self.requests: list[RecordedRequest] = []
         self.responses: list[dict] = []
         self.errors: list[str] = []
@@ -329,6 +330,11 @@ class AnthropicDouble:
                 try:
                     body = json.loads(raw)
                     validate_request(body)
+                    if body["max_tokens"] > double.max_output_tokens:
+                        raise RequestInvalid(
+                            f"max_tokens: {body['max_tokens']} > {double.max_output_tokens}, which is the "
+                            f"maximum allowed number of output tokens for {body['model']}"
+                        )
                     double.check_thinking(body)
                 except (ValueError, RequestInvalid) as exc:
                     double.errors.append(str(exc))

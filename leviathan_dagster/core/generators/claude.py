@@ -96,6 +96,7 @@ class AgentRun:
         self.repairs, self.last_tests, self.truncations = 0, None, 0
         self.room: int | None = None  # max_tokens wanted after a truncated reply
         self.last_max_tokens = 0
+        self.output_limit = self.settings.max_output_tokens_ceiling
 
     def run(self) -> stops.AgentStop:
         try:
@@ -130,7 +131,7 @@ class AgentRun:
         return None
 
     def call_model(self):
-        from leviathan_dagster.core.generators.claude_client import RequestTooLarge
+        from leviathan_dagster.core.generators.claude_client import MaxTokensTooHigh, RequestTooLarge
 
         usage = self.context.usage
         if len(usage.calls) >= self.settings.max_turns:
@@ -139,7 +140,7 @@ class AgentRun:
             raise stops.OutOfTime(f"attempt_timeout_seconds ({self.policy.attempt_timeout_seconds}) reached")
         request = {"model": self.settings.model, **self.conversation.request()}
         encoded = json.dumps(request)
-        max_tokens = self.budget.allowance(len(encoded), self.room)
+        max_tokens = min(self.budget.allowance(len(encoded), self.room), self.output_limit)
         if self.room is not None and max_tokens <= self.last_max_tokens:
             raise stops.Truncated(
                 f"the reply was cut at max_tokens {self.last_max_tokens} and the budget allows no more"
@@ -150,6 +151,13 @@ class AgentRun:
             reply = self.client.create(deadline=self.deadline, max_tokens=max_tokens, **request, **extra)
         except RequestTooLarge as exc:
             self.make_room(str(exc))
+            return self.call_model()
+        except MaxTokensTooHigh as exc:
+            # Below what was asked (a cut reply asked again with more room, or the configured maximum):
+            # the model's own limit becomes the ceiling; the next call stops as truncated if it cannot grow.
+            if exc.limit >= max_tokens:
+                raise
+            self.output_limit = exc.limit
             return self.call_model()
         self.last_max_tokens = max_tokens
         call = CallUsage(
@@ -190,7 +198,7 @@ class AgentRun:
 
     def ask_for_more_room(self) -> None:
         self.truncations += 1
-        ceiling = self.settings.max_output_tokens_ceiling
+        ceiling = self.output_limit
         if self.last_max_tokens >= ceiling:
             raise stops.Truncated(f"the reply was cut at max_tokens {self.last_max_tokens} (the ceiling)")
         self.room = min(ceiling, self.last_max_tokens * 2)

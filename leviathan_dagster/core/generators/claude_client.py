@@ -20,6 +20,7 @@ never the task's. The rest is mapped by ``error.type`` (and ``error.details.erro
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +38,7 @@ from leviathan_dagster.core.errors import ConfigError, GeneratorError, Transient
 from leviathan_dagster.core.generators.claude_settings import ENV_PREFIX, ClaudeSettings
 from leviathan_dagster.core.generators.claude_stops import AccountRefused
 
-__all__ = ["ClaudeClient", "ClaudeSettings", "ModelReply", "RequestTooLarge"]
+__all__ = ["ClaudeClient", "ClaudeSettings", "MaxTokensTooHigh", "ModelReply", "RequestTooLarge"]
 
 RETRY_AFTER_CAP_SECONDS = 60.0
 ACCOUNT_ERROR_TYPES = frozenset({"authentication_error", "billing_error", "permission_error"})
@@ -52,10 +53,19 @@ ACCOUNT_ERROR_CODES = frozenset(
     }
 )
 _CONTEXT_MESSAGES = ("prompt is too long", "exceed context limit", "context window")
+_MAX_TOKENS_LIMIT = re.compile(r"max_tokens: \d+ > (\d+)")
 
 
 class RequestTooLarge(GeneratorError):
     """The request does not fit (413 ``request_too_large`` or a prompt past the context window)."""
+
+
+class MaxTokensTooHigh(GeneratorError):
+    """``max_tokens`` is above the model's own output limit (``limit``, from the API's message)."""
+
+    def __init__(self, message: str, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,9 @@ def _translate(exc: anthropic.APIStatusError) -> Exception:
         return RequestTooLarge(
             f"Anthropic API: the request is too large (HTTP {status} {kind}){where}: {text}"
         )
+    limit = _MAX_TOKENS_LIMIT.search(text or "") if status == 400 else None
+    if limit:
+        return MaxTokensTooHigh(f"Anthropic API: {text}{where}", int(limit.group(1)))
     if status == 404:
         return ConfigError(f"Anthropic API: not found (HTTP 404; check {ENV_PREFIX}MODEL){where}: {text}")
     return GeneratorError(f"Anthropic API rejected the request (HTTP {status} {kind}){where}: {text}")
