@@ -44,6 +44,7 @@ def test_prices_are_by_exact_id_never_by_prefix() -> None:
         ("claude-opus-4-8", 0.1),
         ("claude-fable-5", 0.1),
         ("claude-fable-5-1", 0.025),
+        ("claude-fable-5-2", 0.025),
         ("claude-mythos-5-1", 0.025),
         ("claude-sonnet-5-5", 0.05),
         ("claude-opus-5-5", 0.05),
