@@ -4,10 +4,9 @@ Keyed by the **exact** model id the API is called with (aliases and dated ids bo
 prefix: a prefix match priced Opus 4.7 at Opus 4.0's $15/$75 and a new family at nothing. Each row
 carries its own cache prices, because the multipliers are not uniform: Fable 5.2, Fable 5.1 and Mythos
 5.1 bill cache hits at 0.025x input, Opus 5.5 and Sonnet 5.5 (since 2026-10-07) at 0.05x, the others at
-0.1x; 5-minute cache
-writes are 1.25x input everywhere (the generator never asks for the 1-hour TTL). Claude Haiku 5.5 is
-priced by prompt length: a request whose prompt (input + cache reads + cache writes) exceeds 100,000
-tokens pays the higher rates on every token of that request, output included.
+0.1x; 5-minute cache writes are 1.25x input everywhere (the generator never asks for the 1-hour TTL).
+Claude Haiku 5.5 is priced by prompt length: a request whose prompt (input + cache reads + cache
+writes) exceeds 100,000 tokens pays the higher rates on every token of that request, output included.
 
 A model missing here cannot be given a USD budget: the generator refuses to start rather than guess.
 ``UNPRICED`` names the ids of the installed SDK's ``Model`` type that are left out on purpose, with why,
