@@ -330,3 +330,25 @@ def test_a_billing_error_fails_the_attempt_as_model_account_and_pauses_the_targe
     when = ledger.attempt("attempt-402").ended_at + timedelta(days=1)  # past the task's backoff
     [readiness] = evaluate_target(project.target("site"), tasks, ledger, [], when)
     assert readiness.reason == MODEL_ACCOUNT and "billing_error" in readiness.detail
+
+
+def test_adaptive_thinking_through_the_worker_keeps_every_thinking_block(tmp_path: Path) -> None:
+    from anthropic_double import thinking
+
+    project = claude_project(tmp_path)
+    fixed = 'return text.lower().replace(" ", "-")'
+    script = [
+        reply(thinking("Read it first."), edit("view", path="lib/textutil.py")),
+        reply(
+            thinking("One edit."),
+            edit("str_replace", path="lib/textutil.py", old_str="return text", new_str=fixed),
+        ),
+        reply(thinking("Done."), text("Fixed.")),
+    ]
+    with AnthropicDouble(script) as api:
+        proc = run_claude_worker(project, api, "attempt-think", LEVIATHAN_CLAUDE_THINKING_BUDGET="adaptive")
+    assert api.errors == [] and proc.returncode == 0, proc.stdout + proc.stderr + str(api.errors)
+    assert all(r.body["thinking"] == {"type": "adaptive"} for r in api.requests)
+    last = api.requests[-1].body["messages"]
+    assert [m["content"][0]["type"] for m in last if m["role"] == "assistant"] == ["thinking", "thinking"]
+    assert ended(project, "attempt-think")["usage"]["agent"]["thinking"] == "adaptive"
