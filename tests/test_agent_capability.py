@@ -331,7 +331,7 @@ def bash_run(tmp_path: Path, command: str) -> str:
     subprocess.run(["git", "add", "-A"], cwd=root, check=True)
     subprocess.run([*git, "commit", "-qm", "init"], cwd=root, check=True)
     workspace = ScopedWorkspace(root, ("docs/pricing.md",), ("docs/",))
-    settings = ClaudeSettings(api_key="sk-ant-test", model=MODEL, bash_timeout_seconds=5)
+    settings = ClaudeSettings(api_key="sk-ant-test", model=MODEL, bash_timeout_seconds=2)
     bash = SandboxedBash(workspace, GenerationContext(), settings)
     return bash.run({"command": command}), workspace
 
@@ -356,6 +356,17 @@ def test_bash_cannot_open_a_socket(tmp_path: Path) -> None:
     finally:
         server.close()
     assert "exit code 1" in output and ("Connection refused" in output or "unreachable" in output), output
+
+
+def test_bash_times_out_kills_the_command_and_accepts_restart(tmp_path: Path) -> None:
+    output, workspace = bash_run(tmp_path, "echo begun; sleep 30")
+    assert "begun" in output and "timed out after 2s (killed)" in output
+    from leviathan_dagster.core.generators.base import GenerationContext
+    from leviathan_dagster.core.generators.claude_bash import SandboxedBash
+    from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
+
+    bash = SandboxedBash(workspace, GenerationContext(), ClaudeSettings(api_key="k", model=MODEL))
+    assert bash.run({"restart": True}).startswith("shell restarted (each command runs in a fresh")
 
 
 def test_bash_leaves_no_background_process_and_its_late_write_never_lands(tmp_path: Path) -> None:

@@ -70,7 +70,11 @@ class AgentRun:
         self.workspace = ScopedWorkspace(workspace, task.allowed_paths, self.policy.allowed_path_prefixes)
         self.budget = Budget(self.policy, context.usage, self.settings.model, self.settings.max_output_tokens)
         self.bash_unavailable = bash_unavailable_reason()
-        bash = None if self.bash_unavailable else SandboxedBash(self.workspace, context, self.settings)
+        bash = (
+            None
+            if self.bash_unavailable
+            else SandboxedBash(self.workspace, context, self.settings, self.deadline)
+        )
         self.tools = Toolbox(self.workspace, self.tests_tool, bash.run if bash else None)
         allowed = list(task.allowed_paths)
         system = prompts.render(

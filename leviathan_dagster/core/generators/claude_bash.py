@@ -14,6 +14,8 @@ backlog, is reverted and reported: nothing a command wrote out of scope can reac
 
 from __future__ import annotations
 
+import time
+
 from leviathan_dagster.core.generators.base import GenerationContext
 from leviathan_dagster.core.generators.claude_commands import keep_scope
 from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
@@ -32,9 +34,13 @@ def bash_unavailable_reason() -> str | None:
 
 class SandboxedBash:
     def __init__(
-        self, workspace: ScopedWorkspace, context: GenerationContext, settings: ClaudeSettings
+        self,
+        workspace: ScopedWorkspace,
+        context: GenerationContext,
+        settings: ClaudeSettings,
+        deadline: float | None = None,
     ) -> None:
-        self.workspace, self.settings = workspace, settings
+        self.workspace, self.settings, self.deadline = workspace, settings, deadline
         path = context.test_environment.get("PATH")
         self.env = {"PATH": path} if path else {}
 
@@ -46,12 +52,17 @@ class SandboxedBash:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ToolError("'command' must be a non-empty string (or restart: true)")
+        timeout = self.settings.bash_timeout_seconds
+        if self.deadline is not None:
+            timeout = min(timeout, self.deadline - time.monotonic())
+            if timeout < 1:
+                raise ToolError("the attempt has no time left for another command")
         try:
             result = run_sandboxed(
                 ["bash", "-c", command],
                 workspace=self.workspace.root,
                 writable=self.workspace.writable,
-                timeout=self.settings.bash_timeout_seconds,
+                timeout=timeout,
                 output_cap=OUTPUT_CAP,
                 env=self.env,
             )
@@ -59,7 +70,7 @@ class SandboxedBash:
             raise ToolError(f"the sandbox failed, the command did not run: {exc}") from None
         reverted = keep_scope(self.workspace)
         status = (
-            f"timed out after {self.settings.bash_timeout_seconds:g}s (killed)"
+            f"timed out after {timeout:.0f}s (killed)"
             if result.timed_out
             else f"exit code {result.returncode}"
         )
