@@ -25,8 +25,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 MASK = "***"
-# Shorter values would mask ordinary words; no real credential is this short.
-MIN_SECRET_LENGTH = 8
+# Shorter values would mask ordinary words ("postgres", "leviathan") in every event; real tokens and
+# keys are far longer, and a password inside a URL or DSN is masked by the user-info pattern anyway.
+MIN_SECRET_LENGTH = 12
 
 _PATTERNS = (
     # GitHub tokens: classic and fine-grained PATs, OAuth, App installation/user/refresh tokens. The new
