@@ -157,15 +157,17 @@ def test_sensor_ticks_and_queued_runs_on_postgres(deployment_factory) -> None:
 
 
 def hold_command(hold: Path) -> list[str]:
-    """A target test command that blocks while ``hold`` exists: the attempt is caught mid-flight."""
+    """A target test command that blocks while ``hold`` exists: the attempt is caught mid-flight. It runs
+    in the sandbox, so ``hold``'s directory must be shown to it (LEVIATHAN_SANDBOX_READ_ONLY)."""
     return [sys.executable, "-c", f"import os, time\nwhile os.path.exists({str(hold)!r}): time.sleep(0.2)"]
 
 
 def kill_run_worker(hold: Path, daemon: Daemon) -> list[int]:
     """SIGKILL the run worker process and everything below it (step process, worker, test command),
     as an evicted or OOM-killed run pod dies. The code server and the daemon live on."""
-    [test_command] = processes_with_cmdline(str(hold))
-    # test command -> worker -> step process -> run worker -> code server -> daemon
+    # bwrap's own argv names the command too; the test command is the interpreter inside the sandbox.
+    [test_command] = [p for p in processes_with_cmdline(str(hold)) if not _is_bwrap(p)]
+    # test command -> sandbox init -> bwrap -> worker -> step process -> run worker -> code server -> daemon
     chain = ancestors(test_command, stop_at=daemon.process.pid)
     victims = [test_command, *chain[:-1]]
     for pid in victims:
@@ -173,18 +175,24 @@ def kill_run_worker(hold: Path, daemon: Daemon) -> list[int]:
     return victims
 
 
+def _is_bwrap(pid: int) -> bool:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"bwrap")
+
+
 def test_killed_run_worker_is_relaunched_and_its_attempt_reconciled(
-    deployment_factory, tmp_path: Path
+    deployment_factory, tmp_path: Path, monkeypatch
 ) -> None:
-    hold = tmp_path / "hold"
+    (tmp_path / "held").mkdir()
+    hold = tmp_path / "held" / "hold"
     hold.touch()
+    monkeypatch.setenv("LEVIATHAN_SANDBOX_READ_ONLY", str(hold.parent))
     deployment = deployment_factory({"docs": site(docs_task("a"), test_command=hold_command(hold))})
     daemon = deployment.start_daemon("daemon")
     deployment.wait_for(lambda: processes_with_cmdline(str(hold)), "the first attempt to reach its tests")
     instance = deployment.instance()
     [first_run] = instance.get_runs(filters=dg.RunsFilter(job_name="attempt_job"))
     killed = kill_run_worker(hold, daemon)
-    assert len(killed) == 4  # test command, worker, step process, run worker
+    assert len(killed) == 6  # test command, the sandbox (init and bwrap), worker, step process, run worker
     hold.unlink()
 
     # The code server sees its run worker gone and fails the run; the daemon re-launches it.

@@ -483,3 +483,34 @@ def test_the_claude_tool_runs_the_test_command_in_the_sandbox(tmp_path: Path) ->
     run = scoped.run_tests((PY, "-c", probe), {"LEVIATHAN_CLAUDE_API_KEY": key}, 30)
     assert run.exit_code == 1 and "key: None" in run.output and "Read-only file system" in run.output
     assert not (root / "README.md").exists()
+
+
+def test_what_is_staged_or_written_after_the_check_never_reaches_the_commit(tmp_path: Path) -> None:
+    """Without the sandbox in the way (a tool running in the worker itself): the checked tree wins."""
+    from leviathan_dagster.core.errors import PolicyViolation
+    from leviathan_dagster.core.paths import list_changed_paths
+    from worker import checked_commit
+
+    repo = tmp_path / "repo"
+    gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
+    (repo / "docs").mkdir()
+    (repo / "docs" / "guide.md").write_text("old\n")
+    gitutil.commit_all(repo, "base")
+    (repo / "docs" / "guide.md").write_text("checked\n")
+    changes = list_changed_paths(repo)
+    checked = checked_commit.write_tree(repo)
+    # After the check: a backdoor written and force-staged, the checked file rewritten, a stray cache.
+    (repo / "src").mkdir()
+    (repo / "src" / "backdoor.py").write_text("OWNED = True\n")
+    gitutil.run_git(["add", "-f", "src/backdoor.py"], cwd=repo)
+    (repo / "docs" / "guide.md").write_text("replaced\n")
+    (repo / ".cache").write_text("x")
+    assert checked_commit.discard_unchecked(repo, checked) == [".cache", "docs/guide.md", "src/backdoor.py"]
+    assert (repo / "docs" / "guide.md").read_text() == "checked\n" and not (repo / "src").exists()
+    checked_commit.verify_commit_scope(repo, checked, changes, extra=[])
+    # And should anything be staged between the reset and the commit, the commit is refused.
+    (repo / "src").mkdir()
+    (repo / "src" / "late.py").write_text("x\n")
+    gitutil.run_git(["add", "-f", "src/late.py"], cwd=repo)
+    with pytest.raises(PolicyViolation, match="src/late.py"):
+        checked_commit.verify_commit_scope(repo, checked, changes, extra=[])

@@ -178,3 +178,13 @@ def test_validate_warns_when_targets_have_a_test_command_and_no_sandbox(tmp_path
     [warning] = [line for line in result.output.splitlines() if "no sandbox" in line]
     assert "bubblewrap (bwrap) is not installed" in warning and "attempts of tested will fail" in warning
     assert "untested" not in warning
+
+
+def test_configured_read_only_paths_are_shown_even_under_tmp(workspace: Path, tmp_path: Path, monkeypatch):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "tool.txt").write_text("tool\n")
+    monkeypatch.setenv(sandbox.bwrap.READ_ONLY_ENV, str(shared))
+    result = sh(f"cat {shared}/tool.txt; echo x > {shared}/new.txt", workspace)
+    assert "tool" in result.output and "Read-only file system" in result.output
+    assert not (shared / "new.txt").exists()

@@ -26,6 +26,9 @@ from leviathan_dagster.core.sandbox.mounts import (
 
 # LEVIATHAN_BWRAP names the binary when it is not on PATH (or, in tests, a missing one).
 BWRAP_ENV = "LEVIATHAN_BWRAP"
+# Host paths (os.pathsep-separated) every sandbox also shows read-only: a toolchain outside /usr, a
+# shared cache. The operator's choice, never the target's.
+READ_ONLY_ENV = "LEVIATHAN_SANDBOX_READ_ONLY"
 INSTALL_HINT = "apt-get install bubblewrap"
 SANDBOX_HOME = "/tmp/home"
 # Inherited from the caller when set; nothing else of its environment crosses into the sandbox.
@@ -114,8 +117,9 @@ def run_sandboxed(
 
     ``writable``: workspace-relative paths or prefixes that may change (see ``workspace_mounts``);
     ``cwd``: workspace-relative; ``env``: added to the allowlisted environment; ``read_only``: extra
-    absolute host paths to show read-only. Every process the command starts ends with the call.
-    Raises SandboxUnavailable when no sandbox can be created; it never runs ``argv`` unsandboxed.
+    absolute host paths to show read-only (besides those in LEVIATHAN_SANDBOX_READ_ONLY). Every process
+    the command starts ends with the call. Raises SandboxUnavailable when no sandbox can be created;
+    it never runs ``argv`` unsandboxed.
     """
     if not argv:
         raise ValueError("run_sandboxed needs a command")
@@ -130,8 +134,6 @@ def run_sandboxed(
         bwrap_binary() or "bwrap",
         *_isolation_args(),
         *system_mounts(),
-        *python_mounts(),
-        *extra_mounts(read_only),
         "--proc",
         "/proc",
         "--dev",
@@ -142,6 +144,9 @@ def run_sandboxed(
         "/var/tmp",
         "--dir",
         SANDBOX_HOME,
+        # After the private /tmp, which would otherwise hide what lives below it (a venv in /tmp).
+        *python_mounts(),
+        *extra_mounts([*_configured_read_only(), *read_only]),
         *workspace_mounts(root, writable),
         "--chdir",
         str(chdir),
@@ -165,6 +170,10 @@ def run_sandboxed(
         os.close(status_write)
     with os.fdopen(status_read, "rb") as status_pipe:
         return _wait(proc, status_pipe, timeout, output_cap)
+
+
+def _configured_read_only() -> list[str]:
+    return [path for path in os.environ.get(READ_ONLY_ENV, "").split(os.pathsep) if os.path.isabs(path)]
 
 
 def _isolation_args() -> list[str]:
