@@ -22,6 +22,8 @@ from leviathan_dagster.core.backlog import load_backlog, write_back_completion
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError, GeneratorError, LeviathanError, TransientError
 from leviathan_dagster.core.events.model import format_timestamp, utc_now
+from leviathan_dagster.core.failures import EXIT_CODES
+from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.forge.reviewers import reviewers_from_task
 from leviathan_dagster.core.generators.base import GenerationContext, GenerationStopped
@@ -36,15 +38,6 @@ from worker.event_sink import sink_for
 
 log = logging.getLogger("leviathan.worker")
 
-EXIT_CODES = {
-    at.POLICY_VIOLATION: 3,
-    at.NO_CHANGES: 4,
-    at.TESTS_FAILED: 5,
-    at.EXECUTOR_ERROR: 6,
-    at.TIMEOUT: 7,
-    at.INFRASTRUCTURE: 8,
-    at.BUDGET_EXHAUSTED: 9,
-}
 RESULT_FILE = "result.json"
 
 
@@ -155,7 +148,7 @@ def run_attempt(
         branch = at.branch_name_for(task.id, env.attempt_id)
         commit_sha = _commit(workspace, task, env, branch, changes, artifacts)
         # Asked again: an App's installation token may have been refreshed since the clone.
-        _push(workspace, branch, forge.git_auth_env())
+        _push(workspace, branch, forge)
         pr = forge.open_pull_request(
             head=branch,
             base=env.branch,
@@ -290,10 +283,16 @@ def _commit(
     return gitutil.commit_all(workspace, message)
 
 
-def _push(workspace: Path, branch: str, git_env: dict[str, str]) -> None:
+def _push(workspace: Path, branch: str, forge: Forge) -> None:
+    """Push the attempt's branch. A refusal the forge means for good (a missing permission, a ruleset,
+    push protection) fails the attempt as ``push_rejected`` with the forge's words; retrying it would
+    only pay for the model again. Anything else is infrastructure."""
     try:
-        gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=git_env)
-    except LeviathanError as exc:
+        gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
+    except gitutil.GitError as exc:
+        refusal = forge.permanent_push_refusal(exc.stderr)
+        if refusal:
+            raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
         raise TransientError(f"push of {branch} failed: {exc}") from exc
 
 

@@ -11,12 +11,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
+from leviathan_dagster.core import failures
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
 
 CREATED, RUNNING, SUCCEEDED, FAILED = "created", "running", "succeeded", "failed"
 TERMINAL = (SUCCEEDED, FAILED)
 
+# The failure types; what each one means (counts, retried, exit code) is the table in failures.py.
 POLICY_VIOLATION = "policy_violation"
 NO_CHANGES = "no_changes"
 TESTS_FAILED = "tests_failed"
@@ -24,18 +26,11 @@ EXECUTOR_ERROR = "executor_error"
 TIMEOUT = "timeout"
 INFRASTRUCTURE = "infrastructure"
 BUDGET_EXHAUSTED = "budget_exhausted"
+# The forge refused the push for good (missing permission, ruleset, push protection).
+PUSH_REJECTED = "push_rejected"
 # The attempt's PR was closed without merge: the attempt succeeded, then a reviewer rejected its work.
 PR_CLOSED = "pr_closed"
-FAILURE_TYPES = (
-    POLICY_VIOLATION,
-    NO_CHANGES,
-    TESTS_FAILED,
-    EXECUTOR_ERROR,
-    TIMEOUT,
-    INFRASTRUCTURE,
-    BUDGET_EXHAUSTED,
-    PR_CLOSED,
-)
+FAILURE_TYPES = failures.FAILURE_TYPES
 
 
 def make_attempt_id(target_id: str, task_id: str, attempt_number: int) -> str:
@@ -84,8 +79,9 @@ class AttemptRecord:
 
     @property
     def counts_against_task(self) -> bool:
-        """Infrastructure failures are the platform's fault, not the task's: they never count."""
-        return not (self.status == FAILED and self.failure_type == INFRASTRUCTURE)
+        """Infrastructure failures are the platform's fault, not the task's: they never count
+        (failures.TABLE says which types count)."""
+        return not (self.status == FAILED and not failures.counts_against_task(self.failure_type))
 
     @property
     def ended_at(self) -> datetime | None:

@@ -37,7 +37,8 @@ class Faults:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._rules: list[Fault] = []
-        self.push_rejections: list[str] = []  # messages, one per rejected push
+        # Armed push refusals, one per rejected push: GitHub's remote lines and the ref's reason.
+        self.push_rejections: list[dict] = []
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -53,7 +54,7 @@ class Faults:
                     return rule
         return None
 
-    def take_push_rejection(self) -> str | None:
+    def take_push_rejection(self) -> dict | None:
         with self._lock:
             return self.push_rejections.pop(0) if self.push_rejections else None
 

@@ -70,20 +70,47 @@ class GithubDouble:
     def repo_url(self, owner: str, name: str) -> str:
         return f"{self.base_url}/{owner}/{name}.git"
 
-    def add_token(self, token: str, login: str = "leviathan-bot", repos: set[str] | None = None) -> None:
-        self.state.tokens[token] = Identity(login=login, kind="token", repos=repos)
+    def add_token(
+        self,
+        token: str,
+        login: str = "leviathan-bot",
+        repos: set[str] | None = None,
+        permissions: dict[str, str] | None = None,
+    ) -> None:
+        """A fine-grained token; ``permissions`` default to contents and pull requests write."""
+        identity = Identity(login=login, kind="token", repos=repos)
+        if permissions is not None:
+            identity.permissions = dict(permissions)
+        self.state.tokens[token] = identity
 
     def add_app(
-        self, app_id: int, public_key_pem: bytes, installations: dict[int, set[str]], ttl: int = 3600
+        self,
+        app_id: int,
+        public_key_pem: bytes,
+        installations: dict[int, set[str]],
+        ttl: int = 3600,
+        permissions: dict[str, str] | None = None,
     ):
-        self.state.apps[app_id] = App(app_id, public_key_pem, installations, ttl)
+        app = App(app_id, public_key_pem, installations, ttl)
+        if permissions is not None:
+            app.permissions = dict(permissions)
+        self.state.apps[app_id] = app
 
     def exhaust_rate_limit(self, login: str, reset_in: float) -> None:
         """The next REST call of ``login`` hits the primary rate limit until ``reset_in`` seconds pass."""
         self.state.usage[login] = (RATE_LIMIT, time.time() + reset_in)
 
-    def reject_next_push(self, message: str = "GH006: Protected branch update failed") -> None:
-        self.faults.push_rejections.append(message)
+    def reject_next_push(
+        self,
+        message: str = "GH006: Protected branch update failed",
+        reason: str = "protected branch hook declined",
+    ) -> None:
+        """The next push is refused: ``remote: error: <message>`` and ``[remote rejected] (<reason>)``."""
+        self.faults.push_rejections.append({"lines": [f"error: {message}"], "reason": reason})
+
+    def restrict_ref_creation(self, owner: str, name: str, ref_pattern: str) -> None:
+        """A ruleset that forbids creating refs matching ``ref_pattern`` (GH013 on push)."""
+        self.state.repos[f"{owner}/{name}"].rulesets.append({"rule": "creation", "ref": ref_pattern})
 
     def pulls(self, owner: str, name: str) -> list:
         return sorted(self.state.repos[f"{owner}/{name}"].pulls.values(), key=lambda p: p.number)
@@ -143,7 +170,7 @@ class GithubDouble:
                 {
                     "token": token,
                     "expires_at": iso(expires),
-                    "permissions": {"contents": "write", "pull_requests": "write", "metadata": "read"},
+                    "permissions": dict(app.permissions),
                     "repository_selection": "selected",
                 },
             )
@@ -239,8 +266,22 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, challenge, b"Authentication required\n"
         if repo_name not in self.double.state.repos or not who.can_access(repo_name):
             return 404, {"Content-Type": "text/plain"}, b"Repository not found.\n"
-        pushing = path.endswith("/git-receive-pack")
-        reject = self.double.faults.take_push_rejection() if pushing else None
+        receive = path.endswith("/git-receive-pack") or "service=git-receive-pack" in query
+        if receive and not who.can_write("contents"):
+            # GitHub refuses a read-only credential before any pack is sent; git prints the text.
+            message = f"Permission to {repo_name}.git denied to {who.login}.\n"
+            return 403, {"Content-Type": "text/plain; charset=utf-8"}, message.encode()
+        policy = None
+        if path.endswith("/git-receive-pack"):
+            repo = self.double.state.repos[repo_name]
+            policy = {
+                "kind": who.kind,
+                "workflows": who.can_write("workflows"),
+                "rulesets": repo.rulesets,
+                "push_protection": repo.push_protection,
+                "rules_url": f"{self.double.base_url}/{repo_name}/rules",
+                "armed": self.double.faults.take_push_rejection(),
+            }
         headers = {k.lower(): v for k, v in self.headers.items()}
         return run_http_backend(
             self.double.state.git_root,
@@ -250,7 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers,
             body,
             remote_user=who.login,
-            reject_push=reject,
+            push_policy=policy,
         )
 
     def _rest(self, path: str, query: str, raw: bytes) -> tuple[int, dict[str, str], object]:

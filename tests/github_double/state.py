@@ -58,10 +58,18 @@ class Repo:
     pulls: dict[int, Pull] = field(default_factory=dict)
     comments: dict[int, list[dict]] = field(default_factory=dict)
     statuses: dict[str, list[dict]] = field(default_factory=dict)
+    # Push rulesets ({"rule": "creation", "ref": "refs/heads/agent/*"}) and secret push protection.
+    rulesets: list[dict] = field(default_factory=list)
+    push_protection: bool = True
 
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
+
+
+# What a fine-grained token or an App installation gets unless a test says otherwise: what the README
+# asks for (Contents and Pull requests read/write), and nothing more: no `workflows`, no `members`.
+DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write", "metadata": "read"}
 
 
 @dataclass
@@ -70,6 +78,7 @@ class App:
     public_key_pem: bytes
     installations: dict[int, set[str]]  # installation id -> repository full names
     token_ttl_seconds: int = 3600
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
 
 
 @dataclass
@@ -81,9 +90,13 @@ class Identity:
     repos: set[str] | None = None  # None: every repository
     app_id: int | None = None
     expires_at: float | None = None
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
 
     def can_access(self, full_name: str) -> bool:
         return self.repos is None or full_name in self.repos
+
+    def can_write(self, permission: str) -> bool:
+        return self.permissions.get(permission) == "write"
 
 
 class State:
@@ -115,6 +128,7 @@ class State:
                 repos=set(app.installations[installation_id]),
                 app_id=app.app_id,
                 expires_at=expires,
+                permissions=dict(app.permissions),
             )
             self.issued_installation_tokens.append(token)
         return token, expires

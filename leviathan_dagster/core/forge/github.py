@@ -32,7 +32,7 @@ from leviathan_dagster.core.forge.github_auth import (
     TokenSource,
     git_auth_env,
 )
-from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github
+from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github, permanent_push_refusal
 from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
 
@@ -191,6 +191,9 @@ class GithubForge(Forge):
     def git_auth_env(self) -> dict[str, str]:
         token = self._call("installation token", self._source.token)
         return git_auth_env(self.repo_url, token)
+
+    def permanent_push_refusal(self, git_output: str) -> str | None:
+        return permanent_push_refusal(git_output)
 
     # -- reads ---------------------------------------------------------------------------------------
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:

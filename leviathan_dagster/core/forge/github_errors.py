@@ -9,6 +9,7 @@ the error goes up as transient (an ``infrastructure`` failure, retried later, ne
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -132,3 +133,41 @@ def call_github(
             except (GithubException, requests.RequestException) as exc:
                 raise translate(exc, what, secrets()) from None
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+# Push refusals that a retry cannot cure: each needs a person to change a permission, a ruleset or the
+# change itself. Matched on GitHub's own words (the ref's "[remote rejected]" reason or the "remote:"
+# lines of its pre-receive checks); anything else (5xx, a dropped connection, a lock) stays transient.
+_PERMANENT_PUSH_REFUSALS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "the credential may not change workflow files (GitHub App: `workflows` permission; "
+        "token: `workflow` scope)",
+        re.compile(r"refusing to allow an? .{3,40} to create or update workflow"),
+    ),
+    (
+        "secret scanning push protection found a secret in the change (GH009)",
+        re.compile(r"\bGH009\b|push cannot contain secrets", re.IGNORECASE),
+    ),
+    (
+        "a repository ruleset refuses the change (GH013)",
+        re.compile(r"\bGH013\b|push declined due to repository rule violations"),
+    ),
+    (
+        "branch protection refuses the update (GH006)",
+        re.compile(r"\bGH006\b|protected branch hook declined"),
+    ),
+    (
+        "the credential may read but not write the repository",
+        re.compile(r"Permission to \S+ denied to |Write access to repository not granted"),
+    ),
+)
+_FORGE_LINE = re.compile(r"^(remote: .*\S.*|\s*! \[remote rejected\].*|fatal: .*returned error: \d+.*)$")
+
+
+def permanent_push_refusal(git_output: str) -> str | None:
+    """Why GitHub refused a push for good, with GitHub's own message; None when a retry may succeed."""
+    for why, pattern in _PERMANENT_PUSH_REFUSALS:
+        if pattern.search(git_output):
+            said = [line.strip() for line in git_output.splitlines() if _FORGE_LINE.match(line.strip())]
+            return f"{why}. GitHub said: " + " | ".join(dict.fromkeys(said) or [git_output.strip()])
+    return None
