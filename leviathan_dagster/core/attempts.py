@@ -6,6 +6,7 @@ attempt numbering are reproducible and survive restarts of every process.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -94,6 +95,8 @@ class TaskHistory:
     escalated: bool = False
     retries_scheduled: set[int] = field(default_factory=set)
     completed: bool = False
+    # Attempts before the last operator run-now: an operator's run-now starts a new infrastructure streak.
+    streak_start: int = 0
 
     @property
     def counted_attempts(self) -> int:
@@ -102,6 +105,17 @@ class TaskHistory:
     @property
     def counted_failures(self) -> int:
         return sum(1 for a in self.attempts if a.status == FAILED and a.counts_against_task)
+
+    @property
+    def infrastructure_streak(self) -> list[AttemptRecord]:
+        """The failed attempts at the end of the history that did not count (infrastructure), newest
+        last; a counted end or an operator's run-now ends the streak."""
+        streak: list[AttemptRecord] = []
+        for record in reversed(self.attempts[self.streak_start :]):
+            if record.status != FAILED or record.counts_against_task:
+                break
+            streak.insert(0, record)
+        return streak
 
     @property
     def next_number(self) -> int:
@@ -158,6 +172,14 @@ class AttemptLedger:
     def target(self, target_id: str) -> TargetHistory:
         return self._targets.get(target_id) or TargetHistory()
 
+    def with_streak_forgiven(self, target_id: str, task_id: str) -> AttemptLedger:
+        """A copy of this ledger as it will be once an operator's run-now of the task is recorded."""
+        forgiven = copy.copy(self)
+        forgiven._tasks = dict(self._tasks)
+        history = self.task(target_id, task_id)
+        forgiven._tasks[(target_id, task_id)] = replace(history, streak_start=len(history.attempts))
+        return forgiven
+
     def attempts(self, target_id: str | None = None) -> list[AttemptRecord]:
         return [a for a in self._attempts.values() if target_id is None or a.target_id == target_id]
 
@@ -182,6 +204,9 @@ class AttemptLedger:
             history.retries_scheduled.add(int(payload["retry_number"]))
         elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
             self._on_pr_finished(kind, payload, at)
+        elif kind == "operator.run_now":
+            history = self._history(payload["target_id"], payload["task_id"])
+            history.streak_start = len(history.attempts)
         elif kind == ev.TASK_COMPLETED:
             self._history(payload["target_id"], payload["task_id"]).completed = True
         elif kind == ev.CIRCUIT_OPENED:
