@@ -1,5 +1,6 @@
-"""Fault injection for the GitHub double, armed per test: N× 5xx, secondary rate limits with
-Retry-After, slow responses (client timeouts) and rejected pushes.
+"""Fault injection for the GitHub double, armed per test: N× 5xx, secondary rate limits (GitHub's
+message, with or without Retry-After), stale list reads, slow responses (client timeouts) and
+rejected pushes.
 
 A rule matches a method and a path regex and fires ``times`` times. ``after=True`` performs the request
 first and then answers with the fault: the nasty case where a write happened but the client never
@@ -27,6 +28,7 @@ class Fault:
     delay: float = 0.0
     headers: dict[str, str] = field(default_factory=dict)
     message: str = "Bad Gateway"
+    body: object | None = None  # answered instead of GitHub's error body (a stale read: 200 and [])
     fired: int = 0
 
     def matches(self, method: str, path: str) -> bool:
@@ -77,6 +79,12 @@ def secondary_rate_limit(method: str, path: str, *, retry_after: int = 1, times:
         headers={"Retry-After": str(retry_after)},
         message=SECONDARY_RATE_LIMIT_MESSAGE,
     )
+
+
+def stale_read(method: str, path: str, *, times: int = 1) -> Fault:
+    """A list answered from a lagging replica: 200 and nothing in it (GitHub's lists are eventually
+    consistent, so a PR just created may be missing from them for a moment)."""
+    return Fault(method, re.compile(path), times, status=200, body=[])
 
 
 def slow(method: str, path: str, *, seconds: float, times: int = 1) -> Fault:

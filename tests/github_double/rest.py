@@ -54,6 +54,11 @@ class Rest:
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$"), self.create_comment),
             ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/status$"), self.combined_status),
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$"), self.create_status),
+            (
+                "GET",
+                re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/check-runs$"),
+                self.list_check_runs,
+            ),
         ]
 
     def dispatch(self, method: str, path: str, query: str, body: dict, who: Identity) -> Answer:
@@ -69,6 +74,12 @@ class Rest:
         if repo is None or not who.can_access(repo.full_name):
             raise not_found()
         return repo
+
+    def require_write(self, who: Identity, permission: str) -> None:
+        """GitHub's 403 for a credential that may read but not write ``permission``."""
+        if not who.can_write(permission):
+            by = "integration" if who.kind == "installation" else "personal access token"
+            raise HttpError(403, f"Resource not accessible by {by}")
 
     def pull(self, repo: Repo, number: str) -> Pull:
         pr = repo.pulls.get(int(number))
@@ -117,6 +128,7 @@ class Rest:
 
     def create_pull(self, who, owner, name, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         head, base = str(body.get("head", "")), str(body.get("base", ""))
         head = head.split(":", 1)[1] if ":" in head else head
         if not body.get("title"):
@@ -127,6 +139,9 @@ class Rest:
             raise validation("head is invalid", field="head", code="invalid")
         if head == base:
             raise validation(f"No commits between {base} and {head}", code="custom")
+        if body.get("draft") and not repo.drafts_supported:
+            # GitHub's answer, word for word: a top-level message, no "errors" list.
+            raise HttpError(422, "Draft pull requests are not supported in this repository.")
         with self.state.lock:
             for pr in repo.pulls.values():
                 if pr.state == "open" and pr.head == head and pr.base == base:
@@ -157,6 +172,7 @@ class Rest:
 
     def update_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
             for key in ("title", "body", "base"):
@@ -174,6 +190,7 @@ class Rest:
 
     def merge_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
             if pr.state != "open" or pr.draft:
@@ -193,7 +210,11 @@ class Rest:
 
     def request_reviewers(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         users, teams = list(body.get("reviewers") or []), list(body.get("team_reviewers") or [])
+        if teams and who.kind == "installation" and "members" not in who.permissions:
+            # Requesting a team needs the App's organization "members" permission.
+            raise HttpError(403, "Resource not accessible by integration")
         unknown = [u for u in users if u not in repo.collaborators] + [
             t for t in teams if t not in repo.teams
         ]
@@ -216,6 +237,7 @@ class Rest:
 
     def create_comment(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         self.pull(repo, number)
         comment_id = self.state.new_id()
         comment = {
@@ -269,6 +291,14 @@ class Rest:
         with self.state.lock:
             repo.statuses.setdefault(sha, []).append(status)
         return 201, {}, status
+
+    def list_check_runs(self, who, owner, name, ref, *, query, body) -> Answer:
+        repo = self.repo(who, owner, name)
+        sha = self.state.branch_sha(repo, ref) or ref
+        runs = repo.check_runs.get(sha, [])
+        if query.get("filter", ["latest"])[0] == "latest":  # GitHub's default: the newest run per name
+            runs = list({run["name"]: run for run in runs}.values())
+        return 200, {}, {"total_count": len(runs), "check_runs": list(reversed(runs))}
 
     # -- GraphQL: only the mutation PyGithub uses to take a PR out of draft -------------------------
     def graphql(self, who: Identity, body: dict) -> Answer:

@@ -112,6 +112,23 @@ class GithubDouble:
         """A ruleset that forbids creating refs matching ``ref_pattern`` (GH013 on push)."""
         self.state.repos[f"{owner}/{name}"].rulesets.append({"rule": "creation", "ref": ref_pattern})
 
+    def add_check_run(
+        self,
+        owner: str,
+        name: str,
+        sha: str,
+        check_name: str,
+        *,
+        status: str = "completed",
+        conclusion: str | None = "success",
+    ) -> dict:
+        """A check run on ``sha``, as GitHub Actions (another App) reports one; newest last."""
+        repo = self.state.repos[f"{owner}/{name}"]
+        run = self.urls.check_run(repo, self.state.new_id(), sha, check_name, status, conclusion)
+        with self.state.lock:
+            repo.check_runs.setdefault(sha, []).append(run)
+        return run
+
     def pulls(self, owner: str, name: str) -> list:
         return sorted(self.state.repos[f"{owner}/{name}"].pulls.values(), key=lambda p: p.number)
 
@@ -245,7 +262,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None and not fault.after:
-            self._send_json(fault.status, fault.headers, {"message": fault.message, "documentation_url": ""})
+            self._send_json(fault.status, fault.headers, self._fault_body(fault))
             return
         if ".git/" in split.path:
             status, headers, payload = self._git(split.path, split.query, body)
@@ -255,8 +272,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, headers, data = self._rest(split.path, split.query, body)
         if fault is not None and fault.status is not None:  # after=True: the work is done, the answer lost
-            status, headers, data = fault.status, fault.headers, {"message": fault.message}
+            status, headers, data = fault.status, fault.headers, self._fault_body(fault)
         self._send_json(status, headers, data)
+
+    @staticmethod
+    def _fault_body(fault) -> object:
+        if fault.body is not None:
+            return fault.body
+        return {"message": fault.message, "documentation_url": "https://docs.github.com/rest"}
 
     def _git(self, path: str, query: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         who = self.double.identify(self.headers.get("Authorization"), git=True)

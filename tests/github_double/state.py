@@ -61,6 +61,9 @@ class Repo:
     # Push rulesets ({"rule": "creation", "ref": "refs/heads/agent/*"}) and secret push protection.
     rulesets: list[dict] = field(default_factory=list)
     push_protection: bool = True
+    # False: a private repository on GitHub Free/Pro, where a draft PR is a 422.
+    drafts_supported: bool = True
+    check_runs: dict[str, list[dict]] = field(default_factory=dict)  # head sha -> check runs, oldest first
 
     @property
     def full_name(self) -> str:
@@ -267,3 +270,32 @@ class Urls:
                 comments=len(repo.comments.get(pr.number, [])),
             )
         return data
+
+    def check_run(
+        self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None
+    ) -> dict:
+        now = iso(time.time())
+        return {
+            "id": run_id,
+            "head_sha": sha,
+            "node_id": f"CR_{run_id}",
+            "external_id": "",
+            "url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}",
+            "html_url": f"{self.base}/{repo.full_name}/runs/{run_id}",
+            "details_url": f"{self.base}/{repo.full_name}/actions/runs/{run_id}/job/{run_id}",
+            "status": status,
+            "conclusion": conclusion if status == "completed" else None,
+            "started_at": now,
+            "completed_at": now if status == "completed" else None,
+            "output": {
+                "title": None,
+                "summary": None,
+                "text": None,
+                "annotations_count": 0,
+                "annotations_url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}/annotations",
+            },
+            "name": name,
+            "check_suite": {"id": run_id + 1},
+            "app": None,
+            "pull_requests": [],
+        }
