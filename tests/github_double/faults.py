@@ -14,7 +14,12 @@ import threading
 from dataclasses import dataclass, field
 
 SECONDARY_RATE_LIMIT_MESSAGE = (
-    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again."
+    "You have exceeded a secondary rate limit. Please wait a few minutes before you try again. If you "
+    "reach out to GitHub Support for help, please include the request ID 0400:3C9E:1D4E2B7:1E0C1A1:6762A0F1."
+)
+SECONDARY_RATE_LIMIT_DOCS = (
+    "https://docs.github.com/free-pro-team@latest/rest/using-the-rest-api/rate-limits-for-the-rest-api"
+    "#about-secondary-rate-limits"
 )
 
 
@@ -70,15 +75,16 @@ def server_error(method: str, path: str, *, status: int = 502, times: int = 1, a
     return Fault(method, re.compile(path), times, status=status, after=after)
 
 
-def secondary_rate_limit(method: str, path: str, *, retry_after: int = 1, times: int = 1) -> Fault:
-    return Fault(
-        method,
-        re.compile(path),
-        times,
-        status=403,
-        headers={"Retry-After": str(retry_after)},
-        message=SECONDARY_RATE_LIMIT_MESSAGE,
-    )
+def secondary_rate_limit(
+    method: str, path: str, *, retry_after: int | None = None, times: int = 1, status: int = 403
+) -> Fault:
+    """GitHub's secondary rate limit: 403 (or 429) with its message and, usually, no Retry-After; the
+    primary limit's headers show quota left, so only the message tells it apart."""
+    headers = {"X-RateLimit-Limit": "5000", "X-RateLimit-Remaining": "4990", "X-RateLimit-Resource": "core"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    body = {"message": SECONDARY_RATE_LIMIT_MESSAGE, "documentation_url": SECONDARY_RATE_LIMIT_DOCS}
+    return Fault(method, re.compile(path), times, status=status, headers=headers, body=body)
 
 
 def stale_read(method: str, path: str, *, times: int = 1) -> Fault:

@@ -4,11 +4,10 @@ status codes and error messages included (422 Validation Failed, 405 not mergeab
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from github_double.state import Identity, Pull, Repo, State, Urls
+from github_double.state import Identity, Pull, Repo, State, Urls, iso
 
 DOCS = "https://docs.github.com/rest"
 Answer = tuple[int, dict[str, str], object]
@@ -89,7 +88,7 @@ class Rest:
 
     # -- endpoints ---------------------------------------------------------------------------------
     def rate_limit(self, who: Identity, *, query, body) -> Answer:
-        used, reset = self.state.usage.get(who.login, (0, time.time() + 3600))
+        used, reset = self.state.usage.get(who.login, (0, self.state.clock() + 3600))
         core = {
             "limit": 5000,
             "remaining": 5000 - used,
@@ -146,7 +145,7 @@ class Rest:
             for pr in repo.pulls.values():
                 if pr.state == "open" and pr.head == head and pr.base == base:
                     raise validation(f"A pull request already exists for {repo.owner}:{head}.", code="custom")
-            now = time.time()
+            now = self.state.clock()
             pr = Pull(
                 number=max(repo.pulls, default=0) + 1,
                 id=self.state.new_id(),
@@ -184,8 +183,8 @@ class Rest:
                 if pr.merged:
                     raise validation("Cannot change the state of a merged pull request", code="custom")
                 pr.state = body["state"]
-                pr.closed_at = time.time() if pr.state == "closed" else None
-            pr.updated_at = time.time()
+                pr.closed_at = self.state.clock() if pr.state == "closed" else None
+            pr.updated_at = self.state.clock()
         return 200, {}, self.urls.pull(self.state, repo, pr)
 
     def merge_pull(self, who, owner, name, number, *, query, body) -> Answer:
@@ -203,7 +202,7 @@ class Rest:
             sha = self.state.merge(repo, pr, message)
             if sha is None:
                 raise HttpError(405, "Pull Request is not mergeable")
-            now = time.time()
+            now = self.state.clock()
             pr.state, pr.merged, pr.merged_at, pr.closed_at = "closed", True, now, now
             pr.merge_commit_sha, pr.updated_at = sha, now
         return 200, {}, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
@@ -247,8 +246,8 @@ class Rest:
             "html_url": f"{self.urls.base}/{repo.full_name}/pull/{number}#issuecomment-{comment_id}",
             "body": str(body.get("body", "")),
             "user": self.urls.user(who.login),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_at": iso(self.state.clock()),
+            "updated_at": iso(self.state.clock()),
         }
         with self.state.lock:
             repo.comments.setdefault(int(number), []).append(comment)
@@ -310,7 +309,7 @@ class Rest:
             for repo in self.state.repos.values():
                 for pr in repo.pulls.values():
                     if f"PR_{pr.id}" == node_id and who.can_access(repo.full_name):
-                        pr.draft, pr.updated_at = False, time.time()
+                        pr.draft, pr.updated_at = False, self.state.clock()
                         result = {"clientMutationId": None, "pullRequest": {"isDraft": False}}
                         return 200, {}, {"data": {"markPullRequestReadyForReview": result}}
         return 200, {}, {"errors": [{"type": "NOT_FOUND", "message": f"Could not resolve node {node_id}"}]}

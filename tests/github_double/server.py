@@ -14,6 +14,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,8 +34,8 @@ MAX_JWT_LIFETIME_SECONDS = 660  # GitHub: at most 10 minutes, plus the usual 60 
 class GithubDouble:
     """Start with ``with GithubDouble(tmp_path) as gh:``; add repositories, tokens and Apps."""
 
-    def __init__(self, root: Path) -> None:
-        self.state = State(Path(root))
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.state = State(Path(root), clock)
         self.faults = fault_kinds.Faults()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -98,7 +99,7 @@ class GithubDouble:
 
     def exhaust_rate_limit(self, login: str, reset_in: float) -> None:
         """The next REST call of ``login`` hits the primary rate limit until ``reset_in`` seconds pass."""
-        self.state.usage[login] = (RATE_LIMIT, time.time() + reset_in)
+        self.state.usage[login] = (RATE_LIMIT, self.state.clock() + reset_in)
 
     def reject_next_push(
         self,

@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -103,7 +104,10 @@ class Identity:
 
 
 class State:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        # The double's "now" (rate-limit windows, token expiry, timestamps): a test that must not sleep
+        # gives the double and the client one fake clock that its sleeper advances.
+        self.clock = clock
         self.root = root
         self.git_root = root / "git"
         self.git_root.mkdir(parents=True, exist_ok=True)
@@ -123,7 +127,7 @@ class State:
     # -- credentials ---------------------------------------------------------------------------
     def issue_installation_token(self, app: App, installation_id: int) -> tuple[str, float]:
         token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
-        expires = time.time() + app.token_ttl_seconds
+        expires = self.clock() + app.token_ttl_seconds
         with self.lock:
             self.tokens[token] = Identity(
                 login=f"app-{app.app_id}[bot]",
@@ -138,16 +142,16 @@ class State:
 
     def identity_for_token(self, token: str) -> Identity | None:
         identity = self.tokens.get(token)
-        if identity is None or (identity.expires_at is not None and identity.expires_at <= time.time()):
+        if identity is None or (identity.expires_at is not None and identity.expires_at <= self.clock()):
             return None
         return identity
 
     def count_request(self, login: str) -> tuple[int, int, int]:
         """Count one REST request; (limit, remaining, reset epoch) after it."""
         with self.lock:
-            used, reset = self.usage.get(login, (0, time.time() + RATE_WINDOW_SECONDS))
-            if reset <= time.time():
-                used, reset = 0, time.time() + RATE_WINDOW_SECONDS
+            used, reset = self.usage.get(login, (0, self.clock() + RATE_WINDOW_SECONDS))
+            if reset <= self.clock():
+                used, reset = 0, self.clock() + RATE_WINDOW_SECONDS
             used += 1
             self.usage[login] = (used, reset)
         return RATE_LIMIT, max(0, RATE_LIMIT - used), int(reset)
@@ -274,7 +278,7 @@ class Urls:
     def check_run(
         self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None
     ) -> dict:
-        now = iso(time.time())
+        now = iso(self.clock())
         return {
             "id": run_id,
             "head_sha": sha,
