@@ -97,6 +97,11 @@ class GithubDouble:
             app.permissions = dict(permissions)
         self.state.apps[app_id] = app
 
+    def revoke_token(self, token: str) -> None:
+        """GitHub stops honouring ``token`` now (revoked, App uninstalled or its permissions changed)."""
+        with self.state.lock:
+            self.state.tokens.pop(token, None)
+
     def exhaust_rate_limit(self, login: str, reset_in: float) -> None:
         """The next REST call of ``login`` hits the primary rate limit until ``reset_in`` seconds pass."""
         self.state.usage[login] = (RATE_LIMIT, self.state.clock() + reset_in)
@@ -125,7 +130,9 @@ class GithubDouble:
     ) -> dict:
         """A check run on ``sha``, as GitHub Actions (another App) reports one; newest last."""
         repo = self.state.repos[f"{owner}/{name}"]
-        run = self.urls.check_run(repo, self.state.new_id(), sha, check_name, status, conclusion)
+        run = self.urls.check_run(
+            repo, self.state.new_id(), sha, check_name, status, conclusion, self.state.clock()
+        )
         with self.state.lock:
             repo.check_runs.setdefault(sha, []).append(run)
         return run
@@ -150,7 +157,8 @@ class GithubDouble:
                 return None
         elif scheme.lower() not in ("token", "bearer"):
             return None
-        if not git and credential.count(".") == 2:
+        # An App's JWT has two dots; so has an installation token (ghs_<app>_<jwt>), told apart by prefix.
+        if not git and credential.count(".") == 2 and not credential.startswith("ghs_"):
             return self._verify_app_jwt(credential)
         return self.state.identity_for_token(credential.strip())
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import jwt
+
 RATE_LIMIT = 5000
 RATE_WINDOW_SECONDS = 3600
 
@@ -103,6 +105,28 @@ class Identity:
         return self.permissions.get(permission) == "write"
 
 
+def stateless_installation_token(app: App, installation_id: int, now: float, expires: float) -> str:
+    """GitHub's installation token format since 2026: ``ghs_<APPID>_<JWT>``, about 520 characters with
+    two dots, signed by GitHub itself (clients must treat it as opaque; redaction must hide all of it)."""
+    claims = {
+        "iss": "https://token.actions.githubusercontent.com/s2s",
+        "aud": "api.github.com",
+        "sub": f"installation:{installation_id}",
+        "app_id": app.app_id,
+        "installation_id": installation_id,
+        "permissions": app.permissions,
+        "repository_selection": "selected",
+        "iat": int(now),
+        "nbf": int(now) - 5,
+        "exp": int(expires),
+        "jti": secrets.token_urlsafe(24),
+    }
+    body = jwt.encode(
+        claims, secrets.token_bytes(32), algorithm="HS256", headers={"kid": secrets.token_hex(8)}
+    )
+    return f"ghs_{app.app_id}_{body}"
+
+
 class State:
     def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
         # The double's "now" (rate-limit windows, token expiry, timestamps): a test that must not sleep
@@ -126,8 +150,8 @@ class State:
 
     # -- credentials ---------------------------------------------------------------------------
     def issue_installation_token(self, app: App, installation_id: int) -> tuple[str, float]:
-        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
         expires = self.clock() + app.token_ttl_seconds
+        token = stateless_installation_token(app, installation_id, self.clock(), expires)
         with self.lock:
             self.tokens[token] = Identity(
                 login=f"app-{app.app_id}[bot]",
@@ -276,9 +300,9 @@ class Urls:
         return data
 
     def check_run(
-        self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None
+        self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None, at: float
     ) -> dict:
-        now = iso(self.clock())
+        now = iso(at)
         return {
             "id": run_id,
             "head_sha": sha,

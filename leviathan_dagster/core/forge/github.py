@@ -32,7 +32,12 @@ from leviathan_dagster.core.forge.github_auth import (
     TokenSource,
     git_auth_env,
 )
-from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github, permanent_push_refusal
+from leviathan_dagster.core.forge.github_errors import (
+    GithubAuthError,
+    RetryPolicy,
+    call_github,
+    permanent_push_refusal,
+)
 from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
 
@@ -105,8 +110,19 @@ def derive_location(target: TargetConfig) -> tuple[str, str]:
         )
     if settings.api_url:
         return settings.api_url, repository
-    host = parts.netloc
-    return (PUBLIC_API_URL if host == "github.com" else f"{parts.scheme}://{host}/api/v3"), repository
+    return api_url_for(parts.scheme, parts.netloc), repository
+
+
+def api_url_for(scheme: str, host: str) -> str:
+    """The REST base URL of a GitHub host: github.com, GitHub Enterprise Cloud with data residency
+    (``SUBDOMAIN.ghe.com`` serves its API at ``api.SUBDOMAIN.ghe.com``), or Enterprise Server
+    (``/api/v3`` on the host itself)."""
+    name = host.lower()
+    if name == "github.com":
+        return PUBLIC_API_URL
+    if name.endswith(".ghe.com"):
+        return f"https://api.{name}"
+    return f"{scheme}://{host}/api/v3"
 
 
 class GithubForge(Forge):
@@ -193,7 +209,15 @@ class GithubForge(Forge):
         return [token, base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")]
 
     def _call(self, what: str, fn):
-        return call_github(fn, what, self._retry, self._secrets)
+        try:
+            return call_github(fn, what, self._retry, self._secrets)
+        except GithubAuthError:
+            # An installation token can be revoked (or its App's permissions changed) before it
+            # expires: drop it, exchange a new one, and try once more. A second 401 is the answer.
+            if not isinstance(self._source, InstallationTokens) or not self._source.invalidate():
+                raise
+            log.info("GitHub answered 401 to the cached installation token: exchanging a new one")
+            return call_github(fn, what, self._retry, self._secrets)
 
     def clone_url(self) -> str:
         return self.repo_url
