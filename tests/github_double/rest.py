@@ -7,7 +7,8 @@ import re
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from github_double.state import Identity, Pull, Repo, State, Urls, iso
+from github_double.render import Urls
+from github_double.state import Identity, Pull, Repo, State, iso
 
 DOCS = "https://docs.github.com/rest"
 Answer = tuple[int, dict[str, str], object]
@@ -96,7 +97,9 @@ class Rest:
             "used": used,
             "resource": "core",
         }
-        return 200, {}, {"resources": {"core": core, "graphql": dict(core, resource="graphql")}, "rate": core}
+        search = {"limit": 30, "remaining": 30, "reset": int(reset), "used": 0, "resource": "search"}
+        resources = {"core": core, "graphql": dict(core, resource="graphql"), "search": search}
+        return 200, {}, {"resources": resources, "rate": core}
 
     def get_repo(self, who, owner, name, *, query, body) -> Answer:
         return 200, {}, self.urls.repo(self.repo(who, owner, name))
@@ -204,7 +207,7 @@ class Rest:
                 raise HttpError(405, "Pull Request is not mergeable")
             now = self.state.clock()
             pr.state, pr.merged, pr.merged_at, pr.closed_at = "closed", True, now, now
-            pr.merge_commit_sha, pr.updated_at = sha, now
+            pr.merge_commit_sha, pr.updated_at, pr.merged_by = sha, now, who.login
         return 200, {}, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     def request_reviewers(self, who, owner, name, number, *, query, body) -> Answer:
@@ -244,8 +247,10 @@ class Rest:
             "node_id": f"IC_{comment_id}",
             "url": f"{self.urls.api}/repos/{repo.full_name}/issues/comments/{comment_id}",
             "html_url": f"{self.urls.base}/{repo.full_name}/pull/{number}#issuecomment-{comment_id}",
+            "issue_url": f"{self.urls.api}/repos/{repo.full_name}/issues/{number}",
             "body": str(body.get("body", "")),
-            "user": self.urls.user(who.login),
+            "user": self.urls.user(who.login, kind="Bot" if who.kind == "installation" else "User"),
+            "author_association": "NONE",
             "created_at": iso(self.state.clock()),
             "updated_at": iso(self.state.clock()),
         }
@@ -272,20 +277,34 @@ class Rest:
             "sha": sha,
             "total_count": len(latest),
             "statuses": list(latest.values()),
-            "repository": self.urls.repo(repo),
+            "repository": self.urls.minimal_repo(repo),
+            "commit_url": f"{self.urls.api}/repos/{repo.full_name}/commits/{sha}",
             "url": f"{self.urls.api}/repos/{repo.full_name}/commits/{sha}/status",
         }
         return 200, {}, data
 
     def create_status(self, who, owner, name, sha, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        if body.get("state") not in ("error", "failure", "pending", "success"):
+            raise HttpError(
+                422,
+                "Validation Failed",
+                [{"resource": "Status", "field": "state", "code": "custom", "message": "state is invalid"}],
+            )
+        status_id = self.state.new_id()
+        now = iso(self.state.clock())
         status = {
-            "id": self.state.new_id(),
-            "state": body.get("state"),
-            "context": body.get("context", "default"),
+            "url": f"{self.urls.api}/repos/{repo.full_name}/statuses/{sha}",
+            "avatar_url": None,
+            "id": status_id,
+            "node_id": f"SC_{status_id}",
+            "state": body["state"],
             "description": body.get("description"),
             "target_url": body.get("target_url"),
-            "url": f"{self.urls.api}/repos/{repo.full_name}/statuses/{sha}",
+            "context": body.get("context", "default"),
+            "created_at": now,
+            "updated_at": now,
+            "creator": self.urls.user(who.login),
         }
         with self.state.lock:
             repo.statuses.setdefault(sha, []).append(status)

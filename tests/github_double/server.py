@@ -23,8 +23,9 @@ import jwt
 
 from github_double import faults as fault_kinds
 from github_double.git_http import install_hooks, run_http_backend
+from github_double.render import Urls
 from github_double.rest import HttpError, Rest
-from github_double.state import RATE_LIMIT, App, Identity, Repo, State, Urls, iso
+from github_double.state import RATE_LIMIT, App, Identity, Repo, State, iso
 
 API_PREFIX = "/api/v3"
 GRAPHQL_PATH = "/api/graphql"
@@ -202,22 +203,10 @@ class GithubDouble:
             )
         if method == "GET" and len(parts) == 4 and parts[0] == "repos" and parts[3] == "installation":
             full = f"{parts[1]}/{parts[2]}"
-            tokens_url = f"{self.api_url}/app/installations"
             for installation, repos in (app.installations if app else {}).items():
                 if full in repos:
-                    return (
-                        200,
-                        {},
-                        {
-                            "id": installation,
-                            "app_id": app.app_id,
-                            "target_type": "Organization",
-                            "account": self.urls.user(parts[1], kind="Organization"),
-                            "access_tokens_url": f"{tokens_url}/{installation}/access_tokens",
-                            "repositories_url": f"{self.api_url}/installation/repositories",
-                            "html_url": f"{self.base_url}/organizations/{parts[1]}/settings/installations",
-                        },
-                    )
+                    body = self.urls.installation(app.app_id, installation, parts[1], app.permissions)
+                    return 200, {}, body
             raise HttpError(404, "Not Found")
         return None
 

@@ -1,8 +1,7 @@
 """What the GitHub double remembers: repositories (bare git repos on disk), pull requests, comments,
 commit statuses, credentials (personal tokens, Apps, installation tokens) and rate-limit counters.
 
-JSON is rendered in GitHub's REST shapes (the fields PyGithub reads), with absolute URLs under the
-double's own base so PyGithub's host checks and lazy completion work unchanged.
+JSON is rendered in GitHub's REST shapes by render.py.
 """
 
 from __future__ import annotations
@@ -47,6 +46,7 @@ class Pull:
     merge_commit_sha: str | None = None
     requested_reviewers: list[str] = field(default_factory=list)
     requested_teams: list[str] = field(default_factory=list)
+    merged_by: str | None = None
 
 
 @dataclass
@@ -212,118 +212,3 @@ class State:
         ).stdout.strip()
         self.git(repo, "update-ref", f"refs/heads/{pull.base}", commit, base_sha)
         return commit
-
-
-class Urls:
-    """Absolute URLs of the double, GitHub style (Enterprise layout: REST under /api/v3)."""
-
-    def __init__(self, base: str) -> None:
-        self.base = base
-        self.api = base + "/api/v3"
-
-    def user(self, login: str, user_id: int = 1, kind: str = "User") -> dict:
-        return {
-            "login": login,
-            "id": user_id,
-            "node_id": f"U_{user_id}",
-            "type": kind,
-            "site_admin": False,
-            "url": f"{self.api}/users/{login}",
-            "html_url": f"{self.base}/{login}",
-        }
-
-    def repo(self, repo: Repo) -> dict:
-        return {
-            "id": repo.id,
-            "node_id": f"R_{repo.id}",
-            "name": repo.name,
-            "full_name": repo.full_name,
-            "owner": self.user(repo.owner, kind="Organization"),
-            "private": True,
-            "fork": False,
-            "archived": False,
-            "disabled": False,
-            "visibility": "private",
-            "default_branch": repo.default_branch,
-            "url": f"{self.api}/repos/{repo.full_name}",
-            "html_url": f"{self.base}/{repo.full_name}",
-            "clone_url": f"{self.base}/{repo.full_name}.git",
-            "pulls_url": f"{self.api}/repos/{repo.full_name}/pulls{{/number}}",
-            "permissions": {"admin": False, "maintain": False, "push": True, "triage": True, "pull": True},
-            "created_at": "2024-01-01T00:00:00Z",
-            "updated_at": "2024-01-01T00:00:00Z",
-        }
-
-    def branch_ref(self, state: State, repo: Repo, branch: str) -> dict:
-        return {
-            "label": f"{repo.owner}:{branch}",
-            "ref": branch,
-            "sha": state.branch_sha(repo, branch) or "0" * 40,
-            "user": self.user(repo.owner, kind="Organization"),
-            "repo": self.repo(repo),
-        }
-
-    def pull(self, state: State, repo: Repo, pr: Pull, *, full: bool = True) -> dict:
-        url = f"{self.api}/repos/{repo.full_name}/pulls/{pr.number}"
-        data = {
-            "url": url,
-            "id": pr.id,
-            "node_id": f"PR_{pr.id}",
-            "html_url": f"{self.base}/{repo.full_name}/pull/{pr.number}",
-            "issue_url": f"{self.api}/repos/{repo.full_name}/issues/{pr.number}",
-            "comments_url": f"{self.api}/repos/{repo.full_name}/issues/{pr.number}/comments",
-            "number": pr.number,
-            "state": pr.state,
-            "locked": False,
-            "title": pr.title,
-            "body": pr.body,
-            "user": self.user(pr.user, kind="Bot" if pr.user.endswith("[bot]") else "User"),
-            "draft": pr.draft,
-            "created_at": iso(pr.created_at),
-            "updated_at": iso(pr.updated_at),
-            "closed_at": iso(pr.closed_at),
-            "merged_at": iso(pr.merged_at),
-            "merge_commit_sha": pr.merge_commit_sha,
-            "requested_reviewers": [self.user(r) for r in pr.requested_reviewers],
-            "requested_teams": [{"slug": t, "name": t} for t in pr.requested_teams],
-            "head": self.branch_ref(state, repo, pr.head),
-            "base": self.branch_ref(state, repo, pr.base),
-            "author_association": "NONE",
-        }
-        if full:  # the single-PR endpoint adds these
-            data.update(
-                merged=pr.merged,
-                mergeable=None if pr.state != "open" else True,
-                mergeable_state="draft" if pr.draft else "clean",
-                comments=len(repo.comments.get(pr.number, [])),
-            )
-        return data
-
-    def check_run(
-        self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None, at: float
-    ) -> dict:
-        now = iso(at)
-        return {
-            "id": run_id,
-            "head_sha": sha,
-            "node_id": f"CR_{run_id}",
-            "external_id": "",
-            "url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}",
-            "html_url": f"{self.base}/{repo.full_name}/runs/{run_id}",
-            "details_url": f"{self.base}/{repo.full_name}/actions/runs/{run_id}/job/{run_id}",
-            "status": status,
-            "conclusion": conclusion if status == "completed" else None,
-            "started_at": now,
-            "completed_at": now if status == "completed" else None,
-            "output": {
-                "title": None,
-                "summary": None,
-                "text": None,
-                "annotations_count": 0,
-                "annotations_url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}/annotations",
-            },
-            "name": name,
-            "check_suite": {"id": run_id + 1},
-            "app": None,
-            "pull_requests": [],
-        }
