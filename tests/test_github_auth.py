@@ -119,3 +119,19 @@ def test_a_stateless_token_nobody_told_redact_about_is_still_hidden(gh, app_forg
     out = redact(f"fatal: could not read from 'https://x-access-token:{token}' (echo: {token})")
     for part in re.split(r"[._]", token.removeprefix("ghs_4242_")):
         assert part not in out
+
+
+def test_a_push_refused_for_a_revoked_installation_token_renews_it_once(gh, app_forge, tmp_path) -> None:
+    from leviathan_dagster.core import gitutil
+    from worker.attempt import _push
+
+    work = tmp_path / "w"
+    gitutil.clone(app_forge.clone_url(), work, "main", env=app_forge.git_auth_env())
+    gitutil.run_git(["checkout", "-q", "-b", "agent/a-1"], cwd=work)
+    (work / "docs").mkdir()
+    (work / "docs" / "a.md").write_text("a\n", encoding="utf-8")
+    gitutil.commit_all(work, "a")
+    gh.revoke_token(gh.state.issued_installation_tokens[0])
+    _push(work, "agent/a-1", app_forge)
+    assert gh.state.branch_sha(gh.state.repos["acme/site"], "agent/a-1") is not None
+    assert len(gh.state.issued_installation_tokens) == 2

@@ -286,14 +286,20 @@ def _commit(
 def _push(workspace: Path, branch: str, forge: Forge) -> None:
     """Push the attempt's branch. A refusal the forge means for good (a missing permission, a ruleset,
     push protection) fails the attempt as ``push_rejected`` with the forge's words; retrying it would
-    only pay for the model again. Anything else is infrastructure."""
-    try:
-        gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
-    except gitutil.GitError as exc:
-        refusal = forge.permanent_push_refusal(exc.stderr)
-        if refusal:
-            raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
-        raise TransientError(f"push of {branch} failed: {exc}") from exc
+    only pay for the model again. A credential the forge revoked is renewed once; anything else is
+    infrastructure."""
+    for renewed in (False, True):
+        try:
+            gitutil.push(workspace, "origin", f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
+            return
+        except gitutil.GitError as exc:
+            if not renewed and forge.renew_credentials_after(exc.stderr):
+                log.info("the forge refused the credential for the push: renewed it, pushing once more")
+                continue
+            refusal = forge.permanent_push_refusal(exc.stderr)
+            if refusal:
+                raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
+            raise TransientError(f"push of {branch} failed: {exc}") from exc
 
 
 def _record(

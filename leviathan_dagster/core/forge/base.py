@@ -26,6 +26,11 @@ class Forge(ABC):
         None when the refusal may pass on retry (the default: every push failure is transient)."""
         return None
 
+    def renew_credentials_after(self, git_output: str) -> bool:
+        """git was refused authentication (``git_output``): drop a credential that can be renewed and
+        say so, so the caller tries once more; False (the default) when there is nothing to renew."""
+        return False
+
     @abstractmethod
     def open_pull_request(
         self,

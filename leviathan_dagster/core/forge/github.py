@@ -229,6 +229,14 @@ class GithubForge(Forge):
     def permanent_push_refusal(self, git_output: str) -> str | None:
         return permanent_push_refusal(git_output)
 
+    def renew_credentials_after(self, git_output: str) -> bool:
+        # GitHub answers a token it no longer honours with a 401 challenge; git, which sent the token as
+        # a header it knows nothing about, then asks for a username (prompts are off) or reports the
+        # 401. An installation token can be exchanged again; a personal token cannot.
+        signs = ("could not read Username", "Authentication failed", "returned error: 401")
+        refused = any(sign in git_output for sign in signs)
+        return refused and isinstance(self._source, InstallationTokens) and self._source.invalidate()
+
     # -- reads ---------------------------------------------------------------------------------------
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
         if state not in ("open", "merged", "closed", "all"):
