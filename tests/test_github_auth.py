@@ -15,8 +15,9 @@ from github_double.faults import Fault
 from test_github_forge import KEY_ENV, body_for, push_branch, target_for
 
 from leviathan_dagster.core.errors import ConfigError, TransientError
-from leviathan_dagster.core.forge.github import GithubForge, api_url_for, derive_location
+from leviathan_dagster.core.forge.github import GithubForge
 from leviathan_dagster.core.forge.github_errors import RetryPolicy
+from leviathan_dagster.core.forge.github_location import api_url_for, derive_location
 from leviathan_dagster.core.models import GithubSettings, TargetConfig
 from leviathan_dagster.core.redaction import redact
 

@@ -2,7 +2,7 @@
 
 Every call goes through ``call_github`` (errors translated once, retries declared in github_errors.py)
 and every PyGithub pull request is mapped to Leviathan's ``PullRequest`` in one function,
-``_to_pull_request``; no PyGithub object leaves this module.
+``_to_pull_request``; no PyGithub object leaves the forge's github*.py modules.
 
 Opening a PR is idempotent: each try first looks for an open PR from the same head, so a create that
 GitHub performed but whose answer was lost (a 502 or a timeout) is found instead of repeated. A PR
@@ -14,11 +14,9 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from github import Github
 
@@ -32,32 +30,29 @@ from leviathan_dagster.core.forge.github_auth import (
     TokenSource,
     git_auth_env,
 )
+from leviathan_dagster.core.forge.github_checks import commit_is_green
 from leviathan_dagster.core.forge.github_errors import (
     GithubAuthError,
     RetryPolicy,
     call_github,
     permanent_push_refusal,
 )
+from leviathan_dagster.core.forge.github_location import derive_location
 from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
 
 log = logging.getLogger("leviathan.forge.github")
 
-PUBLIC_API_URL = "https://api.github.com"
 # GitHub asks integrators to leave about a second between writes to stay under the secondary limits.
 SECONDS_BETWEEN_WRITES = 1.0
 SECONDS_BETWEEN_REQUESTS = 0.25
 # GitHub's words (422) for a draft where the plan has none, and for a second PR from one head.
 DRAFTS_UNSUPPORTED = "Draft pull requests are not supported in this repository"
 ALREADY_EXISTS = "A pull request already exists"
-# Check run conclusions that let a draft_until_green draft go ready (GitHub's own rule for required
-# checks: neutral and skipped pass).
-GREEN_CONCLUSIONS = ("success", "neutral", "skipped")
 DRAFT_FALLBACK_NOTE = (
     "GitHub does not support draft pull requests in this repository, so Leviathan opened this one ready "
     "for review. If the description says tests are failing, do not merge it as is."
 )
-_PATH_RE = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 
 
 def _stamp(moment: datetime | None) -> str | None:
@@ -85,44 +80,6 @@ def _to_pull_request(target_id: str, pr) -> PullRequest:
             [u.login for u in pr.requested_reviewers or []] + [t.slug for t in pr.requested_teams or []]
         ),
     )
-
-
-def derive_location(target: TargetConfig) -> tuple[str, str]:
-    """(api_url, "owner/name") from the ``github:`` section, else from the https ``repo_url``."""
-    parts = urlsplit(target.repo_url)
-    if parts.scheme not in ("https", "http"):
-        raise ConfigError(
-            f"target '{target.id}': forge 'github' needs an https repo_url, got {target.repo_url!r}. "
-            "Fix: write e.g. 'repo_url: https://github.com/acme/service.git'"
-        )
-    if parts.username or parts.password:
-        raise ConfigError(
-            f"target '{target.id}': repo_url must not carry credentials. Fix: remove them from the URL "
-            "and reference the token under secrets: (github_token: {env: GITHUB_TOKEN})"
-        )
-    settings = target.github
-    match = _PATH_RE.match(parts.path)
-    repository = settings.repository or (f"{match.group(1)}/{match.group(2)}" if match else None)
-    if repository is None:
-        raise ConfigError(
-            f"target '{target.id}': cannot tell owner/name from repo_url {target.repo_url!r}. "
-            "Fix: set 'github: {repository: owner/name}'"
-        )
-    if settings.api_url:
-        return settings.api_url, repository
-    return api_url_for(parts.scheme, parts.netloc), repository
-
-
-def api_url_for(scheme: str, host: str) -> str:
-    """The REST base URL of a GitHub host: github.com, GitHub Enterprise Cloud with data residency
-    (``SUBDOMAIN.ghe.com`` serves its API at ``api.SUBDOMAIN.ghe.com``), or Enterprise Server
-    (``/api/v3`` on the host itself)."""
-    name = host.lower()
-    if name == "github.com":
-        return PUBLIC_API_URL
-    if name.endswith(".ghe.com"):
-        return f"https://api.{name}"
-    return f"{scheme}://{host}/api/v3"
 
 
 class GithubForge(Forge):
@@ -381,7 +338,7 @@ class GithubForge(Forge):
 
             def promote_if_green(number=pr.number) -> bool:
                 live = self._repo.get_pull(number)
-                if not live.draft or not self._is_green(live.head.sha):
+                if not live.draft or not commit_is_green(self._repo.get_commit(live.head.sha)):
                     return False
                 live.mark_ready_for_review()
                 return True
@@ -389,20 +346,3 @@ class GithubForge(Forge):
             if self._call(f"mark #{pr.number} ready for review", promote_if_green):
                 promoted.append(self.get_pull_request(pr.number))
         return promoted
-
-    def _is_green(self, sha: str) -> bool:
-        """Every check run on ``sha`` (GitHub Actions and other Apps report these) and every commit
-        status (older integrations) passed, and at least one of them exists.
-
-        The combined status alone is not enough: it is ``pending`` when there are no statuses at all,
-        which is the normal case for a repository that only uses Actions.
-        """
-        commit = self._repo.get_commit(sha)
-        runs = [(run.status, run.conclusion) for run in commit.get_check_runs()]
-        combined = commit.get_combined_status()
-        if not runs and combined.total_count == 0:
-            return False  # nothing has reported yet: CI may not have started
-        runs_green = all(
-            status == "completed" and conclusion in GREEN_CONCLUSIONS for status, conclusion in runs
-        )
-        return runs_green and (combined.total_count == 0 or combined.state == "success")
