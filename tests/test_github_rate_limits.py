@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from github_double import GithubDouble, secondary_rate_limit
+from github_double.state import Pull
 from test_github_forge import TOKEN_ENV, target_for
 
 from leviathan_dagster.core.errors import TransientError
@@ -95,3 +96,18 @@ def test_primary_limit_beyond_max_wait_goes_up_as_transient(gh, clock) -> None:
     with pytest.raises(TransientError, match="rate limit"):
         forge.list_pull_requests()
     assert clock.sleeps == []
+
+
+def test_content_creation_beyond_80_a_minute_meets_the_doubles_own_secondary_limit(gh, clock) -> None:
+    # Not an armed fault: the double counts writes per identity as GitHub does, and the forge's wait
+    # (at least a minute) is what lets the 81st comment through.
+    forge = forge_for(gh, clock)
+    repo = gh.state.repos["acme/site"]
+    repo.pulls[1] = Pull(1, 900, "A", "", "main", "main", False, "leviathan-bot", EPOCH, EPOCH)
+    for n in range(80):
+        forge._note(1, f"note {n}")
+    assert clock.sleeps == []
+    forge._note(1, "one too many")
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] >= 60
+    assert len(repo.comments[1]) == 81
+    assert ("POST", "/api/v3/repos/acme/site/issues/1/comments", 403) in gh.requests

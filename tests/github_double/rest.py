@@ -214,6 +214,10 @@ class Rest:
         repo = self.repo(who, owner, name)
         self.require_write(who, "pull_requests")
         users, teams = list(body.get("reviewers") or []), list(body.get("team_reviewers") or [])
+        with self.state.lock:
+            author = self.pull(repo, number).user
+        if author in users:
+            raise validation("Review cannot be requested from pull request author.", code="custom")
         if teams and who.kind == "installation" and "members" not in who.permissions:
             # Requesting a team needs the App's organization "members" permission.
             raise HttpError(403, "Resource not accessible by integration")

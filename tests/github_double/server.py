@@ -337,6 +337,12 @@ class _Handler(BaseHTTPRequestHandler):
         if used > limit:
             message = f"API rate limit exceeded for {who.login}."
             return 403, rate, {"message": message, "documentation_url": "https://docs.github.com/rest"}
+        if self.command in ("POST", "PATCH", "PUT", "DELETE") and not double.state.count_write(who.login):
+            body = {
+                "message": fault_kinds.SECONDARY_RATE_LIMIT_MESSAGE,
+                "documentation_url": fault_kinds.SECONDARY_RATE_LIMIT_DOCS,
+            }
+            return 403, rate, body
         try:
             data = json.loads(raw) if raw else {}
             if path == GRAPHQL_PATH:

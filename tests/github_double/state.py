@@ -19,6 +19,8 @@ import jwt
 
 RATE_LIMIT = 5000
 RATE_WINDOW_SECONDS = 3600
+# GitHub's secondary limit on content-creating requests: at most 80 a minute per identity.
+CONTENT_WRITES_PER_MINUTE = 80
 
 
 def iso(epoch: float | None) -> str | None:
@@ -141,6 +143,7 @@ class State:
         self.apps: dict[int, App] = {}
         self.issued_installation_tokens: list[str] = []
         self.usage: dict[str, tuple[int, float]] = {}  # login -> (used, window reset epoch)
+        self.writes: dict[str, list[float]] = {}  # login -> times of its content-creating requests
         self._next_id = 1000
 
     def new_id(self) -> int:
@@ -179,6 +182,14 @@ class State:
             used += 1
             self.usage[login] = (used, reset)
         return RATE_LIMIT, max(0, RATE_LIMIT - used), int(reset)
+
+    def count_write(self, login: str) -> bool:
+        """Count one content-creating request; False when it exceeds GitHub's per-minute limit."""
+        with self.lock:
+            now = self.clock()
+            recent = [t for t in self.writes.get(login, []) if t > now - 60] + [now]
+            self.writes[login] = recent
+        return len(recent) <= CONTENT_WRITES_PER_MINUTE
 
     # -- git -------------------------------------------------------------------------------------
     def git(self, repo: Repo, *args: str, check: bool = True) -> subprocess.CompletedProcess:
