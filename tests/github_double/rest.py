@@ -195,8 +195,10 @@ class Rest:
         self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
-            if pr.state != "open" or pr.draft:
+            if pr.state != "open":
                 raise HttpError(405, "Pull Request is not mergeable")
+            if pr.draft:
+                raise HttpError(405, "Pull Request is still a draft")
             if body.get("sha") and body["sha"] != self.state.branch_sha(repo, pr.head):
                 raise HttpError(409, "Head branch was modified. Review and try the merge again.")
             message = (
