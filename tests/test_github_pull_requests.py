@@ -72,6 +72,7 @@ def test_reviewer_403_leaves_the_pr_open_and_records_why_on_it(gh, tmp_path) -> 
     assert pr.state == "open" and pr.reviewers == ()
     [note] = comments(gh, pr.number)
     assert "acme/docs" in note and "403 Resource not accessible by integration" in note
+    assert "Members (read)" in note
     forge.close()
 
 

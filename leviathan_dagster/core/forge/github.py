@@ -302,6 +302,8 @@ class GithubForge(Forge):
             # why on the PR instead of failing the attempt that opened it.
             log.warning("reviewers %s not requested on #%s: %s", reviewers, number, exc)
             note = f"Leviathan could not request review from {', '.join(reviewers)} (task owner): {exc}"
+            if teams and "not accessible by integration" in str(exc):
+                note += ". A GitHub App needs the organization permission Members (read) to request teams."
             self._note(number, note)
 
     def merge_pull_request(self, number: int) -> PullRequest:
