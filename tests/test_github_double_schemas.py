@@ -229,3 +229,20 @@ COVERED = {
 
 def test_every_route_of_the_double_is_validated(gh) -> None:
     assert {handler.__name__ for _, _, handler in gh.rest.routes} == COVERED
+
+
+def test_a_drifted_answer_is_never_sent(gh, api, monkeypatch) -> None:
+    # Every answer is checked as it leaves, so a drift fails whichever test meets it.
+    branch(gh, "agent/f-1")
+    api("POST", "/repos/acme/site/pulls", {"head": "agent/f-1", "base": "main", "title": "F"})
+    real = type(gh.urls).pull
+
+    def without_head(self, *args, **kwargs):
+        data = real(self, *args, **kwargs)
+        del data["head"]
+        return data
+
+    monkeypatch.setattr(type(gh.urls), "pull", without_head)
+    status, body = api("GET", "/repos/acme/site/pulls/1")
+    assert status == 500 and "drifted" in body["message"] and "head" in body["message"]
+    assert gh.schema_violations and "get_pull 200 is not a valid PullRequest" in gh.schema_violations[0]

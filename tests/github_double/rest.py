@@ -61,6 +61,13 @@ class Rest:
             ),
         ]
 
+    def route_name(self, method: str, path: str) -> str | None:
+        """The handler that answers ``method path`` (its name keys github_double/schemas.py)."""
+        for route_method, pattern, handler in self.routes:
+            if route_method == method and pattern.match(path):
+                return handler.__name__
+        return None
+
     def dispatch(self, method: str, path: str, query: str, body: dict, who: Identity) -> Answer:
         for route_method, pattern, handler in self.routes:
             match = pattern.match(path)

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import jwt
 
 from github_double import faults as fault_kinds
+from github_double import schemas
 from github_double.git_http import install_hooks, run_http_backend
 from github_double.render import Urls
 from github_double.rest import HttpError, Rest
@@ -39,6 +40,9 @@ class GithubDouble:
         self.state = State(Path(root), clock)
         self.faults = fault_kinds.Faults()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        # Every REST answer is validated against GitHub's schema before it is sent (schemas.py).
+        self.check_schemas = True
+        self.schema_violations: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.double = self  # type: ignore[attr-defined]
@@ -362,4 +366,20 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, answer = exc.answer()
         except json.JSONDecodeError:
             status, headers, answer = 400, {}, {"message": "Problems parsing JSON"}
+        drift = self._schema_violation(path, status, answer)
+        if drift:
+            double.schema_violations.append(drift)
+            return 500, {}, {"message": f"the GitHub double drifted from GitHub's schema: {drift}"}
         return status, {**rate, **headers}, answer
+
+    def _schema_violation(self, path: str, status: int, answer: object) -> str | None:
+        if not self.double.check_schemas or path == GRAPHQL_PATH or not path.startswith(API_PREFIX):
+            return None
+        rest_path = path[len(API_PREFIX) :]
+        if rest_path.endswith("/installation"):
+            route = "repo_installation"
+        elif rest_path.endswith("/access_tokens"):
+            route = "access_token"
+        else:
+            route = self.double.rest.route_name(self.command, rest_path) or "unknown"
+        return schemas.violation(route, status, answer)
