@@ -4,8 +4,16 @@ REST lives under ``/api/v3`` (GitHub Enterprise layout, so a configurable API ba
 GraphQL at ``/api/graphql``, git smart HTTP at ``/<owner>/<repo>.git/...``. Every REST call needs
 ``Authorization: token|Bearer <token>`` (a personal token or an installation token), the App endpoints
 need an RS256 JWT signed with the App's private key, and git needs ``Basic x-access-token:<token>``.
-Responses carry GitHub's rate-limit headers; ``faults`` injects 5xx, secondary rate limits, slow
-answers and rejected pushes.
+Responses carry GitHub's rate-limit headers; ``faults`` injects 5xx, secondary rate limits, stale
+lists, slow answers and rejected pushes.
+
+No kinder than GitHub: every REST answer is validated against GitHub's schema as it leaves
+(schemas.py); credentials carry permissions (a read-only token cannot push or open PRs, an App without
+``workflows`` cannot push workflow files, without organization ``members`` cannot request teams);
+installation tokens are GitHub's stateless ``ghs_<app>_<jwt>`` (~520 characters, two dots); pushes pass
+GitHub's server-side checks with its exact messages (git_http.py); content creation beyond 80 a minute
+meets the secondary limit; a private repository without drafts answers a draft with 422. Time is
+``clock`` (injectable, so rate-limit tests never sleep).
 """
 
 from __future__ import annotations
