@@ -39,3 +39,25 @@ def test_the_ledger_counts_by_the_table() -> None:
 
     assert record(at.PUSH_REJECTED).counts_against_task
     assert not record(at.INFRASTRUCTURE).counts_against_task
+
+
+def test_refused_pushes_open_the_circuit_breaker_and_infrastructure_does_not(tmp_path) -> None:
+    from leviathan_dagster.core import lifecycle
+    from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+
+    log = NdjsonEventLog(tmp_path / "events.ndjson")
+    for number, (task, failure) in enumerate(
+        [("a", at.PUSH_REJECTED), ("b", at.INFRASTRUCTURE), ("c", at.PUSH_REJECTED)], start=1
+    ):
+        ids = {"target_id": "site", "task_id": task, "attempt_id": f"attempt-{number}"}
+        log.append(
+            [
+                lifecycle.attempt_created(
+                    **ids, attempt_number=1, branch_name="b", executor="local", actor_id="t"
+                ),
+                lifecycle.attempt_failed(failure_type=failure, error_summary="x", actor_id="t", **ids),
+            ]
+        )
+    ledger = at.AttemptLedger.from_events(log.read())
+    assert ledger.target("site").consecutive_failures == 2
+    assert ledger.task("site", "a").counted_failures == 1 and ledger.task("site", "b").counted_failures == 0
