@@ -20,15 +20,13 @@ from datetime import datetime
 
 from github import Github
 
-from leviathan_dagster.core.config_secrets import resolve_secret
-from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError
+from leviathan_dagster.core.errors import ConflictError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.github_auth import (
     InstallationTokens,
     SourceAuth,
-    StaticToken,
-    TokenSource,
     git_auth_env,
+    token_source_for,
 )
 from leviathan_dagster.core.forge.github_checks import commit_is_green
 from leviathan_dagster.core.forge.github_errors import (
@@ -102,7 +100,13 @@ class GithubForge(Forge):
         self.owner = self.repository.split("/", 1)[0]
         self._retry = retry or RetryPolicy()
         self._clock = clock
-        self._source = self._token_source(target, os.environ if environ is None else environ)
+        self._source = token_source_for(
+            target,
+            os.environ if environ is None else environ,
+            repository=self.repository,
+            api_url=self.api_url,
+            clock=self._clock,
+        )
         self._github = Github(
             auth=SourceAuth(self._source),
             base_url=self.api_url,
@@ -114,38 +118,6 @@ class GithubForge(Forge):
             lazy=True,  # objects are fetched when read, inside call_github (no request in the constructor)
         )
         self._repo = self._github.get_repo(self.repository)
-
-    def _token_source(self, target: TargetConfig, environ: Mapping[str, str]) -> TokenSource:
-        settings = target.github
-        if settings.app_id is not None:
-            key = resolve_secret(target, "github_app_private_key", environ)
-            if key is None:
-                env = target.secret_env.get("github_app_private_key")
-                raise ConfigError(
-                    f"target '{target.id}': github.app_id is set but the App's private key is not available"
-                    + (f" (environment variable {env} is empty)" if env else "")
-                    + ". Fix: add 'github_app_private_key: {env: GITHUB_APP_PRIVATE_KEY}' under secrets: "
-                    "and export the PEM in that variable"
-                )
-            return InstallationTokens(
-                app_id=settings.app_id,
-                private_key=key,
-                installation_id=settings.installation_id,
-                repository=self.repository,
-                api_url=self.api_url,
-                timeout=settings.timeout_seconds,
-                clock=self._clock,
-            )
-        token = resolve_secret(target, "github_token", environ)
-        if token is None:
-            env = target.secret_env.get("github_token")
-            raise ConfigError(
-                f"target '{target.id}': forge 'github' needs a token"
-                + (f" (environment variable {env} is empty)" if env else "")
-                + ". Fix: add 'github_token: {env: GITHUB_TOKEN}' under secrets: and export the token, "
-                "or configure a GitHub App (github.app_id and secret github_app_private_key)"
-            )
-        return StaticToken(token)
 
     def close(self) -> None:
         """Close the HTTP connections (also done when the forge is garbage collected)."""
