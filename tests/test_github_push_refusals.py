@@ -123,3 +123,14 @@ def test_server_errors_and_unknown_refusals_stay_transient(gh, tmp_path) -> None
     output = refused_push(forge, tmp_path / "w", "agent/t", {"docs/t.md": "t\n"})
     assert "500" in output and forge.permanent_push_refusal(output) is None
     assert permanent_push_refusal("fatal: unable to access 'x': Could not resolve host: github.com") is None
+
+
+def test_saml_sso_enforcement_is_permanent() -> None:
+    output = (
+        "remote: The 'acme' organization has enabled or enforced SAML SSO. To access this repository, "
+        "you must use the HTTPS remote with a personal access token or SSH with an SSH key and passphrase "
+        "that has been authorized for this organization.\n"
+        "fatal: unable to access 'https://github.com/acme/site.git/': The requested URL returned error: 403\n"
+    )
+    refusal = permanent_push_refusal(output)
+    assert refusal and "SAML single sign-on" in refusal and "returned error: 403" in refusal

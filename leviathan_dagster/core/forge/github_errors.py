@@ -188,6 +188,10 @@ _PERMANENT_PUSH_REFUSALS: tuple[tuple[str, re.Pattern[str]], ...] = (
         re.compile(r"\bGH006\b|protected branch hook declined"),
     ),
     (
+        "the credential is not authorized for the organization's SAML single sign-on",
+        re.compile(r"has enabled or enforced SAML SSO"),
+    ),
+    (
         "the credential may read but not write the repository",
         re.compile(r"Permission to \S+ denied to |Write access to repository not granted"),
     ),
