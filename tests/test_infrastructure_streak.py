@@ -85,3 +85,16 @@ def test_the_limit_is_a_policy_key(tmp_path) -> None:
     text = "targets:\n  - id: t\n    repo_url: ./t.git\n    policy:\n      infrastructure_streak_limit: 3\n"
     [parsed] = parse_project_config(text, "leviathan.yaml", base_dir=tmp_path).targets
     assert parsed.policy.infrastructure_streak_limit == 3
+
+
+def test_attempts_an_operator_cancelled_do_not_build_a_streak(log) -> None:
+    for number in (1, 2):
+        infra(log, number)
+        log.append(
+            [
+                op.operator_event(
+                    op.CANCEL_REQUESTED, "alice", attempt_id=f"a-a-{number}", target_id="site", task_id="a"
+                )
+            ]
+        )
+    assert readiness(log, infrastructure_streak_limit=2).ready

@@ -95,7 +95,7 @@ class TaskHistory:
     escalated: bool = False
     retries_scheduled: set[int] = field(default_factory=set)
     completed: bool = False
-    # Attempts before the last operator run-now: an operator's run-now starts a new infrastructure streak.
+    # Attempts before the operator's last run-now or cancel: each starts a new infrastructure streak.
     streak_start: int = 0
 
     @property
@@ -109,7 +109,7 @@ class TaskHistory:
     @property
     def infrastructure_streak(self) -> list[AttemptRecord]:
         """The failed attempts at the end of the history that did not count (infrastructure), newest
-        last; a counted end or an operator's run-now ends the streak."""
+        last; a counted end, or an operator's run-now or cancel, ends the streak."""
         streak: list[AttemptRecord] = []
         for record in reversed(self.attempts[self.streak_start :]):
             if record.status != FAILED or record.counts_against_task:
@@ -204,7 +204,9 @@ class AttemptLedger:
             history.retries_scheduled.add(int(payload["retry_number"]))
         elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
             self._on_pr_finished(kind, payload, at)
-        elif kind == "operator.run_now":
+        elif kind in ("operator.run_now", "attempt.cancel_requested"):
+            # An operator acted on the task: what failed before (or is being cancelled, which ends
+            # as infrastructure too) is not an outage, so a new infrastructure streak starts.
             history = self._history(payload["target_id"], payload["task_id"])
             history.streak_start = len(history.attempts)
         elif kind == ev.TASK_COMPLETED:
