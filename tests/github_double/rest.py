@@ -336,6 +336,10 @@ class Rest:
         query = str(body.get("query", ""))
         if "markPullRequestReadyForReview" not in query:
             return 200, {}, {"errors": [{"message": "unsupported query in the GitHub double"}]}
+        if not who.can_write("pull_requests"):
+            by = "integration" if who.kind == "installation" else "personal access token"
+            error = {"type": "FORBIDDEN", "message": f"Resource not accessible by {by}"}
+            return 200, {}, {"data": {"markPullRequestReadyForReview": None}, "errors": [error]}
         node_id = (body.get("variables") or {}).get("input", {}).get("pullRequestId", "")
         with self.state.lock:
             for repo in self.state.repos.values():
