@@ -210,12 +210,7 @@ def test_persistent_5xx_ends_as_transient_error(gh, token) -> None:
     assert gh.count("GET", "/repos/acme/site/pulls") == 4  # RetryPolicy.attempts
 
 
-def test_secondary_rate_limit_waits_for_retry_after(gh, token) -> None:
-    sleeps = Sleeps()
-    forge = make_forge(gh, {TOKEN_ENV: token}, sleeps)
-    gh.faults.add(secondary_rate_limit("GET", r"/pulls$", retry_after=1))
-    assert forge.list_pull_requests() == []
-    assert sleeps and sleeps[0] >= 1.0
+# Waits for rate limits on a fake clock (never slept for real): test_github_rate_limits.py.
 
 
 def test_rate_limit_beyond_max_wait_is_not_slept_through(gh, token) -> None:
@@ -225,14 +220,6 @@ def test_rate_limit_beyond_max_wait_is_not_slept_through(gh, token) -> None:
     with pytest.raises(GithubTransientError) as raised:
         forge.list_pull_requests()
     assert raised.value.retry_after == 3600 and sleeps == []
-
-
-def test_primary_rate_limit_waits_until_reset(gh, token) -> None:
-    sleeps = Sleeps()
-    forge = make_forge(gh, {TOKEN_ENV: token}, sleeps)
-    gh.exhaust_rate_limit("leviathan-bot", reset_in=1)
-    assert forge.list_pull_requests() == []
-    assert sleeps and sleeps[0] >= 1.0  # X-RateLimit-Reset (+1 s), not the 0.05 s backoff
 
 
 def test_slow_response_times_out_and_is_retried(gh, token) -> None:

@@ -5,6 +5,7 @@ token appears nowhere: not in logs, events, artifacts, the workspace's ``.git/co
 
 from __future__ import annotations
 
+import json
 import secrets
 import subprocess
 import sys
@@ -16,10 +17,12 @@ from github_double import GithubDouble, server_error
 from support import Project, backlog_yaml, docs_task, run_worker
 
 from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.failures import counts_against_task
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.markers import render_task_marker
 from leviathan_dagster.core.scheduling import read_backlog
+from worker.attempt import EXIT_CODES
 
 TOKEN_ENV = "LEVIATHAN_E2E_GITHUB_TOKEN"
 # The test command fails if it can see any credential: the worker must run it with a clean environment.
@@ -84,9 +87,9 @@ def test_worker_clones_pushes_and_opens_one_pr_despite_a_502_and_never_leaks_the
     _assert_token_nowhere(token, project, proc)
 
 
-def test_push_rejected_is_an_infrastructure_failure_with_a_clean_message(setup) -> None:
+def test_push_refused_by_branch_protection_is_counted_with_githubs_message(setup) -> None:
     gh, project, token = setup
-    gh.reject_next_push()
+    gh.reject_next_push("GH006: Protected branch update failed for refs/heads/agent/intro-attempt-gh2.")
     proc = run_worker(
         project,
         "site",
@@ -95,11 +98,32 @@ def test_push_rejected_is_an_infrastructure_failure_with_a_clean_message(setup) 
         TARGET_REPO_URL=gh.repo_url("acme", "site"),
         **{TOKEN_ENV: token},
     )
-    assert proc.returncode == 8, proc.stdout + proc.stderr  # infrastructure: retried, never counted
+    assert proc.returncode == EXIT_CODES["push_rejected"], proc.stdout + proc.stderr
+    [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+    assert failed.payload["failure_type"] == "push_rejected"  # counts: a retry would be refused again
+    summary = failed.payload["error_summary"]
+    assert "GH006: Protected branch update failed" in summary and "protected branch hook declined" in summary
+    assert counts_against_task("push_rejected")
+    assert gh.pulls("acme", "site") == []
+    _assert_token_nowhere(token, project, proc)
+
+
+def test_push_failing_with_a_5xx_is_an_infrastructure_failure(setup) -> None:
+    gh, project, token = setup
+    gh.faults.add(server_error("POST", r"/git-receive-pack$", status=502))
+    proc = run_worker(
+        project,
+        "site",
+        "intro",
+        "attempt-gh4",
+        TARGET_REPO_URL=gh.repo_url("acme", "site"),
+        **{TOKEN_ENV: token},
+    )
+    assert proc.returncode == EXIT_CODES["infrastructure"], proc.stdout + proc.stderr
     [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
     assert failed.payload["failure_type"] == "infrastructure"
-    assert "GH006" in failed.payload["error_summary"]
-    assert gh.pulls("acme", "site") == []
+    assert "502" in failed.payload["error_summary"]
+    assert not counts_against_task("infrastructure")
     _assert_token_nowhere(token, project, proc)
 
 
@@ -142,3 +166,52 @@ def _assert_token_nowhere(token: str, project: Project, proc: subprocess.Complet
     if proc is not None:
         for needle in needles:
             assert needle not in proc.stdout and needle not in proc.stderr
+
+
+def test_app_without_workflows_permission_fails_the_attempt_as_push_rejected(tmp_path: Path) -> None:
+    # The case that looped forever: each retry paid for the generator again and never counted.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with GithubDouble(tmp_path / "github") as gh:
+        task = docs_task("ci", allowed_paths=[".github/workflows/"])
+        gh.add_repo("acme", "site", {".leviathan/backlog.yaml": backlog_yaml(task), "README.md": "# site\n"})
+        gh.add_app(42, public, {7: {"acme/site"}})  # contents + pull requests, no workflows
+        root = tmp_path / "project"
+        root.mkdir()
+        config = root / "leviathan.yaml"
+        target = {
+            "id": "site",
+            "repo_url": gh.repo_url("acme", "site"),
+            "forge": "github",
+            "github": {"api_url": gh.api_url, "app_id": 42, "installation_id": 7},
+            "secrets": {"github_app_private_key": {"env": "LEVIATHAN_E2E_APP_KEY"}},
+            "policy": {"allowed_path_prefixes": [".leviathan/", ".github/"]},
+        }
+        config.write_text(yaml.safe_dump({"targets": [target]}, sort_keys=False), encoding="utf-8")
+        project = Project(root=root, home=LeviathanHome(root / "home"), config_path=config)
+        proc = run_worker(
+            project,
+            "site",
+            "ci",
+            "attempt-wf1",
+            TARGET_REPO_URL=gh.repo_url("acme", "site"),
+            LEVIATHAN_E2E_APP_KEY=private,
+        )
+        assert proc.returncode == EXIT_CODES["push_rejected"], proc.stdout + proc.stderr
+        [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+        assert failed.payload["failure_type"] == "push_rejected"
+        assert (
+            "refusing to allow a GitHub App to create or update workflow `.github/workflows/ci.md` "
+            "without `workflows` permission" in failed.payload["error_summary"]
+        )
+        assert gh.pulls("acme", "site") == []
+        for token in gh.state.issued_installation_tokens:
+            assert token not in proc.stdout + proc.stderr + json.dumps(failed.payload)

@@ -4,11 +4,11 @@ status codes and error messages included (422 Validation Failed, 405 not mergeab
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from github_double.state import Identity, Pull, Repo, State, Urls
+from github_double.render import Urls
+from github_double.state import Identity, Pull, Repo, State, iso
 
 DOCS = "https://docs.github.com/rest"
 Answer = tuple[int, dict[str, str], object]
@@ -54,7 +54,19 @@ class Rest:
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$"), self.create_comment),
             ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/status$"), self.combined_status),
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$"), self.create_status),
+            (
+                "GET",
+                re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/check-runs$"),
+                self.list_check_runs,
+            ),
         ]
+
+    def route_name(self, method: str, path: str) -> str | None:
+        """The handler that answers ``method path`` (its name keys github_double/schemas.py)."""
+        for route_method, pattern, handler in self.routes:
+            if route_method == method and pattern.match(path):
+                return handler.__name__
+        return None
 
     def dispatch(self, method: str, path: str, query: str, body: dict, who: Identity) -> Answer:
         for route_method, pattern, handler in self.routes:
@@ -70,6 +82,12 @@ class Rest:
             raise not_found()
         return repo
 
+    def require_write(self, who: Identity, permission: str) -> None:
+        """GitHub's 403 for a credential that may read but not write ``permission``."""
+        if not who.can_write(permission):
+            by = "integration" if who.kind == "installation" else "personal access token"
+            raise HttpError(403, f"Resource not accessible by {by}")
+
     def pull(self, repo: Repo, number: str) -> Pull:
         pr = repo.pulls.get(int(number))
         if pr is None:
@@ -78,7 +96,7 @@ class Rest:
 
     # -- endpoints ---------------------------------------------------------------------------------
     def rate_limit(self, who: Identity, *, query, body) -> Answer:
-        used, reset = self.state.usage.get(who.login, (0, time.time() + 3600))
+        used, reset = self.state.usage.get(who.login, (0, self.state.clock() + 3600))
         core = {
             "limit": 5000,
             "remaining": 5000 - used,
@@ -86,7 +104,9 @@ class Rest:
             "used": used,
             "resource": "core",
         }
-        return 200, {}, {"resources": {"core": core, "graphql": dict(core, resource="graphql")}, "rate": core}
+        search = {"limit": 30, "remaining": 30, "reset": int(reset), "used": 0, "resource": "search"}
+        resources = {"core": core, "graphql": dict(core, resource="graphql"), "search": search}
+        return 200, {}, {"resources": resources, "rate": core}
 
     def get_repo(self, who, owner, name, *, query, body) -> Answer:
         return 200, {}, self.urls.repo(self.repo(who, owner, name))
@@ -117,6 +137,7 @@ class Rest:
 
     def create_pull(self, who, owner, name, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         head, base = str(body.get("head", "")), str(body.get("base", ""))
         head = head.split(":", 1)[1] if ":" in head else head
         if not body.get("title"):
@@ -127,11 +148,14 @@ class Rest:
             raise validation("head is invalid", field="head", code="invalid")
         if head == base:
             raise validation(f"No commits between {base} and {head}", code="custom")
+        if body.get("draft") and not repo.drafts_supported:
+            # GitHub's answer, word for word: a top-level message, no "errors" list.
+            raise HttpError(422, "Draft pull requests are not supported in this repository.")
         with self.state.lock:
             for pr in repo.pulls.values():
                 if pr.state == "open" and pr.head == head and pr.base == base:
                     raise validation(f"A pull request already exists for {repo.owner}:{head}.", code="custom")
-            now = time.time()
+            now = self.state.clock()
             pr = Pull(
                 number=max(repo.pulls, default=0) + 1,
                 id=self.state.new_id(),
@@ -157,6 +181,7 @@ class Rest:
 
     def update_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
             for key in ("title", "body", "base"):
@@ -168,16 +193,19 @@ class Rest:
                 if pr.merged:
                     raise validation("Cannot change the state of a merged pull request", code="custom")
                 pr.state = body["state"]
-                pr.closed_at = time.time() if pr.state == "closed" else None
-            pr.updated_at = time.time()
+                pr.closed_at = self.state.clock() if pr.state == "closed" else None
+            pr.updated_at = self.state.clock()
         return 200, {}, self.urls.pull(self.state, repo, pr)
 
     def merge_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
-            if pr.state != "open" or pr.draft:
+            if pr.state != "open":
                 raise HttpError(405, "Pull Request is not mergeable")
+            if pr.draft:
+                raise HttpError(405, "Pull Request is still a draft")
             if body.get("sha") and body["sha"] != self.state.branch_sha(repo, pr.head):
                 raise HttpError(409, "Head branch was modified. Review and try the merge again.")
             message = (
@@ -186,14 +214,22 @@ class Rest:
             sha = self.state.merge(repo, pr, message)
             if sha is None:
                 raise HttpError(405, "Pull Request is not mergeable")
-            now = time.time()
+            now = self.state.clock()
             pr.state, pr.merged, pr.merged_at, pr.closed_at = "closed", True, now, now
-            pr.merge_commit_sha, pr.updated_at = sha, now
+            pr.merge_commit_sha, pr.updated_at, pr.merged_by = sha, now, who.login
         return 200, {}, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     def request_reviewers(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         users, teams = list(body.get("reviewers") or []), list(body.get("team_reviewers") or [])
+        with self.state.lock:
+            author = self.pull(repo, number).user
+        if author in users:
+            raise validation("Review cannot be requested from pull request author.", code="custom")
+        if teams and who.kind == "installation" and "members" not in who.permissions:
+            # Requesting a team needs the App's organization "members" permission.
+            raise HttpError(403, "Resource not accessible by integration")
         unknown = [u for u in users if u not in repo.collaborators] + [
             t for t in teams if t not in repo.teams
         ]
@@ -216,6 +252,7 @@ class Rest:
 
     def create_comment(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         self.pull(repo, number)
         comment_id = self.state.new_id()
         comment = {
@@ -223,10 +260,12 @@ class Rest:
             "node_id": f"IC_{comment_id}",
             "url": f"{self.urls.api}/repos/{repo.full_name}/issues/comments/{comment_id}",
             "html_url": f"{self.urls.base}/{repo.full_name}/pull/{number}#issuecomment-{comment_id}",
+            "issue_url": f"{self.urls.api}/repos/{repo.full_name}/issues/{number}",
             "body": str(body.get("body", "")),
-            "user": self.urls.user(who.login),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "user": self.urls.user(who.login, kind="Bot" if who.kind == "installation" else "User"),
+            "author_association": "NONE",
+            "created_at": iso(self.state.clock()),
+            "updated_at": iso(self.state.clock()),
         }
         with self.state.lock:
             repo.comments.setdefault(int(number), []).append(comment)
@@ -251,36 +290,62 @@ class Rest:
             "sha": sha,
             "total_count": len(latest),
             "statuses": list(latest.values()),
-            "repository": self.urls.repo(repo),
+            "repository": self.urls.minimal_repo(repo),
+            "commit_url": f"{self.urls.api}/repos/{repo.full_name}/commits/{sha}",
             "url": f"{self.urls.api}/repos/{repo.full_name}/commits/{sha}/status",
         }
         return 200, {}, data
 
     def create_status(self, who, owner, name, sha, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        if body.get("state") not in ("error", "failure", "pending", "success"):
+            raise HttpError(
+                422,
+                "Validation Failed",
+                [{"resource": "Status", "field": "state", "code": "custom", "message": "state is invalid"}],
+            )
+        status_id = self.state.new_id()
+        now = iso(self.state.clock())
         status = {
-            "id": self.state.new_id(),
-            "state": body.get("state"),
-            "context": body.get("context", "default"),
+            "url": f"{self.urls.api}/repos/{repo.full_name}/statuses/{sha}",
+            "avatar_url": None,
+            "id": status_id,
+            "node_id": f"SC_{status_id}",
+            "state": body["state"],
             "description": body.get("description"),
             "target_url": body.get("target_url"),
-            "url": f"{self.urls.api}/repos/{repo.full_name}/statuses/{sha}",
+            "context": body.get("context", "default"),
+            "created_at": now,
+            "updated_at": now,
+            "creator": self.urls.user(who.login),
         }
         with self.state.lock:
             repo.statuses.setdefault(sha, []).append(status)
         return 201, {}, status
+
+    def list_check_runs(self, who, owner, name, ref, *, query, body) -> Answer:
+        repo = self.repo(who, owner, name)
+        sha = self.state.branch_sha(repo, ref) or ref
+        runs = repo.check_runs.get(sha, [])
+        if query.get("filter", ["latest"])[0] == "latest":  # GitHub's default: the newest run per name
+            runs = list({run["name"]: run for run in runs}.values())
+        return 200, {}, {"total_count": len(runs), "check_runs": list(reversed(runs))}
 
     # -- GraphQL: only the mutation PyGithub uses to take a PR out of draft -------------------------
     def graphql(self, who: Identity, body: dict) -> Answer:
         query = str(body.get("query", ""))
         if "markPullRequestReadyForReview" not in query:
             return 200, {}, {"errors": [{"message": "unsupported query in the GitHub double"}]}
+        if not who.can_write("pull_requests"):
+            by = "integration" if who.kind == "installation" else "personal access token"
+            error = {"type": "FORBIDDEN", "message": f"Resource not accessible by {by}"}
+            return 200, {}, {"data": {"markPullRequestReadyForReview": None}, "errors": [error]}
         node_id = (body.get("variables") or {}).get("input", {}).get("pullRequestId", "")
         with self.state.lock:
             for repo in self.state.repos.values():
                 for pr in repo.pulls.values():
                     if f"PR_{pr.id}" == node_id and who.can_access(repo.full_name):
-                        pr.draft, pr.updated_at = False, time.time()
+                        pr.draft, pr.updated_at = False, self.state.clock()
                         result = {"clientMutationId": None, "pullRequest": {"isDraft": False}}
                         return 200, {}, {"data": {"markPullRequestReadyForReview": result}}
         return 200, {}, {"errors": [{"type": "NOT_FOUND", "message": f"Could not resolve node {node_id}"}]}

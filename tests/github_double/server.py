@@ -4,8 +4,16 @@ REST lives under ``/api/v3`` (GitHub Enterprise layout, so a configurable API ba
 GraphQL at ``/api/graphql``, git smart HTTP at ``/<owner>/<repo>.git/...``. Every REST call needs
 ``Authorization: token|Bearer <token>`` (a personal token or an installation token), the App endpoints
 need an RS256 JWT signed with the App's private key, and git needs ``Basic x-access-token:<token>``.
-Responses carry GitHub's rate-limit headers; ``faults`` injects 5xx, secondary rate limits, slow
-answers and rejected pushes.
+Responses carry GitHub's rate-limit headers; ``faults`` injects 5xx, secondary rate limits, stale
+lists, slow answers and rejected pushes.
+
+No kinder than GitHub: every REST answer is validated against GitHub's schema as it leaves
+(schemas.py); credentials carry permissions (a read-only token cannot push or open PRs, an App without
+``workflows`` cannot push workflow files, without organization ``members`` cannot request teams);
+installation tokens are GitHub's stateless ``ghs_<app>_<jwt>`` (~520 characters, two dots); pushes pass
+GitHub's server-side checks with its exact messages (git_http.py); content creation beyond 80 a minute
+meets the secondary limit; a private repository without drafts answers a draft with 422. Time is
+``clock`` (injectable, so rate-limit tests never sleep).
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,9 +30,11 @@ from urllib.parse import urlsplit
 import jwt
 
 from github_double import faults as fault_kinds
+from github_double import schemas
 from github_double.git_http import install_hooks, run_http_backend
+from github_double.render import Urls
 from github_double.rest import HttpError, Rest
-from github_double.state import RATE_LIMIT, App, Identity, Repo, State, Urls, iso
+from github_double.state import RATE_LIMIT, App, Identity, Repo, State, iso
 
 API_PREFIX = "/api/v3"
 GRAPHQL_PATH = "/api/graphql"
@@ -33,10 +44,13 @@ MAX_JWT_LIFETIME_SECONDS = 660  # GitHub: at most 10 minutes, plus the usual 60 
 class GithubDouble:
     """Start with ``with GithubDouble(tmp_path) as gh:``; add repositories, tokens and Apps."""
 
-    def __init__(self, root: Path) -> None:
-        self.state = State(Path(root))
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.state = State(Path(root), clock)
         self.faults = fault_kinds.Faults()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) of every request
+        # Every REST answer is validated against GitHub's schema before it is sent (schemas.py).
+        self.check_schemas = True
+        self.schema_violations: list[str] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.double = self  # type: ignore[attr-defined]
@@ -70,20 +84,71 @@ class GithubDouble:
     def repo_url(self, owner: str, name: str) -> str:
         return f"{self.base_url}/{owner}/{name}.git"
 
-    def add_token(self, token: str, login: str = "leviathan-bot", repos: set[str] | None = None) -> None:
-        self.state.tokens[token] = Identity(login=login, kind="token", repos=repos)
+    def add_token(
+        self,
+        token: str,
+        login: str = "leviathan-bot",
+        repos: set[str] | None = None,
+        permissions: dict[str, str] | None = None,
+    ) -> None:
+        """A fine-grained token; ``permissions`` default to contents and pull requests write."""
+        identity = Identity(login=login, kind="token", repos=repos)
+        if permissions is not None:
+            identity.permissions = dict(permissions)
+        self.state.tokens[token] = identity
 
     def add_app(
-        self, app_id: int, public_key_pem: bytes, installations: dict[int, set[str]], ttl: int = 3600
+        self,
+        app_id: int,
+        public_key_pem: bytes,
+        installations: dict[int, set[str]],
+        ttl: int = 3600,
+        permissions: dict[str, str] | None = None,
     ):
-        self.state.apps[app_id] = App(app_id, public_key_pem, installations, ttl)
+        app = App(app_id, public_key_pem, installations, ttl)
+        if permissions is not None:
+            app.permissions = dict(permissions)
+        self.state.apps[app_id] = app
+
+    def revoke_token(self, token: str) -> None:
+        """GitHub stops honouring ``token`` now (revoked, App uninstalled or its permissions changed)."""
+        with self.state.lock:
+            self.state.tokens.pop(token, None)
 
     def exhaust_rate_limit(self, login: str, reset_in: float) -> None:
         """The next REST call of ``login`` hits the primary rate limit until ``reset_in`` seconds pass."""
-        self.state.usage[login] = (RATE_LIMIT, time.time() + reset_in)
+        self.state.usage[login] = (RATE_LIMIT, self.state.clock() + reset_in)
 
-    def reject_next_push(self, message: str = "GH006: Protected branch update failed") -> None:
-        self.faults.push_rejections.append(message)
+    def reject_next_push(
+        self,
+        message: str = "GH006: Protected branch update failed",
+        reason: str = "protected branch hook declined",
+    ) -> None:
+        """The next push is refused: ``remote: error: <message>`` and ``[remote rejected] (<reason>)``."""
+        self.faults.push_rejections.append({"lines": [f"error: {message}"], "reason": reason})
+
+    def restrict_ref_creation(self, owner: str, name: str, ref_pattern: str) -> None:
+        """A ruleset that forbids creating refs matching ``ref_pattern`` (GH013 on push)."""
+        self.state.repos[f"{owner}/{name}"].rulesets.append({"rule": "creation", "ref": ref_pattern})
+
+    def add_check_run(
+        self,
+        owner: str,
+        name: str,
+        sha: str,
+        check_name: str,
+        *,
+        status: str = "completed",
+        conclusion: str | None = "success",
+    ) -> dict:
+        """A check run on ``sha``, as GitHub Actions (another App) reports one; newest last."""
+        repo = self.state.repos[f"{owner}/{name}"]
+        run = self.urls.check_run(
+            repo, self.state.new_id(), sha, check_name, status, conclusion, self.state.clock()
+        )
+        with self.state.lock:
+            repo.check_runs.setdefault(sha, []).append(run)
+        return run
 
     def pulls(self, owner: str, name: str) -> list:
         return sorted(self.state.repos[f"{owner}/{name}"].pulls.values(), key=lambda p: p.number)
@@ -105,7 +170,8 @@ class GithubDouble:
                 return None
         elif scheme.lower() not in ("token", "bearer"):
             return None
-        if not git and credential.count(".") == 2:
+        # An App's JWT has two dots; so has an installation token (ghs_<app>_<jwt>), told apart by prefix.
+        if not git and credential.count(".") == 2 and not credential.startswith("ghs_"):
             return self._verify_app_jwt(credential)
         return self.state.identity_for_token(credential.strip())
 
@@ -143,28 +209,16 @@ class GithubDouble:
                 {
                     "token": token,
                     "expires_at": iso(expires),
-                    "permissions": {"contents": "write", "pull_requests": "write", "metadata": "read"},
+                    "permissions": dict(app.permissions),
                     "repository_selection": "selected",
                 },
             )
         if method == "GET" and len(parts) == 4 and parts[0] == "repos" and parts[3] == "installation":
             full = f"{parts[1]}/{parts[2]}"
-            tokens_url = f"{self.api_url}/app/installations"
             for installation, repos in (app.installations if app else {}).items():
                 if full in repos:
-                    return (
-                        200,
-                        {},
-                        {
-                            "id": installation,
-                            "app_id": app.app_id,
-                            "target_type": "Organization",
-                            "account": self.urls.user(parts[1], kind="Organization"),
-                            "access_tokens_url": f"{tokens_url}/{installation}/access_tokens",
-                            "repositories_url": f"{self.api_url}/installation/repositories",
-                            "html_url": f"{self.base_url}/organizations/{parts[1]}/settings/installations",
-                        },
-                    )
+                    body = self.urls.installation(app.app_id, installation, parts[1], app.permissions)
+                    return 200, {}, body
             raise HttpError(404, "Not Found")
         return None
 
@@ -218,7 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None and not fault.after:
-            self._send_json(fault.status, fault.headers, {"message": fault.message, "documentation_url": ""})
+            self._send_json(fault.status, fault.headers, self._fault_body(fault))
             return
         if ".git/" in split.path:
             status, headers, payload = self._git(split.path, split.query, body)
@@ -228,8 +282,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, headers, data = self._rest(split.path, split.query, body)
         if fault is not None and fault.status is not None:  # after=True: the work is done, the answer lost
-            status, headers, data = fault.status, fault.headers, {"message": fault.message}
+            status, headers, data = fault.status, fault.headers, self._fault_body(fault)
         self._send_json(status, headers, data)
+
+    @staticmethod
+    def _fault_body(fault) -> object:
+        if fault.body is not None:
+            return fault.body
+        return {"message": fault.message, "documentation_url": "https://docs.github.com/rest"}
 
     def _git(self, path: str, query: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         who = self.double.identify(self.headers.get("Authorization"), git=True)
@@ -239,8 +299,22 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, challenge, b"Authentication required\n"
         if repo_name not in self.double.state.repos or not who.can_access(repo_name):
             return 404, {"Content-Type": "text/plain"}, b"Repository not found.\n"
-        pushing = path.endswith("/git-receive-pack")
-        reject = self.double.faults.take_push_rejection() if pushing else None
+        receive = path.endswith("/git-receive-pack") or "service=git-receive-pack" in query
+        if receive and not who.can_write("contents"):
+            # GitHub refuses a read-only credential before any pack is sent; git prints the text.
+            message = f"Permission to {repo_name}.git denied to {who.login}.\n"
+            return 403, {"Content-Type": "text/plain; charset=utf-8"}, message.encode()
+        policy = None
+        if path.endswith("/git-receive-pack"):
+            repo = self.double.state.repos[repo_name]
+            policy = {
+                "kind": who.kind,
+                "workflows": who.can_write("workflows"),
+                "rulesets": repo.rulesets,
+                "push_protection": repo.push_protection,
+                "rules_url": f"{self.double.base_url}/{repo_name}/rules",
+                "armed": self.double.faults.take_push_rejection(),
+            }
         headers = {k.lower(): v for k, v in self.headers.items()}
         return run_http_backend(
             self.double.state.git_root,
@@ -250,7 +324,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers,
             body,
             remote_user=who.login,
-            reject_push=reject,
+            push_policy=policy,
         )
 
     def _rest(self, path: str, query: str, raw: bytes) -> tuple[int, dict[str, str], object]:
@@ -275,6 +349,12 @@ class _Handler(BaseHTTPRequestHandler):
         if used > limit:
             message = f"API rate limit exceeded for {who.login}."
             return 403, rate, {"message": message, "documentation_url": "https://docs.github.com/rest"}
+        if self.command in ("POST", "PATCH", "PUT", "DELETE") and not double.state.count_write(who.login):
+            body = {
+                "message": fault_kinds.SECONDARY_RATE_LIMIT_MESSAGE,
+                "documentation_url": fault_kinds.SECONDARY_RATE_LIMIT_DOCS,
+            }
+            return 403, rate, body
         try:
             data = json.loads(raw) if raw else {}
             if path == GRAPHQL_PATH:
@@ -294,4 +374,20 @@ class _Handler(BaseHTTPRequestHandler):
             status, headers, answer = exc.answer()
         except json.JSONDecodeError:
             status, headers, answer = 400, {}, {"message": "Problems parsing JSON"}
+        drift = self._schema_violation(path, status, answer)
+        if drift:
+            double.schema_violations.append(drift)
+            return 500, {}, {"message": f"the GitHub double drifted from GitHub's schema: {drift}"}
         return status, {**rate, **headers}, answer
+
+    def _schema_violation(self, path: str, status: int, answer: object) -> str | None:
+        if not self.double.check_schemas or path == GRAPHQL_PATH or not path.startswith(API_PREFIX):
+            return None
+        rest_path = path[len(API_PREFIX) :]
+        if rest_path.endswith("/installation"):
+            route = "repo_installation"
+        elif rest_path.endswith("/access_tokens"):
+            route = "access_token"
+        else:
+            route = self.double.rest.route_name(self.command, rest_path) or "unknown"
+        return schemas.violation(route, status, answer)

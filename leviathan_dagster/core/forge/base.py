@@ -21,6 +21,16 @@ class Forge(ABC):
         """Environment that authenticates one git command to ``clone_url()`` (never part of the URL)."""
         return {}
 
+    def permanent_push_refusal(self, git_output: str) -> str | None:
+        """Why the forge refused a push for good (with the forge's own message), from git's output;
+        None when the refusal may pass on retry (the default: every push failure is transient)."""
+        return None
+
+    def renew_credentials_after(self, git_output: str) -> bool:
+        """git was refused authentication (``git_output``): drop a credential that can be renewed and
+        say so, so the caller tries once more; False (the default) when there is nothing to renew."""
+        return False
+
     @abstractmethod
     def open_pull_request(
         self,

@@ -2,7 +2,7 @@
 
 Every call goes through ``call_github`` (errors translated once, retries declared in github_errors.py)
 and every PyGithub pull request is mapped to Leviathan's ``PullRequest`` in one function,
-``_to_pull_request``; no PyGithub object leaves this module.
+``_to_pull_request``; no PyGithub object leaves the forge's github*.py modules.
 
 Opening a PR is idempotent: each try first looks for an open PR from the same head, so a create that
 GitHub performed but whose answer was lost (a 502 or a timeout) is found instead of repeated. A PR
@@ -14,35 +14,43 @@ from __future__ import annotations
 import base64
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from urllib.parse import urlsplit
 
 from github import Github
 
-from leviathan_dagster.core.config_secrets import resolve_secret
-from leviathan_dagster.core.errors import ConfigError, ConflictError
+from leviathan_dagster.core.errors import ConflictError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.github_auth import (
     InstallationTokens,
     SourceAuth,
-    StaticToken,
-    TokenSource,
     git_auth_env,
+    token_source_for,
 )
-from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github
+from leviathan_dagster.core.forge.github_checks import commit_is_green
+from leviathan_dagster.core.forge.github_errors import (
+    GithubAuthError,
+    RetryPolicy,
+    call_github,
+    permanent_push_refusal,
+)
+from leviathan_dagster.core.forge.github_location import derive_location
 from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
 
 log = logging.getLogger("leviathan.forge.github")
 
-PUBLIC_API_URL = "https://api.github.com"
 # GitHub asks integrators to leave about a second between writes to stay under the secondary limits.
 SECONDS_BETWEEN_WRITES = 1.0
 SECONDS_BETWEEN_REQUESTS = 0.25
-_PATH_RE = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
+# GitHub's words (422) for a draft where the plan has none, and for a second PR from one head.
+DRAFTS_UNSUPPORTED = "Draft pull requests are not supported in this repository"
+ALREADY_EXISTS = "A pull request already exists"
+DRAFT_FALLBACK_NOTE = (
+    "GitHub does not support draft pull requests in this repository, so Leviathan opened this one ready "
+    "for review. If the description says tests are failing, do not merge it as is."
+)
 
 
 def _stamp(moment: datetime | None) -> str | None:
@@ -72,33 +80,6 @@ def _to_pull_request(target_id: str, pr) -> PullRequest:
     )
 
 
-def derive_location(target: TargetConfig) -> tuple[str, str]:
-    """(api_url, "owner/name") from the ``github:`` section, else from the https ``repo_url``."""
-    parts = urlsplit(target.repo_url)
-    if parts.scheme not in ("https", "http"):
-        raise ConfigError(
-            f"target '{target.id}': forge 'github' needs an https repo_url, got {target.repo_url!r}. "
-            "Fix: write e.g. 'repo_url: https://github.com/acme/service.git'"
-        )
-    if parts.username or parts.password:
-        raise ConfigError(
-            f"target '{target.id}': repo_url must not carry credentials. Fix: remove them from the URL "
-            "and reference the token under secrets: (github_token: {env: GITHUB_TOKEN})"
-        )
-    settings = target.github
-    match = _PATH_RE.match(parts.path)
-    repository = settings.repository or (f"{match.group(1)}/{match.group(2)}" if match else None)
-    if repository is None:
-        raise ConfigError(
-            f"target '{target.id}': cannot tell owner/name from repo_url {target.repo_url!r}. "
-            "Fix: set 'github: {repository: owner/name}'"
-        )
-    if settings.api_url:
-        return settings.api_url, repository
-    host = parts.netloc
-    return (PUBLIC_API_URL if host == "github.com" else f"{parts.scheme}://{host}/api/v3"), repository
-
-
 class GithubForge(Forge):
     """Pull requests of one GitHub repository, authenticated by token or GitHub App."""
 
@@ -119,7 +100,13 @@ class GithubForge(Forge):
         self.owner = self.repository.split("/", 1)[0]
         self._retry = retry or RetryPolicy()
         self._clock = clock
-        self._source = self._token_source(target, os.environ if environ is None else environ)
+        self._source = token_source_for(
+            target,
+            os.environ if environ is None else environ,
+            repository=self.repository,
+            api_url=self.api_url,
+            clock=self._clock,
+        )
         self._github = Github(
             auth=SourceAuth(self._source),
             base_url=self.api_url,
@@ -131,38 +118,6 @@ class GithubForge(Forge):
             lazy=True,  # objects are fetched when read, inside call_github (no request in the constructor)
         )
         self._repo = self._github.get_repo(self.repository)
-
-    def _token_source(self, target: TargetConfig, environ: Mapping[str, str]) -> TokenSource:
-        settings = target.github
-        if settings.app_id is not None:
-            key = resolve_secret(target, "github_app_private_key", environ)
-            if key is None:
-                env = target.secret_env.get("github_app_private_key")
-                raise ConfigError(
-                    f"target '{target.id}': github.app_id is set but the App's private key is not available"
-                    + (f" (environment variable {env} is empty)" if env else "")
-                    + ". Fix: add 'github_app_private_key: {env: GITHUB_APP_PRIVATE_KEY}' under secrets: "
-                    "and export the PEM in that variable"
-                )
-            return InstallationTokens(
-                app_id=settings.app_id,
-                private_key=key,
-                installation_id=settings.installation_id,
-                repository=self.repository,
-                api_url=self.api_url,
-                timeout=settings.timeout_seconds,
-                clock=self._clock,
-            )
-        token = resolve_secret(target, "github_token", environ)
-        if token is None:
-            env = target.secret_env.get("github_token")
-            raise ConfigError(
-                f"target '{target.id}': forge 'github' needs a token"
-                + (f" (environment variable {env} is empty)" if env else "")
-                + ". Fix: add 'github_token: {env: GITHUB_TOKEN}' under secrets: and export the token, "
-                "or configure a GitHub App (github.app_id and secret github_app_private_key)"
-            )
-        return StaticToken(token)
 
     def close(self) -> None:
         """Close the HTTP connections (also done when the forge is garbage collected)."""
@@ -183,7 +138,15 @@ class GithubForge(Forge):
         return [token, base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")]
 
     def _call(self, what: str, fn):
-        return call_github(fn, what, self._retry, self._secrets)
+        try:
+            return call_github(fn, what, self._retry, self._secrets)
+        except GithubAuthError:
+            # An installation token can be revoked (or its App's permissions changed) before it
+            # expires: drop it, exchange a new one, and try once more. A second 401 is the answer.
+            if not isinstance(self._source, InstallationTokens) or not self._source.invalidate():
+                raise
+            log.info("GitHub answered 401 to the cached installation token: exchanging a new one")
+            return call_github(fn, what, self._retry, self._secrets)
 
     def clone_url(self) -> str:
         return self.repo_url
@@ -191,6 +154,17 @@ class GithubForge(Forge):
     def git_auth_env(self) -> dict[str, str]:
         token = self._call("installation token", self._source.token)
         return git_auth_env(self.repo_url, token)
+
+    def permanent_push_refusal(self, git_output: str) -> str | None:
+        return permanent_push_refusal(git_output)
+
+    def renew_credentials_after(self, git_output: str) -> bool:
+        # GitHub answers a token it no longer honours with a 401 challenge; git, which sent the token as
+        # a header it knows nothing about, then asks for a username (prompts are off) or reports the
+        # 401. An installation token can be exchanged again; a personal token cannot.
+        signs = ("could not read Username", "Authentication failed", "returned error: 401")
+        refused = any(sign in git_output for sign in signs)
+        return refused and isinstance(self._source, InstallationTokens) and self._source.invalidate()
 
     # -- reads ---------------------------------------------------------------------------------------
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
@@ -235,20 +209,54 @@ class GithubForge(Forge):
                     f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
                 )
 
+        wants_draft = draft or self.settings.draft_until_green
+        try:
+            created = self._create(head, base, title, body, wants_draft)
+        except ConflictError as exc:
+            if wants_draft and DRAFTS_UNSUPPORTED in str(exc):
+                # Private repositories on GitHub Free/Pro have no drafts: open it ready for review
+                # (once) and say so on the PR, rather than failing an attempt whose branch is pushed.
+                created = self._create(head, base, title, body, False)
+                self._note(created.number, DRAFT_FALLBACK_NOTE)
+            elif ALREADY_EXISTS in str(exc):
+                created = self._adopt(head, marker, exc)
+            else:
+                raise
+        # From here on the PR exists: nothing may fail the attempt that opened it.
+        if reviewers:
+            self._request_reviewers(created.number, reviewers)
+        try:
+            return self.get_pull_request(created.number)
+        except LeviathanError as exc:
+            log.warning("pull request #%s opened; reading it back failed: %s", created.number, exc)
+            return created
+
+    def _create(self, head: str, base: str, title: str, body: str, draft: bool) -> PullRequest:
         def create_once():
             # A previous try may have been performed by GitHub with its answer lost: find it first.
             existing = list(self._repo.get_pulls(state="open", head=f"{self.owner}:{head}"))
             if existing:
-                return existing[0]
-            return self._repo.create_pull(
-                base=base, head=head, title=title, body=body, draft=draft or self.settings.draft_until_green
-            )
+                return _to_pull_request(self.target_id, existing[0])
+            pr = self._repo.create_pull(base=base, head=head, title=title, body=body, draft=draft)
+            return _to_pull_request(self.target_id, pr)
 
-        created = self._call(f"open a pull request from {head}", create_once)
-        number = created.number
-        if reviewers:
-            self._request_reviewers(number, reviewers)
-        return self.get_pull_request(number)
+        return self._call(f"open a pull request from {head}", create_once)
+
+    def _adopt(self, head: str, marker: str | None, refused: ConflictError) -> PullRequest:
+        """GitHub says a PR from ``head`` exists (its list had not shown it yet): adopt it if it carries
+        this task's marker; anything else is a real conflict."""
+        for pr in self.list_pull_requests("open"):
+            if pr.head == head and marker and pr.task_marker() == marker:
+                log.info("adopting pull request #%s already open from %s", pr.number, head)
+                return pr
+        raise refused
+
+    def _note(self, number: int, text: str) -> None:
+        """A comment on the PR, best effort: the PR is open and useful without it."""
+        try:
+            self._call(f"comment on #{number}", lambda: self._repo.get_issue(number).create_comment(text))
+        except LeviathanError as exc:
+            log.warning("could not comment on #%s: %s", number, exc)
 
     def _request_reviewers(self, number: int, reviewers: Sequence[str]) -> None:
         users = [r for r in reviewers if "/" not in r]
@@ -260,11 +268,15 @@ class GithubForge(Forge):
                     reviewers=users, team_reviewers=teams
                 ),
             )
-        except ConflictError as exc:
-            # The PR is open and useful without reviewers; say why on the PR instead of failing it.
+        except LeviathanError as exc:
+            # 422 (not a collaborator), 403 (an App without organization members access, for teams),
+            # or GitHub down after the PR was opened: the PR is open and useful without reviewers; say
+            # why on the PR instead of failing the attempt that opened it.
             log.warning("reviewers %s not requested on #%s: %s", reviewers, number, exc)
             note = f"Leviathan could not request review from {', '.join(reviewers)} (task owner): {exc}"
-            self._call(f"comment on #{number}", lambda: self._repo.get_issue(number).create_comment(note))
+            if teams and "not accessible by integration" in str(exc):
+                note += ". A GitHub App needs the organization permission Members (read) to request teams."
+            self._note(number, note)
 
     def merge_pull_request(self, number: int) -> PullRequest:
         def merge_once():
@@ -300,10 +312,7 @@ class GithubForge(Forge):
 
             def promote_if_green(number=pr.number) -> bool:
                 live = self._repo.get_pull(number)
-                if (
-                    not live.draft
-                    or self._repo.get_commit(live.head.sha).get_combined_status().state != "success"
-                ):
+                if not live.draft or not commit_is_green(self._repo.get_commit(live.head.sha)):
                     return False
                 live.mark_ready_for_review()
                 return True

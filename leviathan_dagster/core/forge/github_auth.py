@@ -13,11 +13,14 @@ import base64
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from github import Auth, GithubIntegration
 
+from leviathan_dagster.core.config_secrets import resolve_secret
+from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.models import TargetConfig
 from leviathan_dagster.core.redaction import register_secret
 
 # Installation tokens live one hour. A token is replaced this long before it expires, so a clone, a
@@ -87,6 +90,16 @@ class InstallationTokens(TokenSource):
     def close(self) -> None:
         self._integration.close()
 
+    def invalidate(self) -> bool:
+        """Forget the current token here and in the process-wide cache (GitHub refused it); False when
+        there was none, so a 401 on the exchange itself is not retried."""
+        with self._lock:
+            dropped, self._token, self._expires_at = self._token, None, 0.0
+            with _granted_lock:
+                if dropped is not None and _granted.get(self._cache_key, (None,))[0] == dropped:
+                    del _granted[self._cache_key]
+        return dropped is not None
+
     def _refresh(self) -> None:
         with _granted_lock:
             shared = _granted.get(self._cache_key)
@@ -121,6 +134,48 @@ class SourceAuth(Auth.Auth):
     @property
     def _masked_token(self) -> str:
         return "token (removed)"
+
+
+def token_source_for(
+    target: TargetConfig,
+    environ: Mapping[str, str],
+    *,
+    repository: str,
+    api_url: str,
+    clock: Callable[[], float] = time.time,
+) -> TokenSource:
+    """The target's credential: a GitHub App's installation tokens when ``github.app_id`` is set, else
+    its token; ConfigError naming the secret and the fix when it is missing."""
+    settings = target.github
+    if settings.app_id is not None:
+        key = resolve_secret(target, "github_app_private_key", environ)
+        if key is None:
+            env = target.secret_env.get("github_app_private_key")
+            raise ConfigError(
+                f"target '{target.id}': github.app_id is set but the App's private key is not available"
+                + (f" (environment variable {env} is empty)" if env else "")
+                + ". Fix: add 'github_app_private_key: {env: GITHUB_APP_PRIVATE_KEY}' under secrets: "
+                "and export the PEM in that variable"
+            )
+        return InstallationTokens(
+            app_id=settings.app_id,
+            private_key=key,
+            installation_id=settings.installation_id,
+            repository=repository,
+            api_url=api_url,
+            timeout=settings.timeout_seconds,
+            clock=clock,
+        )
+    token = resolve_secret(target, "github_token", environ)
+    if token is None:
+        env = target.secret_env.get("github_token")
+        raise ConfigError(
+            f"target '{target.id}': forge 'github' needs a token"
+            + (f" (environment variable {env} is empty)" if env else "")
+            + ". Fix: add 'github_token: {env: GITHUB_TOKEN}' under secrets: and export the token, "
+            "or configure a GitHub App (github.app_id and secret github_app_private_key)"
+        )
+    return StaticToken(token)
 
 
 def git_auth_env(remote_url: str, token: str) -> dict[str, str]:
