@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,7 @@ class KubernetesApiDouble:
         self.token = secrets.token_hex(16)
         self.requests: list[tuple[str, str]] = []
         self.refuse_next: list[int] = []  # status codes to answer the next requests with (fault injection)
+        self.unavailable_until = 0.0  # monotonic time until which every request gets 503 (a restart)
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.double = self
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
@@ -126,7 +128,17 @@ class KubernetesApiDouble:
         path.write_text(yaml.safe_dump(config), encoding="utf-8")
         return path
 
+    def outage(self, seconds: float) -> None:
+        """The API server answers 503 to everything for ``seconds`` (an upgrade, an etcd hiccup)."""
+        self.unavailable_until = time.monotonic() + seconds
+
     def handle(self, method: str, path: str, query: dict, body: Any) -> tuple[int, Any, str]:
+        if time.monotonic() < self.unavailable_until:
+            return (
+                503,
+                _status(503, "ServiceUnavailable", "the server is currently unable to handle the request"),
+                "json",
+            )
         if self.refuse_next:
             code = self.refuse_next.pop(0)
             return code, _status(code, "InternalError" if code >= 500 else "Forbidden", "injected"), "json"
