@@ -503,6 +503,13 @@ class Cluster:
         return kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.visible)
 
     def _run_pod(self, pod: Pod, restart: bool) -> None:
+        try:
+            self._run_pod_unguarded(pod, restart)
+        except Exception as exc:  # a bug of the double must show on the pod, not vanish with its thread
+            pod.waiting = ("RunContainerError", f"k8s double: {type(exc).__name__}: {exc}")
+            raise
+
+    def _run_pod_unguarded(self, pod: Pod, restart: bool) -> None:
         pod.restarts = restart
         image_failures = 0
         while not (pod.deleted or self._closed.is_set()):
