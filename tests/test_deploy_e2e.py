@@ -90,7 +90,12 @@ def operator_overlay(folder: Path, dsn: str, gh: GithubDouble) -> Path:
     """What an operator writes on top of deploy/k8s/overlays/production: their leviathan.yaml (their
     target; everything else as shipped) and where their database is."""
     folder.mkdir(parents=True)
-    shipped = yaml.safe_load((PRODUCTION / "leviathan.yaml").read_text())
+    [config] = [
+        o
+        for o in render(PRODUCTION)
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "leviathan-config"
+    ]
+    shipped = yaml.safe_load(config["data"]["leviathan.yaml"])
     shipped["targets"] = [
         {
             "id": "site",
@@ -103,7 +108,13 @@ def operator_overlay(folder: Path, dsn: str, gh: GithubDouble) -> Path:
             "policy": {"allowed_path_prefixes": [".leviathan/", "docs/"], "max_open_prs": 1},
         }
     ]
-    (folder / "leviathan.yaml").write_text(yaml.safe_dump(shipped, sort_keys=False))
+    their_config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "leviathan-config", "namespace": "leviathan"},
+        "data": {"leviathan.yaml": yaml.safe_dump(shipped, sort_keys=False)},
+    }
+    (folder / "leviathan-config.yaml").write_text(yaml.safe_dump(their_config))
     db = conninfo_to_dict(dsn)
     database = {
         "apiVersion": "v1",
@@ -120,16 +131,9 @@ def operator_overlay(folder: Path, dsn: str, gh: GithubDouble) -> Path:
     kustomization = {
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
+        "namespace": "leviathan",
         "resources": [os.path.relpath(PRODUCTION, folder)],
-        "configMapGenerator": [
-            {
-                "name": "leviathan-config",
-                "behavior": "replace",
-                "files": ["leviathan.yaml"],
-                "options": {"disableNameSuffixHash": True},
-            }
-        ],
-        "patches": [{"path": "database.yaml"}],
+        "patches": [{"path": "leviathan-config.yaml"}, {"path": "database.yaml"}],
     }
     (folder / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
     return folder
