@@ -19,6 +19,8 @@ demo: install
 	$(BIN)/leviathan --home $(LEVIATHAN_HOME) demo
 
 test: install lint
+	@command -v kubectl >/dev/null || { echo "kubectl is missing (the deployment tests render deploy/k8s with it): run .ci/run or apt-get install kubectl"; exit 1; }
+	@command -v bwrap >/dev/null || { echo "bwrap is missing (the Kubernetes double runs pods under it): run .ci/run or apt-get install bubblewrap"; exit 1; }
 	$(BIN)/pytest
 
 lint: install
