@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import kubernetes
+import kubernetes_validate
 import pytest
 from k8s_double import TEST_IMAGE, running_double
+from k8s_double.server import K8S_VERSION
 
 from leviathan_dagster.core.executors.k8s_api import KubernetesApi
 from leviathan_dagster.core.models import KubernetesSettings
@@ -208,6 +210,9 @@ def test_a_job_past_its_deadline_is_failure_target_then_failed_then_expires(clus
         ("Failed", "DeadlineExceeded"),
     ]
     assert j.pod.process.poll() is not None and j.pod.deleted  # the controller deleted the pod
+    # What the double serves has the API's own field names (status included).
+    for obj in (j.to_api(), j.pod.to_api()):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     api = KubernetesApi(KubernetesSettings(), client)
     double.cluster.wait_until(lambda: api.read_job("slow") is None, 10)  # the TTL controller
 
