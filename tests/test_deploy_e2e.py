@@ -217,7 +217,9 @@ def wait_running(deployment: Deployed, names=RUNNING, timeout: float = 60.0) -> 
                 stuck_since.pop(name, None)
             elif time.monotonic() - stuck_since.setdefault(name, time.monotonic()) > STUCK_SECONDS:
                 reason, message = pod.waiting
-                raise DeploymentFailed(f"Deployment {name}: pod {pod.name} is {reason}: {message}")
+                log = pod.log_path.read_text(errors="replace")[-1500:] if pod.log_path else ""
+                # (A crash loop's log says why, e.g. the host port already taken by another process.)
+                raise DeploymentFailed(f"Deployment {name}: pod {pod.name} is {reason}: {message}\n{log}")
         if all(p is not None and p.phase == "Running" and p.waiting is None for p in pods.values()):
             return
         if time.monotonic() > end:
