@@ -15,10 +15,8 @@ the kubelet's.
 from __future__ import annotations
 
 import base64
-import os
 import secrets
 import signal
-import subprocess
 import tempfile
 import threading
 import time
@@ -26,14 +24,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from k8s_double import kubelet
-from k8s_double.kubelet import ContainerConfigError, Image, ImagePullError, MountError
+from k8s_double.kubelet import Image
+from k8s_double.node import Node
 from k8s_double.pods import Job, Pod, now
-from k8s_double.sandbox import bwrap_argv
 
 DEFAULT_GRACE_SECONDS = 30
-RETRY_SECONDS = 0.3  # how often the kubelet retries a config error or an image pull (real: ~10 s)
-CRASH_BACKOFF_SECONDS = (1, 2, 4, 8)  # real: 10 s doubling to 5 min; shortened, same shape
 
 
 class Cluster:
@@ -71,6 +66,7 @@ class Cluster:
         self.api_port = 0
         self.ca_path: Path | None = None
         self._closed = threading.Event()
+        self.node = Node(self)
         for namespace in namespaces:
             self.put(
                 "Namespace", "", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -171,7 +167,7 @@ class Cluster:
             return
         job.pod = pod
         job.pods.append(pod)
-        threading.Thread(target=self._run_pod, args=(pod, False), daemon=True).start()
+        threading.Thread(target=self.node.run_pod, args=(pod, False), daemon=True).start()
 
     def delete_job(self, namespace: str, name: str, propagation: str | None = None) -> Job | None:
         with self.lock:
@@ -206,7 +202,9 @@ class Cluster:
         pod.deleted = True
         if grace is None:
             grace = pod.body["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
-        threading.Thread(target=self._stop, args=(pod, "deleted", signal.SIGTERM, grace), daemon=True).start()
+        threading.Thread(
+            target=self.node.stop, args=(pod, "deleted", signal.SIGTERM, grace), daemon=True
+        ).start()
 
     # -- fault injection for tests --------------------------------------------------------------------
     def kill_pod(self, job_name: str, reason: str = "OOMKilled", namespace: str = "leviathan") -> None:
@@ -214,7 +212,7 @@ class Cluster:
         with self.lock:
             job = self.jobs[(namespace, job_name)]
         job.pod.kill_reason = reason
-        self._stop(job.pod, reason, sig=signal.SIGKILL)
+        self.node.stop(job.pod, reason, sig=signal.SIGKILL)
 
     def wait_until(self, predicate, timeout: float = 30.0) -> None:
         end = time.monotonic() + timeout
@@ -226,7 +224,7 @@ class Cluster:
     def close(self) -> None:
         self._closed.set()
         for pod in self.all_pods() + [p for j in list(self.jobs.values()) for p in j.pods]:
-            self._stop(pod, "shutdown", sig=signal.SIGKILL)
+            self.node.stop(pod, "shutdown", sig=signal.SIGKILL)
 
     # -- admission: ServiceAccount, image pull secrets, token ----------------------------------------
     def _admit(self, namespace, name, labels, template, owner, owner_kind) -> Pod | str:
@@ -270,189 +268,8 @@ class Cluster:
         }
         return Pod(body, owner)
 
-    def _token_dir(self, pod: Pod, folder: Path) -> Path | None:
-        spec = pod.body["spec"]
-        account = self.get("ServiceAccount", pod.namespace, spec["serviceAccountName"]) or {}
-        automount = spec.get(
-            "automountServiceAccountToken", account.get("automountServiceAccountToken", True)
-        )
-        if not automount:
-            return None
-        token = secrets.token_urlsafe(24)
-        with self.lock:
-            self.tokens[token] = (pod.namespace, spec["serviceAccountName"])
-        folder = folder / "serviceaccount"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "token").write_text(token)
-        (folder / "namespace").write_text(pod.namespace)
-        (folder / "ca.crt").write_bytes(self.ca_path.read_bytes() if self.ca_path else b"")
-        return folder
-
-    # -- the kubelet ----------------------------------------------------------------------------------
-    def _lookup(self, namespace: str):
-        return lambda kind, name: self.get(kind, namespace, name)
-
-    def _service_env_and_hosts(self, namespace: str) -> tuple[dict[str, str], list[str]]:
-        env = {
-            "KUBERNETES_SERVICE_HOST": "127.0.0.1",
-            "KUBERNETES_SERVICE_PORT": str(self.api_port),
-            "KUBERNETES_SERVICE_PORT_HTTPS": str(self.api_port),
-            "KUBERNETES_PORT": f"tcp://127.0.0.1:{self.api_port}",
-        }
-        hosts = ["127.0.0.1 localhost", "127.0.0.1 kubernetes kubernetes.default kubernetes.default.svc"]
-        for service in self.list("Service", None):
-            meta, spec = service["metadata"], service.get("spec", {})
-            name, ns = meta["name"], meta["namespace"]
-            hosts.append(
-                f"127.0.0.1 {name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local"
-                + (f" {name}" if ns == namespace else "")
-            )
-            if ns != namespace or not spec.get("ports"):
-                continue
-            prefix = name.upper().replace("-", "_")
-            first = spec["ports"][0]["port"]
-            env[f"{prefix}_SERVICE_HOST"] = "127.0.0.1"
-            env[f"{prefix}_SERVICE_PORT"] = str(first)
-            env[f"{prefix}_PORT"] = f"tcp://127.0.0.1:{first}"
-            for port in spec["ports"]:
-                if port.get("name"):
-                    env[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
-        return env, hosts
-
-    def _etc_files(self, folder: Path, hosts: list[str], uid: int | None) -> dict[str, Path]:
-        (folder / "hosts").write_text("\n".join(hosts) + "\n")
-        passwd = Path("/etc/passwd").read_text()
-        group = Path("/etc/group").read_text()
-        if uid not in (None, 0):
-            passwd += f"leviathan:x:{uid}:{uid}::/home/leviathan:/bin/sh\n"
-            group += f"leviathan:x:{uid}:\n"
-        (folder / "passwd").write_text(passwd)
-        (folder / "group").write_text(group)
-        return {
-            "/etc/hosts": folder / "hosts",
-            "/etc/passwd": folder / "passwd",
-            "/etc/group": folder / "group",
-        }
-
-    def _prepare(self, pod: Pod):
-        """Everything the container needs, or raise what keeps it waiting."""
-        spec, container = pod.body["spec"], pod.body["spec"]["containers"][0]
-        if pod.restarts and self.schedule is not None and pod.owner not in self.schedule:
-            raise _Unschedulable(
-                "0/1 nodes are available: this double runs only the Deployments its test starts"
-            )
-        pull_secrets = [
-            s
-            for ref in spec.get("imagePullSecrets", [])
-            if (s := self.get("Secret", pod.namespace, ref.get("name")))
-        ]
-        image = kubelet.check_pull(container["image"], self.images, self.private_registries, pull_secrets)
-        folder = self.root / pod.name
-        folder.mkdir(parents=True, exist_ok=True)
-        lookup = self._lookup(pod.namespace)
-        service_env, hosts = self._service_env_and_hosts(pod.namespace)
-        if spec.get("enableServiceLinks") is False:
-            service_env = {k: v for k, v in service_env.items() if k.startswith("KUBERNETES_")}
-        env = kubelet.resolve_env(pod.body, container, lookup, service_env)
-        token = self._token_dir(pod, folder)
-        mounts = kubelet.materialize_volumes(pod.body, container, folder, lookup, self.claims, token)
-        uid = (container.get("securityContext") or {}).get(
-            "runAsUser", (spec.get("securityContext") or {}).get("runAsUser", 10001)
-        )
-        files = self._etc_files(folder, hosts, uid)
-        return kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.visible)
-
-    def _run_pod(self, pod: Pod, restart: bool) -> None:
-        try:
-            self._run_pod_unguarded(pod, restart)
-        except Exception as exc:  # a bug of the double must show on the pod, not vanish with its thread
-            pod.waiting = ("RunContainerError", f"k8s double: {type(exc).__name__}: {exc}")
-            raise
-
-    def _run_pod_unguarded(self, pod: Pod, restart: bool) -> None:
-        pod.restarts = restart
-        image_failures = 0
-        while not (pod.deleted or self._closed.is_set()):
-            try:
-                sandbox = self._prepare(pod)
-                break
-            except ImagePullError as exc:
-                image_failures += 1
-                ref = pod.body["spec"]["containers"][0]["image"]
-                pod.waiting = (
-                    ("ErrImagePull", str(exc))
-                    if image_failures % 2
-                    else ("ImagePullBackOff", f'Back-off pulling image "{ref}"')
-                )
-            except ContainerConfigError as exc:
-                pod.waiting = ("CreateContainerConfigError", str(exc))
-            except MountError:
-                pod.waiting = ("ContainerCreating", "")
-            except _Unschedulable as exc:
-                pod.unschedulable = str(exc)
-            time.sleep(RETRY_SECONDS)
-        else:
-            pod.stopped.set()
-            return
-        pod.log_path = self.root / f"{pod.name}.log"
-        while True:
-            code = self._run_container(pod, sandbox)
-            if code is None or not restart or pod.deleted or self._closed.is_set():
-                break
-            delay = CRASH_BACKOFF_SECONDS[min(pod.restart_count, len(CRASH_BACKOFF_SECONDS) - 1)]
-            pod.waiting = (
-                "CrashLoopBackOff",
-                f"back-off {delay}s restarting failed container={pod.container} pod={pod.name}",
-            )
-            time.sleep(delay)
-            pod.restart_count += 1
-            pod.exit_code = None
-        pod.stopped.set()
-        if not restart:
-            self._job_pod_ended(pod)
-
-    def _run_container(self, pod: Pod, sandbox) -> int | None:
-        with self.lock:
-            if pod.deleted:
-                return None
-            log = open(pod.log_path, "ab")  # noqa: SIM115 - closed when the process ends
-            pod.process = subprocess.Popen(
-                bwrap_argv(sandbox),
-                env={},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-            pod.phase, pod.waiting, pod.started = "Running", None, now()
-        code = pod.process.wait()
-        log.close()
-        pod.exit_code = 128 - code if code < 0 else code  # a signal shows as 128 + signal number
-        pod.terminated_reason = (
-            "Completed" if code == 0 else ("OOMKilled" if pod.kill_reason == "OOMKilled" else "Error")
-        )
-        if pod.body["spec"].get("restartPolicy") != "Always" or pod.deleted:
-            pod.phase = "Succeeded" if code == 0 else "Failed"
-        return pod.exit_code
-
-    def _stop(self, pod: Pod, reason: str, sig: int = signal.SIGTERM, grace: float = 2.0) -> None:
-        pod.kill_reason = pod.kill_reason or reason
-        process = pod.process
-        if process is None or process.poll() is not None:
-            pod.stopped.set()
-            return
-        try:
-            os.killpg(process.pid, sig)
-            if sig != signal.SIGKILL:  # the kubelet's grace period, then SIGKILL
-                try:
-                    process.wait(grace)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-
     # -- the Job controller ---------------------------------------------------------------------------
-    def _job_pod_ended(self, pod: Pod) -> None:
+    def job_pod_ended(self, pod: Pod) -> None:
         with self.lock:
             job = next((j for j in self.jobs.values() if pod in j.pods), None)
         if job is None or job.finished:
@@ -514,11 +331,7 @@ class Cluster:
             return
         with self.lock:
             self.deployment_pods[(namespace, body["metadata"]["name"])] = pod
-        threading.Thread(target=self._run_pod, args=(pod, True), daemon=True).start()
-
-
-class _Unschedulable(Exception):
-    pass
+        threading.Thread(target=self.node.run_pod, args=(pod, True), daemon=True).start()
 
 
 def _service_account(name: str, namespace: str) -> dict[str, Any]:
