@@ -333,6 +333,29 @@ def test_healthz_needs_no_token_and_reports_an_unreadable_store(
     assert down.status_code == 503 and "disk gone" in down.json()["detail"]
 
 
+def test_a_torn_tail_is_reported_and_left_alone_until_the_next_ingest(
+    client: TestClient, store: NdjsonEventLog
+) -> None:
+    ingest(client, bundle(created()))
+    with store.path.open("ab") as handle:
+        handle.write(b'{"seq":2,"prev')
+    damaged = store.path.read_bytes()
+    health = client.get("/healthz").json()
+    assert health["status"] == "torn" and health["head_seq"] == 1
+    assert (health["torn"]["start"], health["torn"]["end"]) == (len(damaged) - 14, len(damaged))
+    page = client.get("/v1/events", headers=AUTH).json()
+    assert page["torn"]["length"] == 14 and [e["seq"] for e in page["events"]] == [1]
+    assert client.get("/v1/graph/summary", headers=AUTH).status_code == 200
+    assert store.path.read_bytes() == damaged  # readers never write
+    assert ingest(client, bundle(started(), bundle_id="b-2")).json()["seqs"] == [3]
+    assert [e.event_type for e in store.read()] == [
+        "attempt.created",
+        "log.tail_quarantined",
+        "attempt.started",
+    ]
+    assert client.get("/healthz").json()["status"] == "ok"
+
+
 def test_metrics_count_ingest_rejections_and_latency(client: TestClient) -> None:
     body = bundle(created(), started())
     ingest(client, body)
@@ -524,7 +547,7 @@ def test_serve_answers_over_http_with_policy_from_the_config(tmp_path: Path) -> 
         try:
             base = f"http://127.0.0.1:{port}"
             health = _poll(f"{base}/healthz", proc)
-            assert health == {"status": "ok", "head_seq": 0, "head_hash": health["head_hash"]}
+            assert health == {"status": "ok", "head_seq": 0, "head_hash": health["head_hash"], "torn": None}
             request = urllib.request.Request(f"{base}/v1/autonomy/status", headers=AUTH)
             with urllib.request.urlopen(request, timeout=10) as response:
                 status = json.loads(response.read())

@@ -141,8 +141,16 @@ async def list_events(request: Request) -> Response:
     store = request.app.state.store
     events = await run_in_threadpool(read_page, store, after, limit)
     head_seq, _ = await run_in_threadpool(store.head)
+    torn = await run_in_threadpool(store.torn_tail)
     next_after = events[-1]["seq"] if events else after
-    return JSONResponse({"events": events, "next_after": next_after, "head_seq": head_seq})
+    return JSONResponse(
+        {
+            "events": events,
+            "next_after": next_after,
+            "head_seq": head_seq,
+            "torn": torn.to_dict() if torn is not None else None,
+        }
+    )
 
 
 async def graph_summary(request: Request) -> Response:
@@ -166,11 +174,16 @@ async def openapi(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    store = request.app.state.store
     try:
-        seq, head_hash = await run_in_threadpool(request.app.state.store.head)
+        seq, head_hash = await run_in_threadpool(store.head)
+        torn = await run_in_threadpool(store.torn_tail)
     except Exception as exc:  # any failure to read the head means "not healthy", whatever its type
         raise ApiError(503, "event store unavailable", f"{type(exc).__name__}: {exc}") from None
-    return JSONResponse({"status": "ok", "head_seq": seq, "head_hash": head_hash})
+    # A torn tail is reported, not repaired (only an append repairs): the service still answers.
+    body = {"status": "ok" if torn is None else "torn", "head_seq": seq, "head_hash": head_hash}
+    body["torn"] = None if torn is None else {**torn.to_dict(), "detail": torn.describe()}
+    return JSONResponse(body)
 
 
 async def prometheus_metrics(request: Request) -> Response:

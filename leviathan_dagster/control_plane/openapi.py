@@ -131,6 +131,10 @@ def openapi_document() -> dict[str, Any]:
             "events": {"type": "array", "items": _ref("StoredEvent")},
             "next_after": {"type": "integer", "description": "Pass as `after` for the next page."},
             "head_seq": {"type": "integer"},
+            "torn": {
+                "type": ["object", "null"],
+                "description": "Bytes after the log's last newline (NDJSON), reported and left alone.",
+            },
         },
     }
     ingest = {

@@ -14,12 +14,17 @@ from leviathan_dagster.core.models import EventLogSettings
 
 
 def open_event_log(
-    home: LeviathanHome, settings: EventLogSettings | None = None, environ: Mapping[str, str] | None = None
+    home: LeviathanHome,
+    settings: EventLogSettings | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    read_only: bool = False,
 ) -> EventStore:
     """The event log ``settings`` describe (None: the NDJSON file under ``home``).
 
     ``environ`` (default ``os.environ``) is where a PostgreSQL DSN's environment variable is read, when
     the log is opened and not before. Raises :class:`ConfigError` for an unknown backend or a missing DSN.
+    ``read_only`` (read commands) creates nothing: a missing NDJSON log is :class:`NotFoundError`.
     """
     settings = settings or EventLogSettings()
     opener = BACKENDS.get(settings.backend)
@@ -28,11 +33,17 @@ def open_event_log(
             f"event_log.backend {settings.backend!r} is unknown (available: {', '.join(BACKENDS)}). "
             "Fix: write e.g. 'backend: ndjson'."
         )
+    if read_only and settings.backend == "ndjson":
+        return NdjsonEventLog(_ndjson_path(home, settings), read_only=True)
     return opener(home, settings, os.environ if environ is None else environ)
 
 
 def _open_ndjson(home: LeviathanHome, settings: EventLogSettings, environ: Mapping[str, str]) -> EventStore:
-    return NdjsonEventLog(Path(settings.path) if settings.path else home.events_path)
+    return NdjsonEventLog(_ndjson_path(home, settings))
+
+
+def _ndjson_path(home: LeviathanHome, settings: EventLogSettings) -> Path:
+    return Path(settings.path) if settings.path else home.events_path
 
 
 def _open_postgres(home: LeviathanHome, settings: EventLogSettings, environ: Mapping[str, str]) -> EventStore:

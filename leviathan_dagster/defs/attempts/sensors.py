@@ -34,6 +34,9 @@ def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
     except ConfigError as exc:
         return dg.SkipReason(f"leviathan.yaml is invalid: {exc}")
     events = leviathan.event_log()
+    torn = events.torn_tail()
+    if torn is not None:  # reported here, repaired (never cut) by the next append
+        context.log.warning(f"event log: {torn.describe()}")
     instance = context.instance
     reconcile_lost_attempts(
         AttemptLedger.from_events(events.read()), lambda r: run_is_alive(instance, r), events
