@@ -140,7 +140,7 @@ class NdjsonEventLog(EventStore):
         # at the end, and readers (who only read up to a size noted under the lock) see all of it or none.
         # fsync before the lock is released and before returning: an event is acknowledged only once it
         # is on disk, so a crash can lose only appends that never returned (at most a torn last line,
-        # which the next open or append trims, see _repair_torn_tail). A crash may also leave the first
+        # which the next append repairs, see ndjson_tail). A crash may also leave the first
         # complete lines of an unacknowledged bundle; they verify, and a retry of the bundle finds them
         # by event_id and appends only the rest, so the producer still ends up with its whole bundle once.
         #
