@@ -165,7 +165,43 @@ SCHEMA_CASES = {
         lambda b: b["events"][2].pop("timestamp"),
         "events[2].timestamp: required",
     ),
-    "bad timestamp": (lambda b: b["events"][0].update(timestamp="yesterday"), "events[0].timestamp: must be"),
+    "bad timestamp": (
+        lambda b: b["events"][0].update(timestamp="yesterday"),
+        "events[0].timestamp: 'yesterday'",
+    ),
+    # The poison: each was accepted with 200, then crashed every later reader for good.
+    "timezone-less timestamp": (
+        lambda b: b["events"][0].update(timestamp="2026-01-01T00:00:00"),
+        "events[0].timestamp: '2026-01-01T00:00:00' is not an RFC 3339 time with an offset",
+    ),
+    "completed_at not a time": (
+        lambda b: b["events"][2]["payload"].update(completed_at="not-a-time"),
+        "events[2].payload.completed_at: 'not-a-time' is not an RFC 3339 time",
+    ),
+    "year 9999": (
+        lambda b: b["events"][2]["payload"].update(completed_at="9999-12-31T00:00:00Z"),
+        "events[2].payload.completed_at: '9999-12-31T00:00:00Z'",
+    ),
+    "created_at an object": (
+        lambda b: b["events"][0]["payload"].update(created_at={}),
+        "events[0].payload.created_at: must be a string, got an object",
+    ),
+    "id with a trailing newline": (
+        lambda b: b["events"][0]["payload"].update(task_id="intro\n"),
+        "events[0].payload.task_id: 'intro\\n' must match",
+    ),
+    "id of 300 characters": (
+        lambda b: b["events"][0]["payload"].update(attempt_id="a" * 300),
+        "events[0].payload.attempt_id:",
+    ),
+    "unknown event type": (
+        lambda b: b["events"][1].update(event_type="attempt.teleported"),
+        "events[1].event_type: 'attempt.teleported' is not a known event type",
+    ),
+    "payload too large": (
+        lambda b: b["events"][1]["payload"].update(blob="x" * 70_000),
+        "events[1].payload: about",
+    ),
     "bad event type": (lambda b: b["events"][1].update(event_type="Attempt Started"), "events[1].event_type"),
     "extra field": (lambda b: b["events"][0].update(seq=4), "events[0].seq: unexpected field"),
     "payload not object": (

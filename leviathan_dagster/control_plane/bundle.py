@@ -12,36 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_bytes
-from leviathan_dagster.core.events.model import Event, parse_timestamp
+from leviathan_dagster.core.events.model import Event
+from leviathan_dagster.core.events.schemas import event_problems
 
 MAX_PROBLEMS = 50
 MAX_ID_LENGTH = 200
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # full-matched: "abc\n" is not an id
+_EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _EVENT_FIELDS = ("event_id", "event_type", "timestamp", "actor_id", "payload")
 _BUNDLE_FIELDS = ("target", "bundle_id", "events", "artifacts")
-
-# Payload fields the projections (attempt ledger, graph) need for the lifecycle events they fold. An
-# event without them would be stored forever and then ignored, or worse trip up a reader, so it is
-# refused at the door instead. Other event types are stored as they come.
-_STR, _INT = "a non-empty string", "an integer"
-REQUIRED_PAYLOAD: dict[str, dict[str, str]] = {
-    ev.ATTEMPT_CREATED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "attempt_number": _INT},
-    ev.ATTEMPT_STARTED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR},
-    ev.ATTEMPT_SUCCEEDED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR},
-    ev.ATTEMPT_FAILED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "failure_type": _STR},
-    ev.PR_CREATED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "pr_number": _INT},
-    ev.PR_MERGED: {"target_id": _STR, "pr_number": _INT},
-    ev.PR_CLOSED: {"target_id": _STR, "pr_number": _INT},
-    ev.RETRY_SCHEDULED: {"target_id": _STR, "task_id": _STR, "retry_number": _INT},
-    ev.TASK_COMPLETED: {"target_id": _STR, "task_id": _STR},
-    ev.TASK_ESCALATED: {"target_id": _STR, "task_id": _STR},
-    ev.CIRCUIT_OPENED: {"target_id": _STR},
-    "circuit.reset": {"target_id": _STR},
-}
 
 
 class MalformedBody(ValueError):
@@ -122,18 +103,22 @@ def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) 
     timestamp = raw.get("timestamp")
     if timestamp is None:
         problems.append(f"{where}.timestamp: required")
-    elif not isinstance(timestamp, str) or not _is_timestamp(timestamp):
-        problems.append(_must(f"{where}.timestamp", timestamp, "an ISO 8601 timestamp"))
+    elif not isinstance(timestamp, str):
+        problems.append(_must(f"{where}.timestamp", timestamp, "an RFC 3339 timestamp"))
     payload = raw.get("payload")
     if payload is None:
         problems.append(f"{where}.payload: required")
     elif not isinstance(payload, dict):
         problems.append(_must(f"{where}.payload", payload, "an object"))
     else:
-        _check_payload(str(event_type), payload, f"{where}.payload", target, problems)
+        _check_target(payload, f"{where}.payload", target, problems)
     if len(problems) > before:
         return None
     event = Event(str(event_id), str(event_type), str(timestamp), str(actor_id), payload)
+    # The event type's own schema (core.events.schemas): the same check every reader makes before folding.
+    problems += event_problems(event, where)
+    if len(problems) > before:
+        return None
     try:
         canonical_event_bytes(event)  # what the store would refuse (integers beyond 2**53, ...)
     except InvalidEvent as exc:
@@ -142,16 +127,7 @@ def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) 
     return event
 
 
-def _check_payload(
-    event_type: str, payload: dict[str, Any], where: str, target: str | None, problems: list[str]
-) -> None:
-    for name, wanted in REQUIRED_PAYLOAD.get(event_type, {}).items():
-        value = payload.get(name)
-        ok = (isinstance(value, str) and bool(value)) if wanted == _STR else _is_int(value)
-        if value is None:
-            problems.append(f"{where}.{name}: required for {event_type}")
-        elif not ok:
-            problems.append(_must(f"{where}.{name}", value, wanted))
+def _check_target(payload: dict[str, Any], where: str, target: str | None, problems: list[str]) -> None:
     # One bundle speaks for one target: an event about another target in it is a producer bug.
     target_id = payload.get("target_id")
     if target and target_id is not None and target_id != target:
@@ -169,7 +145,7 @@ def _check_artifacts(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
             continue
         problems += [f"{where}.{k}: unexpected field" for k in entry if k not in ("name", "sha256", "bytes")]
         _check_id(entry, "name", where, problems)
-        if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.match(entry["sha256"]):
+        if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
             problems.append(_must(f"{where}.sha256", entry.get("sha256"), "64 lowercase hex digits"))
         if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
             problems.append(_must(f"{where}.bytes", entry.get("bytes"), "a non-negative integer"))
@@ -185,19 +161,11 @@ def _check_id(
         problems.append(f"{path}: required")
     elif not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         problems.append(_must(path, value, f"a non-empty string of at most {MAX_ID_LENGTH} characters"))
-    elif pattern is not None and not pattern.match(value):
+    elif pattern is not None and not pattern.fullmatch(value):
         problems.append(f"{path}: {value!r} must match {pattern.pattern}")
     else:
         return value
     return None
-
-
-def _is_timestamp(text: str) -> bool:
-    try:
-        parse_timestamp(text)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_int(value: Any) -> bool:
