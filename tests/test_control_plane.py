@@ -26,6 +26,7 @@ from support import backlog_yaml, docs_task, make_project, run_worker
 from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
+from leviathan_dagster.core.events.access import Principal, mint_worker_token
 from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from worker.event_sink import ControlPlaneSink
@@ -626,3 +627,88 @@ def test_control_plane_and_sink_import_without_dagster() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- scoped tokens -----------------------------------------------------------------------------------
+
+WORKER_KEY = b"k" * 32
+OPERATOR = "operator-secret"
+SCHEDULER = "scheduler-secret"
+
+
+@pytest.fixture
+def scoped(store: NdjsonEventLog) -> TestClient:
+    tokens = {OPERATOR: Principal("alice", "operator"), SCHEDULER: Principal("scheduler", "orchestrator")}
+    return TestClient(create_app(store, tokens=tokens, worker_key=WORKER_KEY))
+
+
+def post_as(client: TestClient, secret: str, body: dict[str, Any]) -> Any:
+    return client.post("/v1/events/ingest", json=body, headers={"Authorization": f"Bearer {secret}"})
+
+
+def test_a_worker_token_appends_only_its_own_attempts_events(
+    scoped: TestClient, store: NdjsonEventLog
+) -> None:
+    assert post_as(scoped, SCHEDULER, bundle(created())).status_code == 200
+    mine = mint_worker_token(WORKER_KEY, "attempt-1")
+    assert post_as(scoped, mine, bundle(started(), bundle_id="b-2")).status_code == 200
+    other = post_as(scoped, mine, bundle(failed("attempt-2"), bundle_id="b-3"))
+    assert other.status_code == 403
+    assert other.json()["detail"] == ["events[0]: this worker token speaks for attempt 'attempt-1' only"]
+    forged = post_as(scoped, mine, bundle(created("attempt-9", number=2), bundle_id="b-4"))
+    assert forged.status_code == 403 and "a worker token may append only" in forged.json()["detail"][0]
+    # A token minted under another key, or for another attempt with this one's MAC, is no token.
+    assert post_as(scoped, mint_worker_token(b"x" * 32, "attempt-1"), bundle(started())).status_code == 401
+    spliced = "wk1.attempt-2." + mine.rpartition(".")[2]
+    assert post_as(scoped, spliced, bundle(started("attempt-2"))).status_code == 401
+    actors = [(e.event_type, e.event.actor_id) for e in store.read()]
+    assert actors == [("attempt.created", "scheduler"), ("attempt.started", "worker:attempt-1")]
+
+
+def test_operator_events_need_an_operator_token(scoped: TestClient, store: NdjsonEventLog) -> None:
+    pause = Event.new("target.paused", {"target_id": "site", "reason": "maintenance"}, actor_id="anyone")
+    refused = post_as(scoped, SCHEDULER, bundle(pause))
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == [
+        "events[0]: target.paused is an operator action: it needs an operator token"
+    ]
+    reset = Event.new("circuit.reset", {"target_id": "site"}, actor_id="anyone")
+    worker = mint_worker_token(WORKER_KEY, "attempt-1")
+    assert post_as(scoped, worker, bundle(reset, bundle_id="b-2")).status_code == 403
+    assert post_as(scoped, OPERATOR, bundle(pause, bundle_id="b-3")).status_code == 200
+    [stored] = list(store.read())
+    assert (stored.event_type, stored.event.actor_id) == ("target.paused", "alice")
+
+
+def test_the_single_unnamed_token_cannot_append_operator_events(client: TestClient) -> None:
+    reset = Event.new("circuit.reset", {"target_id": "site"}, actor_id="operator")
+    assert ingest(client, bundle(reset)).status_code == 403
+
+
+def test_serve_reads_named_tokens_from_the_config(tmp_path: Path) -> None:
+    from leviathan_dagster.cli.context import CliContext
+    from leviathan_dagster.cli.control_plane import _named_tokens
+    from leviathan_dagster.core.home import LeviathanHome
+
+    config = tmp_path / "leviathan.yaml"
+    project = make_project(
+        tmp_path / "p", {"site": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}}}
+    )
+    text = project.config_path.read_text()
+    config.write_text(
+        text
+        + "control_plane:\n  tokens:\n    - {name: alice, role: operator, secret: {env: CP_ALICE}}\n"
+        + "  worker_token_key: {env: CP_WORKERS}\n"
+    )
+    ctx = CliContext(config_path=config, home=LeviathanHome(tmp_path / "home"))
+    tokens, key = _named_tokens(ctx, {"CP_ALICE": "a-secret", "CP_WORKERS": "w" * 40})
+    assert tokens == {"a-secret": Principal("alice", "operator")} and key == b"w" * 40
+    with pytest.raises(ConfigError, match="CP_ALICE is not set"):
+        _named_tokens(ctx, {"CP_WORKERS": "w" * 40})
+    config.write_text(
+        text + "control_plane:\n  tokens:\n    - {name: 'bad id', role: root, secret: literal}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        _named_tokens(ctx, {})
+    message = str(caught.value)
+    assert "name must be an id" in message and "role 'root' is unknown" in message and "secret" in message

@@ -9,6 +9,9 @@ with different content. Store calls are blocking (fsync, SQL), so they run in th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -18,7 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from leviathan_dagster.control_plane.bundle import InvalidBundle, MalformedBody, parse_json, validate_bundle
+from leviathan_dagster.control_plane.bundle import (
+    Bundle,
+    InvalidBundle,
+    MalformedBody,
+    parse_json,
+    validate_bundle,
+)
 from leviathan_dagster.control_plane.http import (
     ApiError,
     api_error,
@@ -42,9 +51,11 @@ from leviathan_dagster.core.errors import (
     LeviathanError,
     TransientError,
 )
+from leviathan_dagster.core.events.access import Principal, refusal
 from leviathan_dagster.core.events.chain import InvalidEvent
 from leviathan_dagster.core.events.store import EventStore
 
+LEGACY_TOKEN = "control-plane"  # the principal of the single unnamed token (LEVIATHAN_CONTROL_PLANE_TOKEN)
 MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 
@@ -52,15 +63,30 @@ DEFAULT_PAGE = 100
 def create_app(
     store: EventStore,
     *,
-    token: str,
+    token: str | None = None,
+    tokens: Mapping[str, Principal] | None = None,
+    worker_key: bytes | None = None,
     max_bundle_bytes: int = 1_048_576,
     targets_status: TargetsStatus | None = None,
 ) -> Starlette:
     """The control-plane ASGI app over ``store``; every route but /healthz and /metrics needs
     ``Authorization: Bearer <token>``. ``targets_status`` adds per-target config (policy) to
-    /v1/autonomy/status."""
-    if not isinstance(token, str) or not token.strip():
-        raise ConfigError("control plane token is empty; set LEVIATHAN_CONTROL_PLANE_TOKEN")
+    /v1/autonomy/status.
+
+    Tokens (see ``core.events.access``): ``tokens`` maps each named token's secret to its
+    :class:`Principal` (operator or orchestrator; its name becomes the ``actor_id`` of what it appends);
+    ``worker_key`` accepts per-attempt worker tokens minted from it. ``token`` is the unnamed token of
+    a single-token setup: it may append everything but operator actions, under the producer's actor_id.
+    """
+    principals = [(secret.encode("utf-8"), who) for secret, who in (tokens or {}).items()]
+    if token is not None:
+        if not isinstance(token, str) or not token.strip():
+            raise ConfigError("control plane token is empty; set LEVIATHAN_CONTROL_PLANE_TOKEN")
+        principals.append((token.encode("utf-8"), Principal(LEGACY_TOKEN, "orchestrator")))
+    if any(not secret.strip() for secret, _ in principals):
+        raise ConfigError("a control plane token is empty; set its environment variable")
+    if not principals and not worker_key:
+        raise ConfigError("control plane has no token; set LEVIATHAN_CONTROL_PLANE_TOKEN")
     if not isinstance(max_bundle_bytes, int) or max_bundle_bytes < 1:
         raise ConfigError(f"max_bundle_bytes must be a positive integer, got {max_bundle_bytes!r}")
     metrics = Metrics()
@@ -89,7 +115,8 @@ def create_app(
     app.state.store = store
     app.state.view = LogView(store, targets_status)
     app.state.metrics = metrics
-    app.state.token = token.encode("utf-8")
+    app.state.principals = principals
+    app.state.worker_key = worker_key
     app.state.max_bundle_bytes = max_bundle_bytes
     return app
 
@@ -106,6 +133,7 @@ async def ingest(request: Request) -> Response:
         raise ApiError(400, "malformed JSON", str(exc)) from None
     except InvalidBundle as exc:
         raise ApiError(422, str(exc), exc.problems) from None
+    bundle = _as_principal(request.state.principal, bundle)
     head_before, _ = await run_in_threadpool(state.store.head)
     try:
         stored = await run_in_threadpool(state.store.append, bundle.events)
@@ -132,6 +160,21 @@ async def ingest(request: Request) -> Response:
             "artifacts": len(bundle.artifacts),
         }
     )
+
+
+def _as_principal(principal: Principal, bundle: Bundle) -> Bundle:
+    """The bundle as ``principal`` may append it (403 naming each refused event): a named token's name
+    becomes each event's ``actor_id``, so the log records who really sent it."""
+    refused = [
+        f"events[{index}]: {why}"
+        for index, event in enumerate(bundle.events)
+        if (why := refusal(principal, event)) is not None
+    ]
+    if refused:
+        raise ApiError(403, f"token {principal.name!r} ({principal.role}) may not append this", refused)
+    if principal.name == LEGACY_TOKEN:
+        return bundle
+    return replace(bundle, events=[replace(event, actor_id=principal.name) for event in bundle.events])
 
 
 async def list_events(request: Request) -> Response:

@@ -14,6 +14,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from leviathan_dagster.core.events.access import Principal, worker_principal
+
 RETRY_AFTER_SECONDS = "1"
 
 Endpoint = Callable[[Request], Awaitable[Response]]
@@ -33,29 +35,39 @@ class ApiError(Exception):
 
 
 def protected(endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` answering 401 unless the request carries the app's bearer token."""
+    """``endpoint`` answering 401 unless the request carries one of the app's tokens; the
+    :class:`Principal` it names is left in ``request.state.principal``."""
 
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:
-        _check_token(request)
+        request.state.principal = _check_token(request)
         return await endpoint(request)
 
     return checked
 
 
-def _check_token(request: Request) -> None:
+def _check_token(request: Request) -> Principal:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise ApiError(401, "bearer token required", headers={"WWW-Authenticate": 'Bearer realm="leviathan"'})
     # compare_digest takes time independent of where the first differing byte is, so a client cannot
     # find the token byte by byte from response times.
     # Starlette decodes headers as latin-1; encoding back gives the bytes the client actually sent.
-    if not hmac.compare_digest(credentials.strip().encode("latin-1"), request.app.state.token):
+    # Every configured token is compared (no early exit), so timing does not tell which one was close.
+    presented = credentials.strip().encode("latin-1")
+    found = None
+    for secret, principal in request.app.state.principals:
+        if hmac.compare_digest(presented, secret):
+            found = principal
+    if found is None:
+        found = worker_principal(request.app.state.worker_key, presented.decode("latin-1"))
+    if found is None:
         raise ApiError(
             401,
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer realm="leviathan", error="invalid_token"'},
         )
+    return found
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -314,3 +314,8 @@ def _kind(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", type(None): "null", bool: "a boolean"}.get(
         type(value), type(value).__name__
     )
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is an id: ``[A-Za-z0-9][A-Za-z0-9._-]*``, full match, at most 100 characters."""
+    return isinstance(value, str) and _FULL["id"].match(value) is not None
