@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -712,3 +713,42 @@ def test_serve_reads_named_tokens_from_the_config(tmp_path: Path) -> None:
         _named_tokens(ctx, {})
     message = str(caught.value)
     assert "name must be an id" in message and "role 'root' is unknown" in message and "secret" in message
+
+
+# -- slow and vanishing clients ----------------------------------------------------------------------
+
+
+def _raw_post(url: str, declared: int, sent: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    head = (
+        f"POST /v1/events/ingest HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    conn.sendall(head.encode() + sent)
+    return conn
+
+
+def test_a_body_that_stops_arriving_is_answered_408(store: NdjsonEventLog) -> None:
+    with serving(create_app(store, token=TOKEN, body_timeout=0.5)) as url:
+        conn = _raw_post(url, 500, b'{"target": "si')
+        with conn:
+            answer = conn.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and "request body timeout" in answer
+    assert store.head()[0] == 0
+
+
+def test_a_client_disconnect_is_one_log_line_and_writes_nothing(
+    store: NdjsonEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with serving(create_app(store, token=TOKEN)) as url:
+        _raw_post(url, 500, b'{"target": "si').close()
+        deadline = time.monotonic() + 10
+        while "disconnected before sending the whole body" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+    [line] = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert "\n" not in line.getMessage() and line.exc_info is None
+    assert store.head()[0] == 0

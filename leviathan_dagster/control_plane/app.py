@@ -29,6 +29,7 @@ from leviathan_dagster.control_plane.bundle import (
     validate_bundle,
 )
 from leviathan_dagster.control_plane.http import (
+    BODY_TIMEOUT_SECONDS,
     ApiError,
     api_error,
     corrupted,
@@ -67,6 +68,7 @@ def create_app(
     tokens: Mapping[str, Principal] | None = None,
     worker_key: bytes | None = None,
     max_bundle_bytes: int = 1_048_576,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     targets_status: TargetsStatus | None = None,
 ) -> Starlette:
     """The control-plane ASGI app over ``store``; every route but /healthz and /metrics needs
@@ -118,6 +120,7 @@ def create_app(
     app.state.principals = principals
     app.state.worker_key = worker_key
     app.state.max_bundle_bytes = max_bundle_bytes
+    app.state.body_timeout = body_timeout
     return app
 
 
@@ -126,7 +129,7 @@ def create_app(
 
 async def ingest(request: Request) -> Response:
     state = request.app.state
-    body = await read_body(request, state.max_bundle_bytes)
+    body = await read_body(request, state.max_bundle_bytes, state.body_timeout)
     try:
         bundle = validate_bundle(parse_json(body))
     except MalformedBody as exc:
