@@ -25,6 +25,7 @@ from leviathan_dagster.control_plane.bundle import (
     Bundle,
     InvalidBundle,
     MalformedBody,
+    inconsistencies,
     parse_json,
     validate_bundle,
 )
@@ -58,6 +59,7 @@ from leviathan_dagster.core.events.store import EventStore
 
 LEGACY_TOKEN = "control-plane"  # the principal of the single unnamed token (LEVIATHAN_CONTROL_PLANE_TOKEN)
 MAX_PAGE = 1000
+MAX_SEQ = 2**53 - 1  # as the OpenAPI document says (and far beyond any real log)
 DEFAULT_PAGE = 100
 
 
@@ -136,6 +138,9 @@ async def ingest(request: Request) -> Response:
         raise ApiError(400, "malformed JSON", str(exc)) from None
     except InvalidBundle as exc:
         raise ApiError(422, str(exc), exc.problems) from None
+    conflicts = inconsistencies(bundle)
+    if conflicts:
+        raise ApiError(409, "bundle contradicts itself; nothing was written", conflicts)
     bundle = _as_principal(request.state.principal, bundle)
     head_before, _ = await run_in_threadpool(state.store.head)
     try:
@@ -182,7 +187,7 @@ def _as_principal(principal: Principal, bundle: Bundle) -> Bundle:
 
 async def list_events(request: Request) -> Response:
     params = query_params(request, ("after", "limit"))
-    after = int_param(params, "after", 0, minimum=0)
+    after = int_param(params, "after", 0, minimum=0, maximum=MAX_SEQ)
     limit = int_param(params, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
     store = request.app.state.store
     events = await run_in_threadpool(read_page, store, after, limit)

@@ -14,7 +14,7 @@ from typing import Any
 
 from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_bytes
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.schemas import event_problems
+from leviathan_dagster.core.events.schemas import MAX_INT, event_problems
 
 MAX_PROBLEMS = 50
 MAX_ID_LENGTH = 200
@@ -76,22 +76,36 @@ def validate_bundle(data: Any) -> Bundle:
     elif not isinstance(raw_events, list) or not raw_events:
         problems.append(_must("events", raw_events, "a non-empty list"))
     else:
-        seen: dict[str, int] = {}
         for index, raw in enumerate(raw_events):
-            event = _check_event(raw, f"events[{index}]", target, problems)
-            if event is None:
-                continue
-            if event.event_id in seen:
-                problems.append(f"events[{index}].event_id: repeats events[{seen[event.event_id]}]")
-            seen.setdefault(event.event_id, index)
-            events.append(event)
+            event = _check_event(raw, f"events[{index}]", problems)
+            if event is not None:
+                events.append(event)
     artifacts = _check_artifacts(data.get("artifacts", []), problems)
     if problems:
         raise InvalidBundle(problems)
     return Bundle(target=str(target), bundle_id=str(bundle_id), events=events, artifacts=artifacts)
 
 
-def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) -> Event | None:
+def inconsistencies(bundle: Bundle) -> list[str]:
+    """What makes a schema-valid bundle contradict itself (HTTP 409): rules across fields that a JSON
+    Schema cannot state, kept apart so that the published schema is exactly the 422 check."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for index, event in enumerate(bundle.events):
+        if event.event_id in seen:
+            problems.append(f"events[{index}].event_id: repeats events[{seen[event.event_id]}]")
+        seen.setdefault(event.event_id, index)
+        # One bundle speaks for one target: an event about another target in it is a producer bug.
+        target_id = event.payload.get("target_id")
+        if target_id is not None and target_id != bundle.target:
+            problems.append(
+                f"events[{index}].payload.target_id: {target_id!r} differs from the bundle's target "
+                f"{bundle.target!r}"
+            )
+    return problems[:MAX_PROBLEMS]
+
+
+def _check_event(raw: Any, where: str, problems: list[str]) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be an object, got {_kind(raw)}")
         return None
@@ -110,8 +124,6 @@ def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) 
         problems.append(f"{where}.payload: required")
     elif not isinstance(payload, dict):
         problems.append(_must(f"{where}.payload", payload, "an object"))
-    else:
-        _check_target(payload, f"{where}.payload", target, problems)
     if len(problems) > before:
         return None
     event = Event(str(event_id), str(event_type), str(timestamp), str(actor_id), payload)
@@ -127,13 +139,6 @@ def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) 
     return event
 
 
-def _check_target(payload: dict[str, Any], where: str, target: str | None, problems: list[str]) -> None:
-    # One bundle speaks for one target: an event about another target in it is a producer bug.
-    target_id = payload.get("target_id")
-    if target and target_id is not None and target_id != target:
-        problems.append(f"{where}.target_id: {target_id!r} differs from the bundle's target {target!r}")
-
-
 def _check_artifacts(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         problems.append(_must("artifacts", raw, "a list"))
@@ -147,8 +152,8 @@ def _check_artifacts(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
         _check_id(entry, "name", where, problems)
         if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
             problems.append(_must(f"{where}.sha256", entry.get("sha256"), "64 lowercase hex digits"))
-        if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
-            problems.append(_must(f"{where}.bytes", entry.get("bytes"), "a non-negative integer"))
+        if not _is_int(entry.get("bytes")) or not 0 <= entry["bytes"] <= MAX_INT:
+            problems.append(_must(f"{where}.bytes", entry.get("bytes"), f"an integer in 0..{MAX_INT}"))
     return raw
 
 
@@ -169,7 +174,9 @@ def _check_id(
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # As JSON Schema counts integers: 493.0 is one.
+    integral = isinstance(value, float) and value.is_integer()
+    return (isinstance(value, int) or integral) and not isinstance(value, bool)
 
 
 def _must(path: str, value: Any, wanted: str) -> str:

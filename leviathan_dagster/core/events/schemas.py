@@ -180,7 +180,7 @@ def event_problems(event: Event, where: str = "", *, check_size: bool = True) ->
         problem = _check(spec.kind, value)
         if problem:
             problems.append(f"{prefix}payload.{name}: {problem}")
-    size = _size(payload) if check_size else 0
+    size = _size(payload, problems, f"{prefix}payload") if check_size else 0
     if size > MAX_PAYLOAD_BYTES:
         problems.append(f"{prefix}payload: about {size} bytes, more than {MAX_PAYLOAD_BYTES}")
     return problems
@@ -237,7 +237,10 @@ def _check(kind: str, value: Any) -> str | None:
             }[kind]
         return None
     if kind in ("positive", "count"):
-        if not isinstance(value, int) or isinstance(value, bool):
+        # JSON Schema's "integer" is any number with no fractional part (403.0 is one); canonical JSON
+        # writes both the same way, so the stored event cannot tell them apart either.
+        integral = isinstance(value, float) and value.is_integer()
+        if not (isinstance(value, int) or integral) or isinstance(value, bool):
             return f"must be an integer, got {_kind(value)}"
         low = 1 if kind == "positive" else 0
         return None if low <= value <= MAX_INT else f"must be between {low} and {MAX_INT}, got {value}"
@@ -260,6 +263,7 @@ def event_json_schema() -> dict[str, Any]:
             "type": "object",
             "required": sorted(name for name, spec in fields.items() if spec.required),
             "properties": {name: _field_schema(spec) for name, spec in fields.items()},
+            "additionalProperties": {"$ref": "#/components/schemas/JsonValue"},
         }
         branches.append(
             {
@@ -278,6 +282,19 @@ def event_json_schema() -> dict[str, Any]:
     return {"oneOf": branches}
 
 
+JSON_VALUE_SCHEMA: dict[str, Any] = {
+    "description": "Any JSON value whose numbers lie within ±(2**53 - 1).",
+    "anyOf": [
+        {"type": "null"},
+        {"type": "boolean"},
+        {"type": "string"},
+        {"type": "number", "minimum": -MAX_INT, "maximum": MAX_INT},
+        {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
+        {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+    ],
+}
+
+
 def _field_schema(spec: Field) -> dict[str, Any]:
     schema: dict[str, Any] = {
         "id": {"type": "string", "pattern": ID_PATTERN},
@@ -287,22 +304,25 @@ def _field_schema(spec: Field) -> dict[str, Any]:
         "positive": {"type": "integer", "minimum": 1, "maximum": MAX_INT},
         "count": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
         "number": {"type": "number", "minimum": 0, "maximum": MAX_INT},
-        "object": {"type": "object"},
-        "list": {"type": "array"},
+        "object": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/JsonValue"}},
+        "list": {"type": "array", "items": {"$ref": "#/components/schemas/JsonValue"}},
     }[spec.kind]
     if spec.nullable:
         return {"anyOf": [schema, {"type": "null"}]}
     return schema
 
 
-def _size(value: Any) -> int:
-    # A cheap upper estimate of the canonical JSON size, without serialising (this runs on every fold).
+def _size(value: Any, problems: list[str], where: str) -> int:
+    # A cheap upper estimate of the canonical JSON size, without serialising; on the way, every number
+    # must lie within ±(2**53 - 1), as the published schema says (beyond it readers disagree on values).
     if isinstance(value, str):
         return len(value) + 2
     if isinstance(value, dict):
-        return 2 + sum(len(k) + 4 + _size(v) for k, v in value.items())
+        return 2 + sum(len(k) + 4 + _size(v, problems, f"{where}.{k}") for k, v in value.items())
     if isinstance(value, list):
-        return 2 + sum(1 + _size(v) for v in value)
+        return 2 + sum(1 + _size(v, problems, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, int | float) and not isinstance(value, bool) and not -MAX_INT <= value <= MAX_INT:
+        problems.append(f"{where}: number {value!r:.40} is outside ±(2**53 - 1)")
     return 24
 
 
