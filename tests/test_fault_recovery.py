@@ -4,12 +4,19 @@ a real control plane over uvicorn, the real local forge (bare git repository).""
 
 from __future__ import annotations
 
+import errno
 import json
+import tempfile
 from pathlib import Path
 
+import click
+import pytest
+import sqlalchemy
+from click.testing import CliRunner
 from support import backlog_yaml, docs_task, make_project, run_worker
 from test_control_plane import TOKEN, serving
 
+from leviathan_dagster.cli.main import LeviathanGroup
 from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.attempt_recovery import LostAttempt, recover_outcome
@@ -105,3 +112,39 @@ def test_result_json_is_replayed_for_a_failure_and_never_believed_for_a_success(
     assert recover_outcome(attempt, project.home, forge) == []
     result.write_text("not json")
     assert recover_outcome(attempt, project.home, forge) == []
+
+
+def _database_full_error() -> Exception:
+    """A real 'database or disk is full' from SQLite through SQLAlchemy (as Dagster's storage raises it),
+    made by capping the database at three pages."""
+    engine = sqlalchemy.create_engine(f"sqlite:///{tempfile.mkdtemp()}/dagster.db")
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE runs (body BLOB)")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA max_page_count=3")
+            conn.exec_driver_sql("INSERT INTO runs VALUES (randomblob(100000))")
+    except sqlalchemy.exc.OperationalError as exc:
+        return exc
+    finally:
+        engine.dispose()
+    raise AssertionError("SQLite accepted the insert")
+
+
+@pytest.mark.parametrize("fault", ["database full", "disk full"])
+def test_a_full_disk_or_database_is_one_clear_line_not_a_traceback(fault: str) -> None:
+    error = _database_full_error() if fault == "database full" else OSError(errno.ENOSPC, "No space left")
+
+    @click.group(cls=LeviathanGroup)
+    def group() -> None: ...
+
+    @group.command()
+    def cycle() -> None:
+        raise RuntimeError("the cycle failed") from error
+
+    result = CliRunner().invoke(group, ["cycle"])
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.splitlines()
+    expected = "database or disk is full" if fault == "database full" else "disk full: [Errno 28]"
+    assert line.startswith("error: ") and expected in line and "Fix: " in line
+    assert "Traceback" not in result.output
