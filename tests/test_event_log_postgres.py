@@ -21,7 +21,7 @@ from event_log_contract import EventStoreContract, make_event
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from leviathan_dagster.core.errors import ConfigError, ConflictError, TransientError
+from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.events.postgres import PostgresEventLog
 from leviathan_dagster.core.events.postgres_schema import CONFLICT_SQLSTATE
@@ -368,3 +368,17 @@ def test_the_sink_gives_up_after_its_bounded_retries(five: PostgresEventLog, pos
         disarm(postgres_dsn, five)
     assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
     assert five.head()[0] == 5
+
+
+def test_a_read_only_open_creates_no_tables(postgres_dsn: str, tmp_path: Path) -> None:
+    prefix = prefix_for(tmp_path)
+    with pytest.raises(NotFoundError, match=f"no event log at PostgreSQL table {prefix}_head"):
+        PostgresEventLog(postgres_dsn, table_prefix=prefix, read_only=True)
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (f"{prefix}_head",)).fetchone() == (None,)
+    writer = PostgresEventLog(postgres_dsn, table_prefix=prefix)
+    writer.append([make_event(1)])
+    reader = PostgresEventLog(postgres_dsn, table_prefix=prefix, read_only=True)
+    assert reader.log_id == writer.log_id and reader.verify().ok and reader.head() == writer.head()
+    with pytest.raises(TransientError, match="read-only"):
+        reader.append([make_event(2)])
