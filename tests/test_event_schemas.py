@@ -3,6 +3,7 @@ log (written before validation existed, or straight into the store) is an anomal
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date
 from pathlib import Path
@@ -126,3 +127,18 @@ def test_tasks_still_answers_after_poison_reached_the_log(project: Project) -> N
     assert result.exit_code == 0, result.output
     assert '"task": "a"' in result.stdout and '"error": null' in result.stdout
     assert "Traceback" not in result.output
+
+
+def test_the_anomaly_is_reported_once_with_its_attempt_and_target(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = NdjsonEventLog(tmp_path / "events.ndjson")
+    store.append([created(), poisoned()[1]])
+    caplog.set_level(logging.WARNING, logger="leviathan_dagster.core.events.schemas")
+    for _ in range(3):  # every cycle folds the log again
+        AttemptLedger.from_events(store.read())
+    [record] = caplog.records
+    assert record.getMessage().startswith(
+        "event log: seq 2 (attempt.failed, target site, attempt attempt-1) is malformed and was not folded: "
+        "payload.completed_at: 'not-a-time'"
+    )
