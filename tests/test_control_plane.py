@@ -771,3 +771,20 @@ def test_a_client_disconnect_is_one_log_line_and_writes_nothing(
     [line] = [r for r in caplog.records if "disconnected" in r.getMessage()]
     assert "\n" not in line.getMessage() and line.exc_info is None
     assert store.head()[0] == 0
+
+
+def test_poison_already_in_the_log_is_an_anomaly_not_a_500(client: TestClient, store: NdjsonEventLog) -> None:
+    # Written straight into the store (before validation existed): the issue saw 500s on every read.
+    good = failed("attempt-1")
+    store.append(
+        [
+            created(),
+            Event("p-1", "attempt.failed", good.timestamp, "w", {**good.payload, "completed_at": {}}),
+            Event("p-2", "attempt.started", "2026-01-01T00:00:00", "w", dict(IDS)),
+        ]
+    )
+    assert client.get("/v1/graph/summary", headers=AUTH).status_code == 200
+    assert client.get("/v1/attempts/attempt-1", headers=AUTH).json()["record"]["status"] == "created"
+    site = client.get("/v1/autonomy/status", headers=AUTH).json()["targets"]["site"]
+    assert [(a["seq"], a["attempt_id"]) for a in site["anomalies"]] == [(2, "attempt-1"), (3, "attempt-1")]
+    assert site["anomalies"][0]["problem"] == "payload.completed_at: must be a string, got an object"
