@@ -245,6 +245,7 @@ def test_removing_the_last_newline_of_an_acknowledged_event_loses_nothing(five: 
     five.path.write_bytes(five.path.read_bytes()[:-1])
     reader = NdjsonEventLog(five.path, read_only=True)
     assert [e.seq for e in reader.read()][-1] == 6 and reader.head() == (6, succeeded.hash)
+    assert reader.get(succeeded.event.event_id) == succeeded
     report = reader.verify()
     assert (report.ok, report.kind, report.events) == (False, "torn", 6)
     # The appender keeps the event and adds the newline; nothing is quarantined.

@@ -203,9 +203,15 @@ class NdjsonEventLog(EventStore):
             except FileNotFoundError:
                 return None
             try:
-                self._index.catch_up(fd, os.fstat(fd).st_size)
+                size = os.fstat(fd).st_size
+                self._index.catch_up(fd, size)
                 offset = self._index.offsets.get(event_id)
-                return None if offset is None else read_line_at(fd, offset)
+                if offset is not None:
+                    return read_line_at(fd, offset)
+                # A complete event that lost only its newline is an event for every reader (see read).
+                tail = inspect_tail(fd, size, self.genesis)
+                found = tail.complete if tail is not None else None
+                return found if found is not None and found.event.event_id == event_id else None
             finally:
                 os.close(fd)
 
