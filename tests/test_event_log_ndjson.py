@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 from event_log_contract import EventStoreContract, make_event
 
-from leviathan_dagster.core.errors import ConfigError, EventLogCorrupted, NotFoundError, TransientError
+from leviathan_dagster.core.errors import (
+    ConfigError,
+    ConflictError,
+    EventLogCorrupted,
+    NotFoundError,
+    TransientError,
+)
 from leviathan_dagster.core.events.chain import (
     InvalidEvent,
     canonical_event_bytes,
@@ -420,3 +426,22 @@ def test_genesis_and_chain_hash_formulas() -> None:
         chain_hash(prev, 1, b"{}")
         == hashlib.sha256(bytes.fromhex(prev) + b"\0" * 7 + b"\1" + inner).hexdigest()
     )
+
+
+def test_a_refused_append_still_records_the_repair_it_made(five: NdjsonEventLog) -> None:
+    first = next(iter(five.read())).event
+    with five.path.open("ab") as handle:
+        handle.write(b"garbage without a newline")
+    with pytest.raises(ConflictError):
+        five.append([replace(first, payload={"other": True})])
+    assert [e.event_type for e in five.read()][-1] == "log.tail_quarantined"
+    assert five.verify().ok
+
+
+def test_an_unreadable_last_line_stops_the_appender_before_it_repairs_anything(five: NdjsonEventLog) -> None:
+    with five.path.open("ab") as handle:
+        handle.write(b"not json\ntorn")
+    damaged = five.path.read_bytes()
+    with pytest.raises(EventLogCorrupted):
+        five.append_one(make_event(7))
+    assert five.path.read_bytes() == damaged and not list(five.path.parent.glob("*.quarantine-*"))

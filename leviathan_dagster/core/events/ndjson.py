@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from leviathan_dagster.core.errors import EventLogCorrupted, TransientError
+from leviathan_dagster.core.errors import ConflictError, EventLogCorrupted, TransientError
 from leviathan_dagster.core.events.chain import canonical_event_bytes, chain_hash, genesis_hash
 from leviathan_dagster.core.events.chain_check import ChainWalk, Damage
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
@@ -94,6 +94,7 @@ class NdjsonEventLog(EventStore):
         if not events:
             return []
         with self._locked(), self._opened_for_append() as fd:
+            self._read_tail(fd)  # an unreadable last line stops us here, before any repair touches the file
             quarantined = repair_tail(fd, self.path, self.genesis)
             seq, prev, size = self._read_tail(fd)
             self._index.catch_up(fd, size)
@@ -104,21 +105,29 @@ class NdjsonEventLog(EventStore):
                 body = canonical_event_bytes(quarantined)
                 new.append(StoredEvent(seq, quarantined, prev, chain_hash(prev, seq, body), body))
                 prev = new[-1].hash
-            for event, body in zip(events, bodies, strict=True):
-                offset = self._index.offsets.get(event.event_id)
-                if offset is not None:  # already accepted: answer with the original, or refuse
-                    result.append(check_same_content(read_line_at(fd, offset), body))
-                    continue
-                seq += 1
-                new.append(StoredEvent(seq, event, prev, chain_hash(prev, seq, body), body))
-                result.append(new[-1])
-                prev = new[-1].hash
-            if new:
-                lines = [encode_line(item.seq, item.prev_hash, item.hash, item.body) for item in new]
-                self._write_durably(fd, b"".join(lines), size)
-                for item, line in zip(new, lines, strict=True):
-                    self._index.add(item.event.event_id, line)
+            try:
+                for event, body in zip(events, bodies, strict=True):
+                    offset = self._index.offsets.get(event.event_id)
+                    if offset is not None:  # already accepted: answer with the original, or refuse
+                        result.append(check_same_content(read_line_at(fd, offset), body))
+                        continue
+                    seq += 1
+                    new.append(StoredEvent(seq, event, prev, chain_hash(prev, seq, body), body))
+                    result.append(new[-1])
+                    prev = new[-1].hash
+            except ConflictError:
+                # Nothing of the caller's is written, but the repair already happened: record it.
+                self._write_lines(fd, new[:1] if quarantined is not None else [], size)
+                raise
+            self._write_lines(fd, new, size)
         return result
+
+    def _write_lines(self, fd: int, new: list[StoredEvent], size: int) -> None:
+        if new:
+            lines = [encode_line(item.seq, item.prev_hash, item.hash, item.body) for item in new]
+            self._write_durably(fd, b"".join(lines), size)
+            for item, line in zip(new, lines, strict=True):
+                self._index.add(item.event.event_id, line)
 
     @contextmanager
     def _opened_for_append(self) -> Iterator[int]:
