@@ -20,10 +20,16 @@ from leviathan_dagster.cli.main import LeviathanGroup
 from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.attempt_recovery import LostAttempt, recover_outcome
-from leviathan_dagster.core.attempt_runner import reconcile_lost_attempts, recovery_for
+from leviathan_dagster.core.attempt_runner import (
+    PlannedAttempt,
+    execute_attempt,
+    reconcile_lost_attempts,
+    recovery_for,
+)
 from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.errors import TransientError
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.executors.local import LocalExecutor
 from leviathan_dagster.core.forge.registry import forge_for
 from worker.event_sink import ControlPlaneSink
 
@@ -148,3 +154,26 @@ def test_a_full_disk_or_database_is_one_clear_line_not_a_traceback(fault: str) -
     expected = "database or disk is full" if fault == "database full" else "disk full: [Errno 28]"
     assert line.startswith("error: ") and expected in line and "Fix: " in line
     assert "Traceback" not in result.output
+
+
+def test_execute_attempt_records_the_pr_its_worker_opened_but_could_not_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The orchestrator's own path (a Dagster attempt run): the local executor's worker opens its PR,
+    # then loses its event store for good (here: the control plane it posts to stops accepting its
+    # result). Before recording the attempt as lost, execute_attempt asks the forge.
+    repo_files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("intro")), "README.md": "# target\n"}
+    project = make_project(tmp_path / "project", {"site": {"files": repo_files}})
+    target = project.target("site")
+    log = project.events()
+    with serving(create_app(_LosesTheLastBundle(tmp_path / "cp" / "events.ndjson"), token=TOKEN)) as url:
+        monkeypatch.setenv("CONTROL_PLANE_URL", url)
+        monkeypatch.setenv("CONTROL_PLANE_TOKEN", TOKEN)
+        record = execute_attempt(
+            PlannedAttempt(target, "intro", 1), project.home, project.config_path, LocalExecutor(), log
+        )
+    [pull] = forge_for(target, project.home).list_pull_requests("open")
+    assert (record.status, record.pr_number, record.failure_type) == ("succeeded", pull.number, None)
+    succeeded = [e for e in log.read() if e.event_type == "attempt.succeeded"]
+    assert [e.payload["recovered_from"] for e in succeeded] == ["forge"]
+    assert log.verify().ok
