@@ -7,6 +7,7 @@ applies the consequences a single worker cannot see: escalation, attempts exhaus
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import timedelta
@@ -21,7 +22,7 @@ from leviathan_dagster.core.attempt_recovery import (
     recover_outcome,
 )
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
-from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.errors import ConfigError, ConflictError
 from leviathan_dagster.core.events.model import Event, utc_now
 from leviathan_dagster.core.events.retry import append_with_retry
 from leviathan_dagster.core.events.store import EventStore
@@ -98,7 +99,7 @@ def execute_attempt(
         except ForgeUnavailable as exc:
             recovered, result = [], replace(result, log_tail=f"{result.log_tail}\n{exc}")
         if recovered:
-            append_with_retry(events, recovered)
+            record_recovered(events, recovered)
         else:
             _record_lost_worker(planned, result, events)
         ledger = AttemptLedger.from_events(events.read())
@@ -212,7 +213,7 @@ def reconcile_lost_attempts(
         except ForgeUnavailable:
             continue
         if recovered:
-            append_with_retry(events, recovered)
+            record_recovered(events, recovered)
         else:
             lost.append(a)
     if lost:
@@ -247,6 +248,13 @@ def recovery_for(
         return recover_outcome(lost, home, _forge_or_none(target, home) if target else None)
 
     return recover
+
+
+def record_recovered(events: EventStore, recovered: list[Event]) -> None:
+    """Append what was recovered; if the worker's own record landed meanwhile (same event ids, other
+    content: its timestamps), that record stands and the recovered copy is dropped."""
+    with contextlib.suppress(ConflictError):
+        append_with_retry(events, recovered)
 
 
 def _forge_or_none(target: TargetConfig, home: LeviathanHome) -> Forge | None:
