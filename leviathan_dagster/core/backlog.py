@@ -16,14 +16,28 @@ from typing import Any
 
 import yaml
 
+from leviathan_dagster.core.backlog_writeback import WRITE_BACK_KEYS, replaceable_in_place
 from leviathan_dagster.core.backlog_writeback import write_back_completion as write_back_completion
 from leviathan_dagster.core.errors import BacklogError, ConfigError, PolicyViolation
 from leviathan_dagster.core.models import BACKLOG_PATH, TASK_STATUSES, Backlog, Task
-from leviathan_dagster.core.paths import normalize_repo_path
-from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe, line_of
+from leviathan_dagster.core.paths import check_policy_path
+from leviathan_dagster.core.yamlnodes import (
+    Reporter,
+    YamlDocument,
+    check_yaml_text,
+    close_key,
+    decode_yaml_bytes,
+    describe,
+    line_of,
+    parsing_paused_gc,
+)
 
-# Ids end up in git branch names and Dagster partition keys, so they are kept to a conservative alphabet.
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+# Ids end up in git branch names (``agent/<task>-<attempt>``) and Dagster partition keys, so they are kept
+# to a conservative alphabet, matched in full (``$`` would let a trailing newline through), short enough
+# for a branch name and a file name, and valid as a git ref component.
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_ID_LENGTH = 100
+ID_FIX = "use letters, digits, '.', '_' and '-' (at most 100), e.g. 'add-docs'; quote numeric ids"
 _KNOWN_FIELDS = (
     "id",
     "title",
@@ -35,12 +49,31 @@ _KNOWN_FIELDS = (
     "acceptance_criteria",
     "dependencies",
     "priority",
-    "executor",
+    "generator",
 )
+# The former name of ``generator``: still read, with a warning.
+_OLD_GENERATOR_KEY = "executor"
 # Written by write_back_completion, so they are expected and never warned about.
 _WRITE_BACK_FIELDS = ("attempt_id", "branch_name", "completed_at")
-# Read from Task.extra by the feature that owns them (config_kubernetes.task_resources), never warned about.
-_EXTENSION_FIELDS = ("resources",)
+# Read from Task.extra by the feature that owns them (config_kubernetes.task_resources, forge.reviewers),
+# never warned about.
+_EXTENSION_FIELDS = ("resources", "owner")
+# Statuses of a task that can still be attempted, hence written back.
+_OPEN_STATUSES = ("pending", "in_progress", "blocked")
+
+
+def id_problem(value: object) -> str | None:
+    """Why ``value`` is not a valid task or target id (see ID_RE), or None when it is."""
+    if not isinstance(value, str):
+        return f"must be a string matching {ID_RE.pattern}"
+    if len(value) > MAX_ID_LENGTH:
+        return f"is {len(value)} characters long, more than {MAX_ID_LENGTH}"
+    if not ID_RE.fullmatch(value):
+        return f"must match {ID_RE.pattern} in full (letters, digits, '.', '_', '-'; no spaces or newlines)"
+    # git check-ref-format: no '..' anywhere, no component ending in '.lock' or '.'.
+    if ".." in value or value.endswith((".lock", ".")):
+        return "is not valid in a git branch name (no '..', and no '.lock' or '.' at the end)"
+    return None
 
 
 class _Invalid(Exception):
@@ -84,7 +117,7 @@ def _allowed_paths(doc: YamlDocument, node: yaml.Node) -> tuple[str, ...]:
     paths, bad = [], []
     for path, item in items:
         try:
-            paths.append(normalize_repo_path(path))
+            paths.append(check_policy_path(path))
         except PolicyViolation as exc:
             fix = "use a path relative to the repository root, e.g. 'docs/guide.md' or 'docs/'"
             bad.append(_Invalid(f"has a bad path: {exc}", fix, item))
@@ -98,11 +131,9 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
     """The field's value in Task form, or _Invalid."""
     if name == "id":
         value = doc.value(node)
-        if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
-            raise _Invalid(
-                f"must match {ID_RE.pattern} without '..' (used in branch names), got {describe(node)}",
-                "use letters, digits, '.', '_' and '-', e.g. 'id: add-docs' (quote numeric ids)",
-            )
+        problem = id_problem(value)
+        if problem is not None:
+            raise _Invalid(f"{problem} (it is used in branch names), got {_shown(node)}", ID_FIX)
         return value
     if name == "title":
         return _text(doc, node, name, required=True)
@@ -122,7 +153,7 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
                 f"must be one of {', '.join(TASK_STATUSES)}, got {describe(node)}", "write 'status: pending'"
             )
         return value
-    if name in ("description", "scope", "executor"):
+    if name in ("description", "scope", "generator"):
         value = _text(doc, node, name, required=False)
         return "" if value is None and name == "description" else value
     if name in ("acceptance_criteria", "dependencies"):
@@ -137,6 +168,12 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
             )
         return value
     raise AssertionError(name)
+
+
+def _shown(node: yaml.Node) -> str:
+    """``describe`` cut to a readable length: a 300-character id is not repeated in full."""
+    text = describe(node)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def _parse_task(
@@ -156,6 +193,15 @@ def _parse_task(
     task_id = doc.value(id_node) if id_node is not None else None
     who = f"task {task_id!r}: " if isinstance(task_id, str) else f"task #{index + 1}: "
     items = report.items(node, who)
+    if _OLD_GENERATOR_KEY in items:
+        key = items[_OLD_GENERATOR_KEY][0]
+        if "generator" in items:
+            report.error(
+                key, who, "both 'generator' and its old name 'executor' are given", "keep 'generator'"
+            )
+        else:
+            report.warn(key, who, "field 'executor' is now called 'generator'", "rename it to 'generator:'")
+            items = {("generator" if k == _OLD_GENERATOR_KEY else k): v for k, v in items.items()}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, (key, value_node) in items.items():
@@ -166,18 +212,65 @@ def _parse_task(
                 for issue in [bad, *bad.also]:
                     report.error(issue.node or value_node, who, f"field {name!r} {issue.message}", issue.fix)
             continue
-        # Unknown keys are kept, not dropped: a newer Leviathan (or a human) may rely on them.
+        if name == _OLD_GENERATOR_KEY:
+            continue  # reported above, next to 'generator'
+        # Unknown keys are kept, not dropped: a newer Leviathan (or a human) may rely on them. One that is
+        # a typo of a known field is an error: 'dependecies:' would otherwise drop the dependencies.
         extra[name] = doc.value(value_node)
         if name not in _WRITE_BACK_FIELDS + _EXTENSION_FIELDS:
-            close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            report.warn(key, who, f"unknown field {name!r} is kept but not used{hint}")
+            close = close_key(name, _KNOWN_FIELDS)
+            if close is not None and close not in items:
+                report.error(
+                    key, who, f"unknown field {name!r} (did you mean {close!r}?)", f"rename it to {close!r}"
+                )
+            else:
+                close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                report.warn(key, who, f"unknown field {name!r} is kept but not used{hint}")
     for name in ("id", "title", "ready", "allowed_paths"):
         if name not in items:
             report.error(node, who, f"required field {name!r} is missing", f"add '{name}:' to this task")
     if len(report.problems) > problem_count:
         return None, values
-    return Task(line=line_of(node), extra=MappingProxyType(extra), **values), values
+    task = Task(line=line_of(node), extra=MappingProxyType(extra), **values)
+    _check_task_usable(doc, node, items, task, who, report)
+    if len(report.problems) > problem_count:
+        return None, values
+    return task, values
+
+
+def _check_task_usable(
+    doc: YamlDocument,
+    node: yaml.MappingNode,
+    items: dict[str, tuple[yaml.Node, yaml.Node]],
+    task: Task,
+    who: str,
+    report: Reporter,
+) -> None:
+    """Problems that would make every attempt of a valid-looking task fail: its generator (unknown,
+    missing, or refusing the task, e.g. tests criteria that cannot fail) and a write-back that could not
+    edit it. Found here, they cost no attempt (and can never open the circuit breaker)."""
+    from leviathan_dagster.core.generators.registry import check_task_generator
+
+    for problem in check_task_generator(task):
+        at: yaml.Node = items[problem.field][1] if problem.field in items else node
+        if problem.item is not None and isinstance(at, yaml.SequenceNode) and problem.item < len(at.value):
+            at = at.value[problem.item]
+        report.error(at, who, f"field {problem.field!r} {problem.message}", problem.fix)
+    if task.status not in _OPEN_STATUSES:
+        return
+    fix = "write the task in block style: '- id: ...' with one 'key: value' per line"
+    if node.flow_style:
+        report.error(node, who, "is written in flow style ({...}), which write-back cannot update", fix)
+        return
+    for name in WRITE_BACK_KEYS:
+        if name in items and not replaceable_in_place(doc.text, *items[name]):
+            report.error(
+                items[name][0],
+                who,
+                f"field {name!r} is not a plain one-line value, so write-back cannot update it",
+                f"write it as '{name}: value' on one line",
+            )
 
 
 def _check_dependencies(tasks: list[tuple[str, yaml.MappingNode, tuple[str, ...]]], report: Reporter) -> None:
@@ -200,41 +293,61 @@ def _check_dependencies(tasks: list[tuple[str, yaml.MappingNode, tuple[str, ...]
                 )
             else:
                 graph[task_id].append(dep)
-    # Depth-first search: a dependency on a task still on the stack closes a cycle. Each cycle is reported
-    # once, rotated to start at the task that comes first in the file, so the message is deterministic.
+    # Depth-first search without recursion (a 1,000-task chain is a normal backlog, not a stack overflow):
+    # a dependency on a task still on the path closes a cycle. Each cycle is reported once, rotated to
+    # start at the task that comes first in the file, so the message is deterministic.
     state: dict[str, str] = {}
-    stack: list[str] = []
     seen: set[frozenset[str]] = set()
-
-    def visit(task_id: str) -> None:
-        state[task_id] = "open"
-        stack.append(task_id)
-        for dep in graph[task_id]:
+    for start_id, _, _ in tasks:
+        if start_id in state:
+            continue
+        path: list[str] = [start_id]
+        position = {start_id: 0}
+        pending = [iter(graph[start_id])]
+        state[start_id] = "open"
+        while pending:
+            dep = next(pending[-1], None)
+            if dep is None:
+                pending.pop()
+                state[path.pop()] = "done"
+                continue
             if state.get(dep) == "open":
-                cycle = stack[stack.index(dep) :]
+                cycle = path[position[dep] :]
                 if frozenset(cycle) not in seen:
                     seen.add(frozenset(cycle))
-                    start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
-                    cycle = cycle[start:] + cycle[:start]
+                    first = min(range(len(cycle)), key=lambda i: order[cycle[i]])
+                    cycle = cycle[first:] + cycle[:first]
+                    shown = (
+                        " -> ".join([*cycle, cycle[0]])
+                        if len(cycle) <= 20
+                        else (" -> ".join(cycle[:10]) + f" -> ... ({len(cycle)} tasks) -> {cycle[0]}")
+                    )
                     report.error(
                         tasks[order[cycle[0]]][1],
                         f"task {cycle[0]!r}: ",
-                        "dependency cycle " + " -> ".join([*cycle, cycle[0]]),
+                        "dependency cycle " + shown,
                         "remove one of these dependencies",
                     )
             elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[task_id] = "done"
-
-    for task_id, _, _ in tasks:
-        if task_id not in state:
-            visit(task_id)
+                state[dep] = "open"
+                position[dep] = len(path)
+                path.append(dep)
+                pending.append(iter(graph[dep]))
 
 
 def parse_backlog(text: str, source: str = BACKLOG_PATH) -> Backlog:
-    """Parse and validate a backlog. Raises BacklogError listing every problem (file:line: task: field)."""
+    """Parse and validate a backlog. Raises BacklogError listing every problem (file:line: task: field).
+
+    Nothing in here recurses per task or per dependency, and the text is checked for size, characters
+    and nesting (``check_yaml_text``) before it is composed, so a hostile backlog is a located error.
+    """
+    with parsing_paused_gc():
+        return _parse_backlog(text, source)
+
+
+def _parse_backlog(text: str, source: str) -> Backlog:
     try:
+        check_yaml_text(text, source)
         doc = YamlDocument(text, source)
     except ConfigError as exc:
         raise BacklogError([str(exc)]) from None
@@ -283,7 +396,13 @@ def parse_backlog(text: str, source: str = BACKLOG_PATH) -> Backlog:
 def load_backlog(path: Path) -> Backlog:
     """Read and parse the backlog file at ``path`` (messages name ``path``)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise BacklogError([f"{path}: no backlog file. Fix: create it with a 'tasks:' list."]) from None
+    except OSError as exc:
+        raise BacklogError([f"{path}: cannot be read ({exc.strerror}). Fix: check the file"]) from None
+    try:
+        text = decode_yaml_bytes(data, str(path))
+    except ConfigError as exc:
+        raise BacklogError([str(exc)]) from None
     return parse_backlog(text, str(path))

@@ -17,15 +17,22 @@ from typing import Any
 
 import yaml
 
-from leviathan_dagster.core.backlog import ID_RE
+from leviathan_dagster.core.backlog import ID_FIX, id_problem
 from leviathan_dagster.core.config_event_log import parse_event_log
 from leviathan_dagster.core.config_secrets import check_literal_secrets, parse_secrets
 from leviathan_dagster.core.config_secrets import resolve_secret as resolve_secret
 from leviathan_dagster.core.config_sections import PROJECT_SECTIONS, TARGET_SECTIONS, load_sections
 from leviathan_dagster.core.errors import ConfigError, PolicyViolation
 from leviathan_dagster.core.models import EventLogSettings, Policy, ProjectConfig, TargetConfig
-from leviathan_dagster.core.paths import normalize_repo_path
-from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
+from leviathan_dagster.core.paths import check_policy_path
+from leviathan_dagster.core.yamlnodes import (
+    Reporter,
+    YamlDocument,
+    check_yaml_text,
+    decode_yaml_bytes,
+    describe,
+    parsing_paused_gc,
+)
 
 FORGES = ("local", "github")
 EXECUTORS = ("local", "k8s", "k8s-stub")
@@ -37,16 +44,51 @@ _BOOL_POLICY_KEYS = ("allow_draft_on_failing_tests",)
 # Dagster deployment configures elsewhere; those are accepted and ignored so a seed config loads as is.
 _FLAT_RENAMES = {"target_id": "id", "target_repo_url": "repo_url", "target_branch": "branch"}
 _FLAT_IGNORED = ("schedule_cron", "control_plane_url", "worker_image", "worker_namespace", "workspace_dir")
-_BRANCH_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_BRANCH_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
+_MAX_BRANCH_LENGTH = 200
 _URL_SCHEMES = ("https", "file", "ssh")
+# Inclusive bounds of every numeric policy value (docs/configuration.md lists them). A value outside can
+# never work (a timeout of 1e20 seconds overflows the Job spec and the worker's clock) or is certainly a
+# typo; the upper bounds are far above any sensible setting.
+POLICY_BOUNDS: dict[str, tuple[float, float]] = {
+    "max_open_prs": (1, 1_000),
+    "max_running_attempts": (1, 1_000),
+    "max_attempts_per_task": (1, 1_000),
+    "backoff_seconds": (0, 7 * 86_400),
+    "circuit_breaker_failures": (1, 1_000),
+    "attempt_timeout_seconds": (1, 86_400),
+    "escalation_after": (1, 1_000),
+    "max_repair_rounds": (0, 20),
+    "max_tokens_per_attempt": (1, 100_000_000),
+    "max_usd_per_attempt": (0.01, 10_000),
+    "daily_token_budget": (1, 10_000_000_000),
+}
+MAX_CONCURRENT_BOUNDS = (1, 1_000)
 
 Items = dict[str, tuple[yaml.Node, yaml.Node]]
+# The keys a target may carry besides the policy keys and the sections (github:, resources:, ...).
+_TARGET_FIELDS = ("id", "repo_url", "branch", "forge", "executor", "test_command", "secrets", "policy")
 
 
-def _int(doc: YamlDocument, node: yaml.Node, minimum: int) -> int | None:
+def _int(doc: YamlDocument, node: yaml.Node, minimum: float, maximum: float) -> int | None:
     value = doc.value(node)
     # bool is an int in Python, but 'max_open_prs: yes' is a mistake, not 1.
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= minimum else None
+    ok = isinstance(value, int) and not isinstance(value, bool) and minimum <= value <= maximum
+    return value if ok else None
+
+
+def branch_problem(value: object) -> str | None:
+    """Why ``value`` is not a branch name git accepts (``git check-ref-format --branch``), or None."""
+    if not isinstance(value, str) or not _BRANCH_RE.fullmatch(value) or len(value) > _MAX_BRANCH_LENGTH:
+        return "must be a branch name (letters, digits, '.', '_', '-', '/'; no spaces or newlines)"
+    parts = value.split("/")
+    if (
+        ".." in value
+        or value.endswith(("/", "."))
+        or any(not part or part.startswith(".") or part.endswith(".lock") for part in parts)
+    ):
+        return "is not a valid git branch name (no '..', '//', '.lock', or '.' or '/' at the end)"
+    return None
 
 
 def _parse_policy(doc: YamlDocument, sources: list[Items], who: str, report: Reporter) -> Policy:
@@ -68,13 +110,14 @@ def _parse_policy(doc: YamlDocument, sources: list[Items], who: str, report: Rep
             if name in _BOOL_POLICY_KEYS:
                 values[name] = _bool(doc, node, name, who, report)
                 continue
-            minimum = 0 if name in ("backoff_seconds", "max_repair_rounds") else 1
-            value = _int(doc, node, minimum)
+            minimum, maximum = POLICY_BOUNDS[name]
+            value = _int(doc, node, minimum, maximum)
             if value is None:
                 report.error(
                     node,
                     who,
-                    f"policy {name!r} must be an integer >= {minimum}, got {describe(node)}",
+                    f"policy {name!r} must be an integer from {minimum:,} to {maximum:,}, "
+                    f"got {describe(node)}",
                     f"write e.g. '{name}: {getattr(Policy(), name) or 3}'",
                 )
             values[name] = value
@@ -96,10 +139,14 @@ def _positive_number(
     doc: YamlDocument, node: yaml.Node, name: str, who: str, report: Reporter
 ) -> float | None:
     value = doc.value(node)
-    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+    minimum, maximum = POLICY_BOUNDS[name]
+    if isinstance(value, int | float) and not isinstance(value, bool) and minimum <= value <= maximum:
         return float(value)
     report.error(
-        node, who, f"policy {name!r} must be a number > 0, got {describe(node)}", f"write e.g. '{name}: 2.5'"
+        node,
+        who,
+        f"policy {name!r} must be a number from {minimum:g} to {maximum:g}, got {describe(node)}",
+        f"write e.g. '{name}: 2.5'",
     )
     return None
 
@@ -116,7 +163,7 @@ def _path_prefixes(doc: YamlDocument, node: yaml.Node, who: str, report: Reporte
         try:
             if not isinstance(doc.value(item), str):
                 raise PolicyViolation(f"got {describe(item)}, not a path")
-            prefixes.append(normalize_repo_path(doc.value(item)))
+            prefixes.append(check_policy_path(doc.value(item)))
         except PolicyViolation as exc:
             report.error(item, who, f"policy 'allowed_path_prefixes' has a bad entry: {exc}", fix)
     return tuple(prefixes) if len(prefixes) == len(node.value) else None
@@ -124,6 +171,13 @@ def _path_prefixes(doc: YamlDocument, node: yaml.Node, who: str, report: Reporte
 
 def _repo_url(value: str, base_dir: Path) -> str:
     """URLs stay as written; local paths are made absolute against the config file's folder."""
+    if any(ord(char) < 32 or ord(char) == 127 for char in value) or value != value.strip():
+        raise ValueError("contains spaces or control characters (a newline?) at its ends or inside")
+    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", value, re.IGNORECASE):
+        raise ValueError(
+            "carries a password or token (user:secret@); credentials are never written in a URL, "
+            "they are referenced under 'secrets:' (e.g. github_token: {env: GITHUB_TOKEN})"
+        )
     if "://" in value:
         scheme = value.split("://", 1)[0]
         # Plain http only to this machine (a local GitHub Enterprise or test double): never over a network.
@@ -153,13 +207,9 @@ def _parse_target(
         value = doc.value(node)
         shown = key.value  # the key as written (flat form: target_repo_url, ...)
         if name == "id":
-            if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
-                report.error(
-                    node,
-                    who,
-                    f"field {shown!r} must match {ID_RE.pattern}, got {describe(node)}",
-                    "use letters, digits, '.', '_' and '-', e.g. 'docs-site'",
-                )
+            problem = id_problem(value)
+            if problem is not None:
+                report.error(node, who, f"field {shown!r} {problem}, got {describe(node)}", ID_FIX)
             fields["id"] = value
         elif name == "repo_url":
             try:
@@ -171,12 +221,10 @@ def _parse_target(
                     node, who, f"field {shown!r}: {exc}", "use a local path, a file:// URL or an https:// URL"
                 )
         elif name == "branch":
-            if not isinstance(value, str) or not _BRANCH_RE.match(value) or ".." in value:
+            problem = branch_problem(value)
+            if problem is not None:
                 report.error(
-                    node,
-                    who,
-                    f"field {shown!r} must be a branch name, got {describe(node)}",
-                    "write e.g. 'branch: main'",
+                    node, who, f"field {shown!r} {problem}, got {describe(node)}", "write e.g. 'branch: main'"
                 )
             fields["branch"] = value
         elif name in ("forge", "executor"):
@@ -199,12 +247,14 @@ def _parse_target(
         elif name in TARGET_SECTIONS:
             fields[name] = TARGET_SECTIONS[name](doc, node, who, report, base_dir)
         elif name not in POLICY_KEYS:
-            report.warn(key, who, f"unknown field {shown!r} is ignored")
+            known = [*_TARGET_FIELDS, *TARGET_SECTIONS, *POLICY_KEYS, *_FLAT_RENAMES, *_FLAT_IGNORED]
+            report.unknown_key(key, who, f"field {shown!r}", known, set(items))
     policy_node = items.get("policy", (None, None))[1]
     policy_items = report.items(policy_node, who) if isinstance(policy_node, yaml.MappingNode) else {}
     for name, (key, _) in policy_items.items():
         if name not in POLICY_KEYS:
-            report.warn(key, who, f"unknown policy {name!r} is ignored (known: {', '.join(POLICY_KEYS)})")
+            known = f" (known: {', '.join(POLICY_KEYS)})"
+            report.unknown_key(key, who, f"policy {name!r}", POLICY_KEYS, set(policy_items), known)
         elif name in items:
             report.error(
                 key,
@@ -223,11 +273,20 @@ def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tu
         return ()
     if isinstance(value, str):
         try:
-            return tuple(shlex.split(value))
+            value = shlex.split(value)
         except ValueError as exc:
             report.error(node, who, f"field 'test_command' cannot be split: {exc}", "check its quotes")
             return ()
     if isinstance(value, list) and all(isinstance(part, str) for part in value):
+        # What the worker could never run: an empty program name, or NUL (no argv can carry one).
+        if value and (not value[0].strip() or any("\x00" in part for part in value)):
+            report.error(
+                node,
+                who,
+                "field 'test_command' names no program (empty first item) or holds a NUL byte",
+                "write e.g. test_command: ['python', '-m', 'pytest', '-q']",
+            )
+            return ()
         return tuple(value)
     report.error(
         node,
@@ -241,7 +300,13 @@ def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tu
 def parse_project_config(text: str, source: str, *, base_dir: Path) -> ProjectConfig:
     """Parse and validate a project config. Relative local ``repo_url`` values are resolved against
     ``base_dir`` (the config file's folder). Raises ConfigError with every problem, one per line."""
+    with parsing_paused_gc():
+        return _parse_project_config(text, source, base_dir)
+
+
+def _parse_project_config(text: str, source: str, base_dir: Path) -> ProjectConfig:
     load_sections()
+    check_yaml_text(text, source)
     doc = YamlDocument(text, source)
     report = Reporter(source)
     if not isinstance(doc.root, yaml.MappingNode):
@@ -258,12 +323,13 @@ def parse_project_config(text: str, source: str, *, base_dir: Path) -> ProjectCo
     max_concurrent = 4
     if "max_concurrent_attempts" in top:
         node = top["max_concurrent_attempts"][1]
-        max_concurrent = _int(doc, node, 1) or max_concurrent
-        if _int(doc, node, 1) is None:
+        low, high = MAX_CONCURRENT_BOUNDS
+        max_concurrent = _int(doc, node, low, high) or max_concurrent
+        if _int(doc, node, low, high) is None:
             report.error(
                 node,
                 "",
-                f"'max_concurrent_attempts' must be an integer >= 1, got {describe(node)}",
+                f"'max_concurrent_attempts' must be an integer from {low} to {high:,}, got {describe(node)}",
                 "write e.g. 'max_concurrent_attempts: 4'",
             )
     event_log = EventLogSettings()
@@ -310,14 +376,14 @@ def _parse_target_list(
             *_FLAT_IGNORED,
         )
         if name not in known:
-            report.warn(key, "", f"unknown top-level key {name!r} is ignored")
+            report.unknown_key(key, "", f"top-level key {name!r}", known, set(top))
     defaults: Items = {}
     defaults_node = top.get("defaults", (None, None))[1]
     if isinstance(defaults_node, yaml.MappingNode):
         defaults = report.items(defaults_node, "defaults: ")
         for name, (key, _) in defaults.items():
             if name not in POLICY_KEYS:
-                report.warn(key, "defaults: ", f"unknown policy {name!r} is ignored")
+                report.unknown_key(key, "defaults: ", f"policy {name!r}", POLICY_KEYS, set(defaults))
     elif defaults_node is not None:
         report.error(
             defaults_node, "", f"'defaults' must be a mapping of policy keys, got {describe(defaults_node)}"
@@ -359,9 +425,11 @@ def load_project_config(path: Path) -> ProjectConfig:
     """Read and parse the project config at ``path``."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: no such file. Fix: run `leviathan init` to write an example config."
         ) from None
-    return parse_project_config(text, str(path), base_dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read ({exc.strerror}). Fix: check the path") from None
+    return parse_project_config(decode_yaml_bytes(data, str(path)), str(path), base_dir=path.parent)

@@ -87,7 +87,9 @@ def parse_event_log(doc: YamlDocument, node: yaml.Node, base_dir: Path, report: 
             else:
                 values["table_prefix"] = value
         else:
-            report.warn(key, "", f"unknown field 'event_log.{name}' is ignored (known: {', '.join(KEYS)})")
+            report.unknown_key(
+                key, "", f"field 'event_log.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
+            )
     backend = values.get("backend", "ndjson")
     if backend == "postgres" and "dsn_env" not in values and "dsn" not in items:
         report.error(

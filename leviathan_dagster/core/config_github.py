@@ -44,7 +44,8 @@ def parse_github(
         )
         return GithubSettings()
     values: dict[str, Any] = {}
-    for name, (key, value_node) in report.items(node, who).items():
+    items = report.items(node, who)
+    for name, (key, value_node) in items.items():
         value = doc.value(value_node)
         if name == "api_url":
             if not isinstance(value, str) or not re.match(r"^https?://[^/\s@]+(/\S*)?$", value):
@@ -87,5 +88,7 @@ def parse_github(
             else:
                 values[name] = value
         else:
-            report.warn(key, who, f"unknown field 'github.{name}' is ignored (known: {', '.join(KEYS)})")
+            report.unknown_key(
+                key, who, f"field 'github.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
+            )
     return GithubSettings(**values)

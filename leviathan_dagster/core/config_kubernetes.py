@@ -91,15 +91,13 @@ def parse_kubernetes(
         )
         return KubernetesSettings()
     values: dict[str, Any] = {}
-    for name, (key, value_node) in report.items(node, who).items():
+    items = report.items(node, who)
+    for name, (key, value_node) in items.items():
         value = doc.value(value_node)
         problem = _check(name, value)
         if name not in KUBERNETES_KEYS:
-            report.warn(
-                key,
-                who,
-                f"unknown field 'kubernetes.{name}' is ignored (known: {', '.join(KUBERNETES_KEYS)})",
-            )
+            known = f" (known: {', '.join(KUBERNETES_KEYS)})"
+            report.unknown_key(key, who, f"field 'kubernetes.{name}'", KUBERNETES_KEYS, items, known)
         elif problem:
             report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}")
         elif name == "kubeconfig":

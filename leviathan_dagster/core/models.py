@@ -30,11 +30,18 @@ class Task:
     acceptance_criteria: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
     priority: int = DEFAULT_PRIORITY
-    executor: str | None = None
+    # The generator that writes the change (docs, tests, claude); None: the one named by ``scope``. Read
+    # from the backlog's ``generator:`` key (formerly ``executor:``, still read with a warning).
+    generator: str | None = None
     # 1-based line of the task's entry in the backlog file, for error messages.
     line: int = 0
     # Keys we do not know: kept (and warned about), never dropped.
     extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def executor(self) -> str | None:
+        """The former name of ``generator`` (the backlog key was ``executor:``), kept for readers."""
+        return self.generator
 
 
 @dataclass(frozen=True)

@@ -6,12 +6,34 @@ collect every problem before raising.
 
 from __future__ import annotations
 
+import codecs
+import gc
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from leviathan_dagster.core.errors import ConfigError
+
+# Limits of what is parsed at all. A backlog of 100,000 tasks is about 12 MiB; nobody writes a config or a
+# backlog nested deeper than a dozen levels, while PyYAML's composer and constructor recurse once per
+# level (a few thousand levels overflow the stack, and libyaml's composer does not even check). Aliases
+# are counted by what they expand to, so a "billion laughs" document is refused before anything walks it.
+MAX_YAML_BYTES = 32 * 1024 * 1024
+MAX_YAML_DEPTH = 64
+MAX_YAML_NODES = 5_000_000
+# The characters YAML 1.1 allows in a stream (PyYAML's Reader refuses the others, without a line number).
+_NON_PRINTABLE = re.compile("[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_UTF_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+_SAVE_AS_UTF8 = "save the file as UTF-8 text (no BOM), e.g. `iconv -t UTF-8`"
 
 
 class YamlDocument:
@@ -21,6 +43,7 @@ class YamlDocument:
     """
 
     def __init__(self, text: str, source: str) -> None:
+        self.text = text
         self._loader = yaml.SafeLoader(text)
         try:
             self.root: yaml.Node | None = self._loader.get_single_node()
@@ -28,12 +51,7 @@ class YamlDocument:
                 # Construct once up front so unknown tags fail here, as a located error, not later.
                 self._loader.construct_document(self.root)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-            reason = " ".join(part for part in (exc.context, exc.problem) if part)
-            raise ConfigError(
-                f"{where}: invalid YAML: {reason}. Fix: check the indentation and quoting on this line."
-            ) from None
+            raise ConfigError(yaml_error_message(exc, text, source)) from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{source}: invalid YAML: {exc}") from None
         finally:
@@ -41,6 +59,188 @@ class YamlDocument:
 
     def value(self, node: yaml.Node) -> Any:
         return self._loader.construct_object(node, deep=True)
+
+
+def _line_count(text: str) -> int:
+    return max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+
+
+def _yaml_fix(problem: str) -> str:
+    if "'\\t'" in problem or "tab" in problem:
+        return "indent with spaces: YAML does not allow tabs in indentation"
+    if "constructor for the tag" in problem:
+        return "remove the '!' tag: only plain YAML values are read"
+    if "end of stream" in problem and "quoted" in problem:
+        return "close the quote that starts here"
+    if "found duplicate anchor" in problem or "undefined alias" in problem:
+        return "define each '&anchor' once, before any '*alias' to it"
+    return "check the indentation and quoting on this line"
+
+
+def yaml_error_message(exc: yaml.MarkedYAMLError, text: str, source: str) -> str:
+    """``file:line:column: invalid YAML: ... Fix: ...`` for a PyYAML error, with a line that exists.
+
+    PyYAML marks a construct left open (a quote, a '[', a key without ':') at the end of the stream: one
+    line past the last one of a file ending in a newline. The line where the open construct started (the
+    error's context mark) is what the reader has to fix, so that one is named, with where it ran out.
+    """
+    problem, context = exc.problem or "", exc.context or ""
+    mark, last = exc.problem_mark or exc.context_mark, _line_count(text)
+    at_end = mark is not None and (mark.index >= len(text.rstrip()) or mark.line + 1 > last)
+    if at_end and exc.context_mark is not None and exc.context_mark is not mark:
+        mark = exc.context_mark
+        problem = f"{problem} (the file ends before it is closed)".replace(
+            "<stream end>", "the end of the file"
+        )
+    if mark is None:
+        where = source
+    else:
+        where = f"{source}:{min(mark.line + 1, last)}:{mark.column + 1}"
+    reason = " ".join(part for part in (context, problem) if part)
+    return f"{where}: invalid YAML: {reason}. Fix: {_yaml_fix(reason)}."
+
+
+def decode_yaml_bytes(data: bytes, source: str) -> str:
+    """The text of a YAML file read as bytes; ConfigError (line, fix) when it is not UTF-8 or too big.
+
+    A UTF-8 byte-order mark is dropped (editors on Windows write one); UTF-16 and UTF-32 are refused by
+    name rather than shown as a page of "unacceptable character" errors.
+    """
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{source}: the file is {len(data):,} bytes, more than the {MAX_YAML_BYTES:,} bytes Leviathan "
+            "reads. Fix: split it or remove what is not needed"
+        )
+    for bom, name in _UTF_BOMS:
+        if data.startswith(bom):
+            raise ConfigError(f"{source}:1: the file is {name}-encoded. Fix: {_SAVE_AS_UTF8}")
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{source}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 (offset {exc.start}). "
+            f"Fix: {_SAVE_AS_UTF8}"
+        ) from None
+
+
+@contextmanager
+def parsing_paused_gc() -> Iterator[None]:
+    # Composing a large document allocates millions of objects that all stay alive; the cyclic collector
+    # would walk them again and again (two thirds of the time for 100k tasks) to find nothing to free.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def check_yaml_text(text: str, source: str) -> None:
+    """Refuse, as a located ConfigError, a text that cannot be parsed safely: too large, characters YAML
+    does not allow (NUL: a binary or UTF-16 file), nesting deeper than MAX_YAML_DEPTH, or aliases that
+    expand past MAX_YAML_NODES. Syntax errors are left to ``YamlDocument``, which locates them better.
+
+    One pass over the parser's events, iterative (no recursion), before anything is composed.
+    """
+    if len(text) > MAX_YAML_BYTES:
+        raise ConfigError(
+            f"{source}: the file has {len(text):,} characters, more than the {MAX_YAML_BYTES:,} Leviathan "
+            "reads. Fix: split it or remove what is not needed"
+        )
+    text = text.removeprefix("\ufeff")
+    bad = _NON_PRINTABLE.search(text)
+    if bad is not None:
+        line = text.count("\n", 0, bad.start()) + 1
+        column = bad.start() - (text.rfind("\n", 0, bad.start()) + 1) + 1
+        char = bad.group()
+        if char == "\x00":
+            hint = "a NUL byte: the file is binary or UTF-16/UTF-32-encoded"
+            fix = _SAVE_AS_UTF8
+        else:
+            hint = f"the control character {char!r}, which YAML does not allow"
+            fix = "remove it (or write it as an escape inside a double-quoted string)"
+        raise ConfigError(f"{source}:{line}:{column}: the file contains {hint}. Fix: {fix}")
+    if "\ufffd" in text:
+        index = text.index("\ufffd")
+        line = text.count("\n", 0, index) + 1
+        raise ConfigError(
+            f"{source}:{line}: the file contains bytes that are not UTF-8 (shown as U+FFFD). "
+            f"Fix: {_SAVE_AS_UTF8}"
+        )
+    _check_structure(text, source)
+
+
+def _check_structure(text: str, source: str) -> None:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+    # One open collection per level: [node count so far, anchor or None].
+    stack: list[list[Any]] = []
+    sizes: dict[str, int] = {}
+    total = 0
+    try:
+        with parsing_paused_gc():
+            while loader.check_event():
+                event = loader.get_event()
+                if isinstance(event, yaml.CollectionStartEvent):
+                    stack.append([1, event.anchor])
+                    total += 1
+                    if len(stack) > MAX_YAML_DEPTH:
+                        raise ConfigError(
+                            f"{source}:{event.start_mark.line + 1}: values are nested more than "
+                            f"{MAX_YAML_DEPTH} levels deep. Fix: flatten the structure"
+                        )
+                    continue
+                if isinstance(event, yaml.CollectionEndEvent):
+                    count, anchor = stack.pop()
+                elif isinstance(event, yaml.AliasEvent):
+                    count, anchor = sizes.get(event.anchor, 1), None
+                    total += count
+                elif isinstance(event, yaml.ScalarEvent):
+                    count, anchor = 1, event.anchor
+                    total += 1
+                else:
+                    continue
+                if anchor is not None:
+                    sizes[anchor] = count
+                if stack:
+                    stack[-1][0] += count
+                if total > MAX_YAML_NODES:
+                    raise ConfigError(
+                        f"{source}:{event.start_mark.line + 1}: the document expands to more than "
+                        f"{MAX_YAML_NODES:,} values (aliases count as what they repeat). "
+                        "Fix: write the values out instead of nesting aliases"
+                    )
+    except yaml.YAMLError:
+        return  # reported by YamlDocument, with its line and fix
+    finally:
+        loader.dispose()
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (``titel`` is one edit from ``title``)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def close_key(name: str, known: Iterable[str]) -> str | None:
+    """The known key ``name`` is most likely a typo of (one or two edits away, by length), or None.
+
+    Such a key is an error, not an ignored unknown one: ``test_commnd:`` would otherwise run no tests.
+    """
+    folded = name.lower()
+    allowed = 1 if len(name) < 6 else 2
+    best = min(((_edit_distance(folded, k.lower()), k) for k in known if k != name), default=None)
+    return best[1] if best is not None and best[0] <= allowed else None
 
 
 def line_of(node: yaml.Node) -> int:
@@ -77,6 +277,23 @@ class Reporter:
 
     def warn(self, at: yaml.Node | int, who: str, message: str, fix: str | None = None) -> None:
         self.warnings.append(self.format(at, who, message, fix))
+
+    def unknown_key(
+        self,
+        key: yaml.Node,
+        who: str,
+        what: str,
+        known: Iterable[str],
+        present: Iterable[str] = (),
+        known_note: str = "",
+    ) -> None:
+        """Report an unknown key: a warning (a newer Leviathan may know it), unless it is a typo of a
+        known key that is not given too, which is an error: ``test_commnd:`` ignored would run no tests."""
+        close = close_key(str(key.value), known)
+        if close is not None and close not in set(present):
+            self.error(key, who, f"{what} is unknown (did you mean {close}?)", f"rename it to '{close}:'")
+        else:
+            self.warn(key, who, f"unknown {what} is ignored{known_note}")
 
     def items(self, node: yaml.MappingNode, who: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """The mapping's entries by key. Duplicate keys are errors: YAML would silently keep the last."""
