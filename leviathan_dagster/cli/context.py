@@ -9,9 +9,14 @@ from pathlib import Path
 import click
 
 from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
+from leviathan_dagster.core.models import ProjectConfig
+
+# Exit code of a command one of whose targets was broken (the others were still served).
+EXIT_TARGET_BROKEN = 1
 
 
 @dataclass
@@ -27,6 +32,14 @@ class CliContext:
 
 
 pass_ctx = click.make_pass_decorator(CliContext)
+
+
+def check_target_option(project: ProjectConfig, target_id: str | None) -> None:
+    """ConfigError (exit 2) when ``--target`` names no target of the config: printing nothing for a typo
+    would look like a target without tasks."""
+    if target_id is not None and project.target(target_id) is None:
+        available = ", ".join(t.id for t in project.targets) or "none"
+        raise ConfigError(f"no target {target_id!r} in {project.source} (targets: {available})")
 
 
 def emit_json(data: object) -> None:

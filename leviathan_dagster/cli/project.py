@@ -23,7 +23,7 @@ tasks:
     ready: false            # set to true when the task is ready to be attempted
     status: pending
     priority: 3             # 1 lowest .. 5 highest
-    executor: docs          # generator: docs | tests
+    generator: docs         # docs | tests | claude (formerly `executor:`)
     allowed_paths:
       - docs/getting-started.md
     acceptance_criteria:

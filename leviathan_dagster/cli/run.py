@@ -7,7 +7,13 @@ import time
 
 import click
 
-from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import (
+    EXIT_TARGET_BROKEN,
+    CliContext,
+    check_target_option,
+    emit_json,
+    pass_ctx,
+)
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
@@ -101,6 +107,7 @@ def run(
       leviathan run --target docs-site --once --executor local
       leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
+    check_target_option(load_project_config(ctx.config_path), target)
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     while True:
         progress(f"cycle at {utc_now():%H:%M:%S}")
@@ -125,11 +132,15 @@ def run(
 def tasks(ctx: CliContext, target: str | None, as_json: bool) -> None:
     """Show every task's readiness and the reason it is not ready.
 
+    A target whose backlog or forge cannot be read is shown as broken, with the reason, and the others
+    are shown as usual; the exit code is then 1. An unknown --target is exit code 2.
+
     \b
     Example:
       leviathan tasks --target docs-site
     """
     project = load_project_config(ctx.config_path)
+    check_target_option(project, target)
     plan = plan_cycle(project, ctx.home, ctx.event_log(), utc_now(), only_target=target)
     if as_json:
         emit_json(
@@ -138,14 +149,16 @@ def tasks(ctx: CliContext, target: str | None, as_json: bool) -> None:
                 for tid, snap in plan.snapshots.items()
             }
         )
-        return
-    for tid, snap in plan.snapshots.items():
-        click.secho(tid, bold=True)
-        if snap.error:
-            click.secho(f"  broken: {snap.error}", fg="red")
-        for r in snap.readiness:
-            mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
-            click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
+    else:
+        for tid, snap in plan.snapshots.items():
+            click.secho(tid, bold=True)
+            if snap.error:
+                click.secho(f"  broken: {snap.error}", fg="red")
+            for r in snap.readiness:
+                mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
+                click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
+    if plan.errors:
+        raise SystemExit(EXIT_TARGET_BROKEN)
 
 
 COMMANDS = [run, tasks]
