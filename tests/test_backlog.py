@@ -269,7 +269,8 @@ def test_a_typo_of_a_known_field_is_an_error() -> None:
     assert problems_of(one_task(dependecies="[t0]", priorty="4")) == [
         f"{SRC}:6: task 't1': unknown field 'dependecies' (did you mean 'dependencies'?). "
         "Fix: rename it to 'dependencies'.",
-        f"{SRC}:7: task 't1': unknown field 'priorty' (did you mean 'priority'?). Fix: rename it to 'priority'.",
+        f"{SRC}:7: task 't1': unknown field 'priorty' (did you mean 'priority'?). "
+        "Fix: rename it to 'priority'.",
     ]
 
 

@@ -204,7 +204,11 @@ def test_policy_integer_message() -> None:
         ),
         ("forge: gitlab", 4, "forge 'gitlab' is unknown (available: local, github)"),
         ("executor: docker", 4, "executor 'docker' is unknown (available: local, k8s, k8s-stub)"),
-        ("branch: 'a b'", 4, "field 'branch' must be a branch name (letters, digits, '.', '_', '-', '/'; no spaces or newlines), got 'a b'"),
+        (
+            "branch: 'a b'",
+            4,
+            "field 'branch' must be a branch name (letters, digits, '.', '_', '-', '/'; no spaces or newl",
+        ),
         ("test_command: [1, 2]", 4, "field 'test_command' must be a list of strings, got a list"),
         ('test_command: "pytest \'unclosed"', 4, "field 'test_command' cannot be split"),
         ("secrets: {gh: {env: 'not valid'}}", 4, "secret 'gh' must be {env: NAME} with NAME an environment"),

@@ -18,7 +18,9 @@ import yaml
 
 from leviathan_dagster.core.backlog_writeback import WRITE_BACK_KEYS, replaceable_in_place
 from leviathan_dagster.core.backlog_writeback import write_back_completion as write_back_completion
+from leviathan_dagster.core.config_kubernetes import resource_requests
 from leviathan_dagster.core.errors import BacklogError, ConfigError, PolicyViolation
+from leviathan_dagster.core.generators.registry import check_task_generator
 from leviathan_dagster.core.models import BACKLOG_PATH, TASK_STATUSES, Backlog, Task
 from leviathan_dagster.core.paths import check_policy_path
 from leviathan_dagster.core.yamlnodes import (
@@ -250,8 +252,12 @@ def _check_task_usable(
     """Problems that would make every attempt of a valid-looking task fail: its generator (unknown,
     missing, or refusing the task, e.g. tests criteria that cannot fail) and a write-back that could not
     edit it. Found here, they cost no attempt (and can never open the circuit breaker)."""
-    from leviathan_dagster.core.generators.registry import check_task_generator
-
+    if "resources" in items:
+        try:
+            resource_requests(doc.value(items["resources"][1]))
+        except ValueError as exc:
+            fix = "write e.g. 'resources: {cpu: 500m, memory: 1Gi}'"
+            report.error(items["resources"][1], who, f"field 'resources' {exc}", fix)
     for problem in check_task_generator(task):
         at: yaml.Node = items[problem.field][1] if problem.field in items else node
         if problem.item is not None and isinstance(at, yaml.SequenceNode) and problem.item < len(at.value):

@@ -243,7 +243,12 @@ def _parse_target(
             fields["secret_env"] = MappingProxyType(parse_secrets(doc, node, who, report))
         elif name == "policy":
             if not isinstance(node, yaml.MappingNode):
-                report.error(node, who, f"field 'policy' must be a mapping, got {describe(node)}")
+                report.error(
+                    node,
+                    who,
+                    f"field 'policy' must be a mapping, got {describe(node)}",
+                    "write e.g. 'policy: {max_open_prs: 1}'",
+                )
         elif name in TARGET_SECTIONS:
             fields[name] = TARGET_SECTIONS[name](doc, node, who, report, base_dir)
         elif name not in POLICY_KEYS:
@@ -386,7 +391,10 @@ def _parse_target_list(
                 report.unknown_key(key, "defaults: ", f"policy {name!r}", POLICY_KEYS, set(defaults))
     elif defaults_node is not None:
         report.error(
-            defaults_node, "", f"'defaults' must be a mapping of policy keys, got {describe(defaults_node)}"
+            defaults_node,
+            "",
+            f"'defaults' must be a mapping of policy keys, got {describe(defaults_node)}",
+            "write e.g. 'defaults: {max_open_prs: 1}'",
         )
     targets_node = top["targets"][1]
     if not isinstance(targets_node, yaml.SequenceNode) or not targets_node.value:
@@ -400,7 +408,12 @@ def _parse_target_list(
     targets, first_line = [], {}
     for node in targets_node.value:
         if not isinstance(node, yaml.MappingNode):
-            report.error(node, "", f"each target must be a mapping, got {describe(node)}")
+            report.error(
+                node,
+                "",
+                f"each target must be a mapping, got {describe(node)}",
+                "start each target with '- id: ...' and indent its fields",
+            )
             continue
         target = _parse_target(
             doc, report.items(node, ""), node.start_mark.line + 1, defaults, base_dir, report

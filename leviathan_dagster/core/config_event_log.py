@@ -70,7 +70,10 @@ def parse_event_log(doc: YamlDocument, node: yaml.Node, base_dir: Path, report: 
         elif name == "path":
             if not isinstance(value, str) or not value.strip():
                 report.error(
-                    value_node, "", f"event_log.path must be a file path, got {describe(value_node)}"
+                    value_node,
+                    "",
+                    f"event_log.path must be a file path, got {describe(value_node)}",
+                    "write e.g. 'path: ./events/events.ndjson'",
                 )
             else:
                 values["path"] = os.path.normpath(

@@ -99,7 +99,9 @@ def parse_kubernetes(
             known = f" (known: {', '.join(KUBERNETES_KEYS)})"
             report.unknown_key(key, who, f"field 'kubernetes.{name}'", KUBERNETES_KEYS, items, known)
         elif problem:
-            report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}")
+            example = getattr(KubernetesSettings(), name)
+            fix = f"write e.g. '{name}: {example}'" if example is not None else f"correct 'kubernetes.{name}'"
+            report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}", fix)
         elif name == "kubeconfig":
             values[name] = os.path.normpath(Path(base_dir).expanduser().absolute() / Path(value).expanduser())
         else:

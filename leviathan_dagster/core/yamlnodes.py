@@ -53,7 +53,9 @@ class YamlDocument:
         except yaml.MarkedYAMLError as exc:
             raise ConfigError(yaml_error_message(exc, text, source)) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+            raise ConfigError(
+                f"{source}:1: invalid YAML: {exc}. Fix: save the file as UTF-8 YAML text."
+            ) from None
         finally:
             self._loader.dispose()
 
@@ -108,19 +110,19 @@ def decode_yaml_bytes(data: bytes, source: str) -> str:
     """
     if len(data) > MAX_YAML_BYTES:
         raise ConfigError(
-            f"{source}: the file is {len(data):,} bytes, more than the {MAX_YAML_BYTES:,} bytes Leviathan "
-            "reads. Fix: split it or remove what is not needed"
+            f"{source}:1: the file is {len(data):,} bytes, more than the {MAX_YAML_BYTES:,} bytes Leviathan "
+            "reads. Fix: split it or remove what is not needed."
         )
     for bom, name in _UTF_BOMS:
         if data.startswith(bom):
-            raise ConfigError(f"{source}:1: the file is {name}-encoded. Fix: {_SAVE_AS_UTF8}")
+            raise ConfigError(f"{source}:1: the file is {name}-encoded. Fix: {_SAVE_AS_UTF8}.")
     try:
         return data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
             f"{source}:{line}: byte 0x{data[exc.start]:02x} is not UTF-8 (offset {exc.start}). "
-            f"Fix: {_SAVE_AS_UTF8}"
+            f"Fix: {_SAVE_AS_UTF8}."
         ) from None
 
 
@@ -146,8 +148,8 @@ def check_yaml_text(text: str, source: str) -> None:
     """
     if len(text) > MAX_YAML_BYTES:
         raise ConfigError(
-            f"{source}: the file has {len(text):,} characters, more than the {MAX_YAML_BYTES:,} Leviathan "
-            "reads. Fix: split it or remove what is not needed"
+            f"{source}:1: the file has {len(text):,} characters, more than the {MAX_YAML_BYTES:,} Leviathan "
+            "reads. Fix: split it or remove what is not needed."
         )
     text = text.removeprefix("\ufeff")
     bad = _NON_PRINTABLE.search(text)
@@ -161,13 +163,13 @@ def check_yaml_text(text: str, source: str) -> None:
         else:
             hint = f"the control character {char!r}, which YAML does not allow"
             fix = "remove it (or write it as an escape inside a double-quoted string)"
-        raise ConfigError(f"{source}:{line}:{column}: the file contains {hint}. Fix: {fix}")
+        raise ConfigError(f"{source}:{line}:{column}: the file contains {hint}. Fix: {fix}.")
     if "\ufffd" in text:
         index = text.index("\ufffd")
         line = text.count("\n", 0, index) + 1
         raise ConfigError(
             f"{source}:{line}: the file contains bytes that are not UTF-8 (shown as U+FFFD). "
-            f"Fix: {_SAVE_AS_UTF8}"
+            f"Fix: {_SAVE_AS_UTF8}."
         )
     _check_structure(text, source)
 
@@ -188,7 +190,7 @@ def _check_structure(text: str, source: str) -> None:
                     if len(stack) > MAX_YAML_DEPTH:
                         raise ConfigError(
                             f"{source}:{event.start_mark.line + 1}: values are nested more than "
-                            f"{MAX_YAML_DEPTH} levels deep. Fix: flatten the structure"
+                            f"{MAX_YAML_DEPTH} levels deep. Fix: flatten the structure."
                         )
                     continue
                 if isinstance(event, yaml.CollectionEndEvent):
@@ -209,7 +211,7 @@ def _check_structure(text: str, source: str) -> None:
                     raise ConfigError(
                         f"{source}:{event.start_mark.line + 1}: the document expands to more than "
                         f"{MAX_YAML_NODES:,} values (aliases count as what they repeat). "
-                        "Fix: write the values out instead of nesting aliases"
+                        "Fix: write the values out instead of nesting aliases."
                     )
     except yaml.YAMLError:
         return  # reported by YamlDocument, with its line and fix
@@ -300,7 +302,9 @@ class Reporter:
         items: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
-                self.error(key, who, f"key {describe(key)} is not a field name")
+                self.error(
+                    key, who, f"key {describe(key)} is not a field name", "write the key as a plain word"
+                )
             elif key.value in items:
                 first = line_of(items[key.value][0])
                 self.error(
