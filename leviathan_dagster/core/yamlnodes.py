@@ -179,46 +179,63 @@ def _check_structure(text: str, source: str) -> None:
     # nesting depth") before our limit is reached, which would leave the document to PyYAML's recursive
     # composer: then the pure-Python parser (a state machine, no recursion) makes the same pass instead.
     # Any other error is a syntax error, which YamlDocument locates and explains.
+    # Without an anchor ('&') there is no alias to expand, and the size cap bounds the values.
+    count_aliases = "&" in text
     fast = getattr(yaml, "CSafeLoader", None)
     if fast is not None:
         try:
-            _walk_events(fast(text), source)
+            _walk_events(fast(text), source, count_aliases=count_aliases)
             return
         except yaml.YAMLError as exc:
             if "nesting depth" not in str(exc):
                 return
     try:
-        _walk_events(yaml.SafeLoader(text), source)
+        _walk_events(yaml.SafeLoader(text), source, count_aliases=count_aliases)
     except yaml.YAMLError:
         return  # reported by YamlDocument, with its line and fix
 
 
-def _walk_events(loader: Any, source: str) -> None:
-    # One open collection per level: [node count so far, anchor or None].
+def _walk_events(loader: Any, source: str, *, count_aliases: bool) -> None:
+    """Raise ConfigError at the first collection nested deeper than MAX_YAML_DEPTH, or (with
+    ``count_aliases``) once the values, aliases expanded, pass MAX_YAML_NODES. Dispatches on the event's
+    exact type: this runs over every event of a 100,000-task backlog."""
+    depth = 0
+    # With anchors: one [expanded size so far, anchor] per open collection, and each anchor's size.
     stack: list[list[Any]] = []
     sizes: dict[str, int] = {}
     total = 0
+    get_event = loader.get_event
     try:
         with parsing_paused_gc():
-            while loader.check_event():
-                event = loader.get_event()
-                if isinstance(event, yaml.CollectionStartEvent):
-                    stack.append([1, event.anchor])
-                    total += 1
-                    if len(stack) > MAX_YAML_DEPTH:
+            while True:
+                event = get_event()
+                kind = type(event)
+                if kind is yaml.MappingStartEvent or kind is yaml.SequenceStartEvent:
+                    depth += 1
+                    if depth > MAX_YAML_DEPTH:
                         raise ConfigError(
                             f"{source}:{event.start_mark.line + 1}: values are nested more than "
                             f"{MAX_YAML_DEPTH} levels deep. Fix: flatten the structure."
                         )
+                    if count_aliases:
+                        stack.append([1, event.anchor])
+                        total += 1
                     continue
-                if isinstance(event, yaml.CollectionEndEvent):
+                if kind is yaml.StreamEndEvent:
+                    return
+                if not count_aliases:
+                    if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                        depth -= 1
+                    continue
+                if kind is yaml.MappingEndEvent or kind is yaml.SequenceEndEvent:
+                    depth -= 1
                     count, anchor = stack.pop()
-                elif isinstance(event, yaml.AliasEvent):
-                    count, anchor = sizes.get(event.anchor, 1), None
-                    total += count
-                elif isinstance(event, yaml.ScalarEvent):
+                elif kind is yaml.ScalarEvent:
                     count, anchor = 1, event.anchor
                     total += 1
+                elif kind is yaml.AliasEvent:
+                    count, anchor = sizes.get(event.anchor, 1), None
+                    total += count
                 else:
                     continue
                 if anchor is not None:
