@@ -491,3 +491,29 @@ def test_unknown_target_option_is_a_usage_error(tmp_path: Path, healthy_repo: Pa
         )
         assert result.exit_code == 2, result.output
         assert "no target 'nosuch'" in result.output and "targets: healthy, broken" in result.output
+
+
+SENSOR_CASES = ["cycle-of-1000", "flow-nesting-100000", "nul-byte", "utf16-le", "id-trailing-newline"]
+
+
+@pytest.mark.dagster
+@pytest.mark.parametrize("name", [*SENSOR_CASES, "missing-repository"])
+def test_the_scheduling_sensor_serves_the_healthy_target_beside_a_broken_one(
+    tmp_path: Path, healthy_repo: Path, name: str
+) -> None:
+    import dagster as dg
+
+    from leviathan_dagster.defs.attempts.sensors import attempt_sensor
+    from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+    broken = tmp_path / "broken"
+    if name != "missing-repository":
+        commit_backlog(broken, next(c[1] for c in BACKLOG_CASES if c[0] == name))
+    config = two_targets(tmp_path, healthy_repo, str(broken))
+    leviathan = LeviathanResource(config_path=str(config), home=str(tmp_path / "home"))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": leviathan}
+        )
+        result = attempt_sensor(context)
+    assert [r.run_key for r in result.run_requests] == ["healthy/h1:1"]
