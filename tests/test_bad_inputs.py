@@ -517,3 +517,25 @@ def test_the_scheduling_sensor_serves_the_healthy_target_beside_a_broken_one(
         )
         result = attempt_sensor(context)
     assert [r.run_key for r in result.run_requests] == ["healthy/h1:1"]
+
+
+def test_prs_list_lists_the_healthy_target_beside_a_broken_forge(
+    tmp_path: Path, healthy_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("GITHUB_TOKEN", raising=False)
+    targets = [
+        {"id": "healthy", "repo_url": str(healthy_repo)},
+        {
+            "id": "hub",
+            "repo_url": "https://github.com/acme/service.git",
+            "forge": "github",
+            "secrets": {"github_token": {"env": "GITHUB_TOKEN"}},
+        },
+    ]
+    config = write(tmp_path / "leviathan.yaml", yaml.safe_dump({"targets": targets}))
+    result = CliRunner().invoke(
+        cli, ["--config", str(config), "--home", str(tmp_path / "home"), "prs", "list"]
+    )
+    assert result.exit_code == 1, result.output
+    assert "hub: broken:" in result.output and "no pull requests" in result.output
+    assert "Traceback" not in result.output

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import EXIT_TARGET_BROKEN, CliContext, emit_json, pass_ctx
 from leviathan_dagster.core import pr_actions
 from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.errors import ConfigError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.models import PullRequest, TargetConfig
@@ -47,14 +47,25 @@ def list_prs(ctx: CliContext, target: str | None, state: str, as_json: bool) -> 
     Example:
       leviathan prs list --state open
     """
-    rows = [pr for t in _targets(ctx, target) for pr in forge_for(t, ctx.home).list_pull_requests(state)]
+    rows: list[PullRequest] = []
+    broken: dict[str, str] = {}
+    # One target's forge failing (no token, unreachable) is reported for it; the others are listed.
+    for t in _targets(ctx, target):
+        try:
+            rows += forge_for(t, ctx.home).list_pull_requests(state)
+        except LeviathanError as exc:
+            broken[t.id] = str(exc)
+    for target_id, error in broken.items():
+        click.secho(f"{target_id}: broken: {error}", fg="red", err=True)
     if as_json:
         emit_json([pr.__dict__ for pr in rows])
-        return
-    for pr in rows:
-        click.echo(f"{pr.target_id:<14} #{pr.number:<4} {pr.state:<7} {pr.head:<48} {pr.title}")
-    if not rows:
-        click.echo("no pull requests")
+    else:
+        for pr in rows:
+            click.echo(f"{pr.target_id:<14} #{pr.number:<4} {pr.state:<7} {pr.head:<48} {pr.title}")
+        if not rows:
+            click.echo("no pull requests")
+    if broken:
+        raise SystemExit(EXIT_TARGET_BROKEN)
 
 
 def _pr_command(func):
