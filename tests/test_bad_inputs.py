@@ -157,7 +157,7 @@ BACKLOG_CASES: list[tuple[str, str | bytes, str]] = [
     # Generators: known, present on a ready task, and able to serve the task.
     ("generator-unknown", task(generator="claud"), "unknown generator 'claud' (did you mean 'claude'?)"),
     ("generator-missing", task(generator=None), "field 'generator' is missing"),
-    ("generator-a-list", task(generator="[docs]"), "field 'generator' must be a non-empty string"),
+    ("generator-a-list", task(generator="[docs]"), "field 'generator' must name a generator, got a list"),
     ("generator-and-executor", task(executor="docs"), "both 'generator' and its old name 'executor'"),
     ("executor-unknown", task(generator=None, executor="llm"), "unknown generator 'llm'"),
     ("scope-names-no-generator", task(generator=None, scope="backend"), "its scope 'backend' names none"),
@@ -274,6 +274,9 @@ def target(extra: str) -> str:
     return TARGET + "".join(f"    {line}\n" for line in extra.splitlines())
 
 
+GITHUB_TARGET = "targets:\n  - id: t\n    repo_url: https://github.com/a/b.git\n    forge: github\n"
+
+
 def deep_config() -> str:
     return TARGET + "    policy: " + "{a: " * 200 + "1" + "}" * 200 + "\n"
 
@@ -361,6 +364,21 @@ CONFIG_CASES: list[tuple[str, str | bytes, str]] = [
     ("github-api-url", target("github: {api_url: 'ftp://x'}"), "github.api_url must be an http(s) URL"),
     ("github-typo", target("github: {app_idd: 1}"), "did you mean app_id?"),
     ("resources-bad", target("resources: {cpu: lots}"), "field 'resources' cpu 'lots'"),
+    (
+        "github-no-credential",
+        GITHUB_TARGET,
+        "needs a credential",
+    ),
+    (
+        "github-app-without-key",
+        GITHUB_TARGET + "    github: {app_id: 1}\n",
+        "no secret github_app_private_key is referenced",
+    ),
+    (
+        "github-local-repo",
+        target("forge: github\nsecrets: {github_token: {env: T}}"),
+        "needs an https repo_url",
+    ),
     ("invalid-yaml", "targets:\n  - id: t\n    repo_url: [x\n", ":3:15: invalid YAML"),
     ("duplicate-key", TARGET + "    branch: a\n    branch: b\n", "field 'branch' is given twice"),
     ("nul-byte", TARGET.encode() + b"    branch: ma\x00in\n", "NUL byte"),

@@ -37,6 +37,7 @@ targets:
   - id: api
     repo_url: https://github.com/example/api.git
     forge: github
+    secrets: {github_token: {env: GITHUB_TOKEN}}
     test_command: "make test ARGS='-k smoke'"
     max_open_prs: 1                  # seed style: policy key directly on the target
 """

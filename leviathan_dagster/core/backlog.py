@@ -135,7 +135,7 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
         value = doc.value(node)
         problem = id_problem(value)
         if problem is not None:
-            raise _Invalid(f"{problem} (it is used in branch names), got {_shown(node)}", ID_FIX)
+            raise _Invalid(f"{problem}, got {_shown(node)}", ID_FIX)
         return value
     if name == "title":
         return _text(doc, node, name, required=True)
@@ -155,7 +155,12 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
                 f"must be one of {', '.join(TASK_STATUSES)}, got {describe(node)}", "write 'status: pending'"
             )
         return value
-    if name in ("description", "scope", "generator"):
+    if name == "generator":
+        value = doc.value(node)
+        if not isinstance(value, str) or not value.strip():
+            raise _Invalid(f"must name a generator, got {describe(node)}", "write e.g. 'generator: docs'")
+        return value
+    if name in ("description", "scope"):
         value = _text(doc, node, name, required=False)
         return "" if value is None and name == "description" else value
     if name in ("acceptance_criteria", "dependencies"):
@@ -170,6 +175,13 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
             )
         return value
     raise AssertionError(name)
+
+
+def id_label(task_id: str) -> str:
+    """The id as messages name the task: quoted, and cut when it is absurdly long (it is then invalid)."""
+    return (
+        repr(task_id) if len(task_id) <= MAX_ID_LENGTH else repr(task_id[:40]) + f"... ({len(task_id)} chars)"
+    )
 
 
 def _shown(node: yaml.Node) -> str:
@@ -193,7 +205,7 @@ def _parse_task(
     problem_count = len(report.problems)
     id_node = next((v for k, v in node.value if k.value == "id"), None)
     task_id = doc.value(id_node) if id_node is not None else None
-    who = f"task {task_id!r}: " if isinstance(task_id, str) else f"task #{index + 1}: "
+    who = f"task {id_label(task_id)}: " if isinstance(task_id, str) else f"task #{index + 1}: "
     items = report.items(node, who)
     if _OLD_GENERATOR_KEY in items:
         key = items[_OLD_GENERATOR_KEY][0]

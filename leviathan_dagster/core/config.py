@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from leviathan_dagster.core.backlog import ID_FIX, id_problem
+from leviathan_dagster.core.backlog import ID_FIX, id_label, id_problem
 from leviathan_dagster.core.config_event_log import parse_event_log
 from leviathan_dagster.core.config_secrets import check_literal_secrets, parse_secrets
 from leviathan_dagster.core.config_secrets import resolve_secret as resolve_secret
@@ -197,7 +197,7 @@ def _parse_target(
     problem_count = len(report.problems)
     id_node = items.get("id", (None, None))[1]
     target_id = doc.value(id_node) if id_node is not None else None
-    who = f"target {target_id!r}: " if isinstance(target_id, str) else ""
+    who = f"target {id_label(target_id)}: " if isinstance(target_id, str) else ""
     fields: dict[str, Any] = {}
     check_literal_secrets(items.values(), doc, who, report)
     for name in ("id", "repo_url"):
@@ -270,7 +270,39 @@ def _parse_target(
     policy = _parse_policy(doc, [defaults, items, policy_items], who, report)
     if len(report.problems) > problem_count:
         return None
-    return TargetConfig(policy=policy, **fields)
+    target = TargetConfig(policy=policy, **fields)
+    _check_forge_settings(target, items.get("forge", (None, line))[1], who, report)
+    if len(report.problems) > problem_count:
+        return None
+    return target
+
+
+def _check_forge_settings(target: TargetConfig, at: yaml.Node | int, who: str, report: Reporter) -> None:
+    """What a github target needs that the file alone decides: an https repository it can name, and a
+    credential referenced under ``secrets:`` (its value is read from the environment at run time)."""
+    if target.forge != "github":
+        return
+    # Imported here: PyGithub is only loaded for configs that name a github target.
+    from leviathan_dagster.core.forge.github import derive_location
+
+    try:
+        derive_location(target)
+    except ConfigError as exc:
+        message, _, fix = str(exc).removeprefix(f"target '{target.id}': ").partition(". Fix: ")
+        report.error(at, who, message, fix or None)
+    if target.github.app_id is not None:
+        if "github_app_private_key" not in target.secret_env:
+            fix = "add 'github_app_private_key: {env: GITHUB_APP_PRIVATE_KEY}' under secrets:"
+            report.error(
+                at, who, "github.app_id is set but no secret github_app_private_key is referenced", fix
+            )
+    elif "github_token" not in target.secret_env:
+        report.error(
+            at,
+            who,
+            "forge 'github' needs a credential, and none is referenced",
+            "add 'secrets: {github_token: {env: GITHUB_TOKEN}}', or github.app_id and github_app_private_key",
+        )
 
 
 def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tuple[str, ...]:
