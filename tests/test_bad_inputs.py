@@ -201,6 +201,7 @@ BACKLOG_CASES: list[tuple[str, str | bytes, str]] = [
     ),
     ("typo-allowed-path", task(allowed_paths=None, allowed_path="[docs/]"), "did you mean 'allowed_paths'?"),
     ("typo-generater", task(generator=None, generater="docs"), "did you mean 'generator'?"),
+    ("secret-in-backlog", task(api_token="ghp_abc123"), "field 'api_token' holds what looks like a secret"),
     ("field-twice", task() + "    title: again\n", "field 'title' is given twice"),
 ]
 

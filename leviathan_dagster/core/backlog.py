@@ -19,6 +19,7 @@ import yaml
 from leviathan_dagster.core.backlog_writeback import WRITE_BACK_KEYS, replaceable_in_place
 from leviathan_dagster.core.backlog_writeback import write_back_completion as write_back_completion
 from leviathan_dagster.core.config_kubernetes import resource_requests
+from leviathan_dagster.core.config_secrets import looks_like_secret_key
 from leviathan_dagster.core.errors import BacklogError, ConfigError, PolicyViolation
 from leviathan_dagster.core.generators.registry import check_task_generator
 from leviathan_dagster.core.models import BACKLOG_PATH, TASK_STATUSES, Backlog, Task
@@ -231,6 +232,11 @@ def _parse_task(
         # Unknown keys are kept, not dropped: a newer Leviathan (or a human) may rely on them. One that is
         # a typo of a known field is an error: 'dependecies:' would otherwise drop the dependencies.
         extra[name] = doc.value(value_node)
+        if looks_like_secret_key(name) and isinstance(extra[name], str) and extra[name]:
+            # The backlog is committed, shown in the UI and copied into attempt branches: never a secret.
+            fix = "remove it and rotate it; secrets go in leviathan.yaml as {env: NAME} references"
+            report.error(key, who, f"field {name!r} holds what looks like a secret", fix)
+            continue
         if name not in _WRITE_BACK_FIELDS + _EXTENSION_FIELDS:
             close = close_key(name, _KNOWN_FIELDS)
             if close is not None and close not in items:
