@@ -558,3 +558,18 @@ def test_prs_list_lists_the_healthy_target_beside_a_broken_forge(
     assert result.exit_code == 1, result.output
     assert "hub: broken:" in result.output and "no pull requests" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_1000_task_dependency_chain_is_judged_without_recursion(tmp_path: Path) -> None:
+    commit_backlog(
+        tmp_path / "long",
+        chain(1000, cycle=False).replace("ready: false", "ready: true\n    generator: docs"),
+    )
+    targets = [{"id": "long", "repo_url": str(tmp_path / "long")}]
+    config = load_project_config(write(tmp_path / "leviathan.yaml", yaml.safe_dump({"targets": targets})))
+    home = LeviathanHome(tmp_path / "home")
+    plan = plan_cycle(config, home, NdjsonEventLog(home.events_path), utc_now())
+    assert not plan.errors
+    readiness = plan.snapshots["long"].readiness
+    assert len(readiness) == 1000 and [r.task_id for r in readiness if r.ready] == ["t0"]
+    assert {r.reason for r in readiness if not r.ready} == {"dependency"}
