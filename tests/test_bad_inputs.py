@@ -573,3 +573,17 @@ def test_a_1000_task_dependency_chain_is_judged_without_recursion(tmp_path: Path
     readiness = plan.snapshots["long"].readiness
     assert len(readiness) == 1000 and [r.task_id for r in readiness if r.ready] == ["t0"]
     assert {r.reason for r in readiness if not r.ready} == {"dependency"}
+
+
+@pytest.mark.dagster
+def test_run_once_runs_the_healthy_target_and_exits_1_for_the_broken_one(tmp_path: Path) -> None:
+    healthy = tmp_path / "healthy"
+    commit_backlog(healthy, task(id="h1", allowed_paths="[docs/h1.md]"))
+    commit_backlog(tmp_path / "broken", next(c[1] for c in BACKLOG_CASES if c[0] == "nul-byte"))
+    config = two_targets(tmp_path, healthy, str(tmp_path / "broken"))
+    base = ["--config", str(config), "--home", str(tmp_path / "home")]
+    result = CliRunner().invoke(cli, [*base, "run", "--once"])
+    assert result.exit_code == 1, result.output
+    assert "target broken is broken" in result.output and "NUL byte" in result.output
+    assert re.search(r"ok\s+healthy/h1 #1: PR ", result.output), result.output
+    assert "Traceback" not in result.output

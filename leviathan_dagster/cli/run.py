@@ -100,7 +100,8 @@ def run(
     """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
 
     Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
-    attempt of the (last) cycle failed.
+    attempt of the (last) cycle failed or a target's backlog was broken (the other targets still ran);
+    2 for an unknown --target.
 
     \b
     Example:
@@ -117,11 +118,16 @@ def run(
         records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
         failed = sum(r.status != "succeeded" for r in records)
         if as_json:
-            click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
+            line = {
+                "skipped": report.skipped,
+                "broken": report.broken,
+                "attempts": [r.__dict__ for r in records],
+            }
+            click.echo(json.dumps(line))
         else:
             print_attempts(records)
         if once:
-            raise SystemExit(1 if failed else 0)
+            raise SystemExit(1 if failed or report.broken else 0)
         time.sleep(interval)
 
 
