@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 from leviathan_dagster.cli.main import cli
 from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.home import LeviathanHome
@@ -395,18 +396,25 @@ CONFIG_CASES: list[tuple[str, str | bytes, str]] = [
 def test_bad_config_is_answered_clear(tmp_path: Path, content: str | bytes, expected: str) -> None:
     config = write(tmp_path / "leviathan.yaml", content)
     result = CliRunner().invoke(cli, ["--config", str(config), "--home", str(tmp_path / "home"), "validate"])
-    assert result.exit_code == 2, result.output
-    assert result.output.startswith("error: "), result.output
-    problems = result.output.removeprefix("error: ").strip().splitlines()
-    assert_clear(problems, expected, result.output)
-    assert all(problem.startswith(str(config)) for problem in problems)
+    assert_clear(config_problems(result), expected, result.output)
+    assert all(problem.startswith(str(config)) for problem in config_problems(result))
+
+
+def config_problems(result) -> list[str]:
+    """The problems a command printed for a bad config: a broken file is exit 2 with ``error:`` lines; a
+    target whose own config is broken is exit 1 with that target's problems (the others were served)."""
+    assert result.exit_code in (1, 2), result.output  # never 0: nothing invalid is accepted
+    if result.exit_code == 2:
+        assert result.output.startswith("error: "), result.output
+        return result.output.removeprefix("error: ").strip().splitlines()
+    return [line.strip() for line in result.output.splitlines() if line.startswith("  ") and ": " in line]
 
 
 @pytest.mark.parametrize("command", [["tasks"], ["run", "--once"], ["prs", "list"], ["events", "verify"]])
 def test_every_command_that_loads_the_config_refuses_a_typo(tmp_path: Path, command: list[str]) -> None:
     config = write(tmp_path / "leviathan.yaml", target("test_commnd: [pytest]"))
     result = CliRunner().invoke(cli, ["--config", str(config), "--home", str(tmp_path / "home"), *command])
-    assert result.exit_code == 2, result.output
+    assert result.exit_code in (1, 2), result.output
     assert "did you mean test_command?" in result.output and "Traceback" not in result.output
 
 
@@ -587,3 +595,54 @@ def test_run_once_runs_the_healthy_target_and_exits_1_for_the_broken_one(tmp_pat
     assert "target broken is broken" in result.output and "NUL byte" in result.output
     assert re.search(r"ok\s+healthy/h1 #1: PR ", result.output), result.output
     assert "Traceback" not in result.output
+
+
+def with_healthy_target(content: str | bytes, healthy: Path) -> str | bytes:
+    """``content`` with a healthy target appended to its targets list, where the file has one at its end."""
+    last = content.rstrip().splitlines()[-1] if isinstance(content, str) and content.strip() else ""
+    if not (last.startswith("    ") or last.startswith("  - ")) or "targets:" not in content:
+        return content
+    try:
+        yaml.safe_load(content)
+    except yaml.YAMLError:
+        return content  # a syntax error stays the file's error
+    return content.rstrip("\n") + f"\n  - id: healthy\n    repo_url: {healthy}\n"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"), [c[1:] for c in CONFIG_CASES], ids=[c[0] for c in CONFIG_CASES]
+)
+def test_a_broken_target_config_never_stops_a_healthy_target(
+    tmp_path: Path, healthy_repo: Path, content: str | bytes, expected: str
+) -> None:
+    config = write(tmp_path / "leviathan.yaml", with_healthy_target(content, healthy_repo))
+    result = CliRunner().invoke(cli, ["--config", str(config), "--home", str(tmp_path / "home"), "tasks"])
+    assert "Traceback" not in result.output
+    if result.exit_code == 2:  # the file itself is broken (or the target cannot be told apart): nothing runs
+        assert_clear(config_problems(result), expected, result.output)
+        return
+    assert result.exit_code == 1, result.output
+    assert re.search(r"h1\s+ready", result.output), result.output
+    assert expected in result.output
+
+
+@pytest.mark.dagster
+def test_the_scheduling_sensor_serves_the_healthy_target_beside_a_broken_target_config(
+    tmp_path: Path, healthy_repo: Path
+) -> None:
+    import dagster as dg
+
+    from leviathan_dagster.defs.attempts.sensors import attempt_sensor
+    from leviathan_dagster.defs.platform.resources import LeviathanResource
+
+    content = with_healthy_target(target("test_commnd: [pytest]\nbranch: 'main\\n'"), healthy_repo)
+    config = write(tmp_path / "leviathan.yaml", content)
+    leviathan = LeviathanResource(config_path=str(config), home=str(tmp_path / "home"))
+    with dg.instance_for_test() as instance:
+        context = dg.build_sensor_context(
+            instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": leviathan}
+        )
+        result = attempt_sensor(context)
+    assert [r.run_key for r in result.run_requests] == ["healthy/h1:1"]
+    with pytest.raises(ConfigError, match="(?s)target 't' has an invalid config:.*did you mean test_command"):
+        leviathan.target("t")

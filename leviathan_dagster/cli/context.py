@@ -37,7 +37,8 @@ pass_ctx = click.make_pass_decorator(CliContext)
 def check_target_option(project: ProjectConfig, target_id: str | None) -> None:
     """ConfigError (exit 2) when ``--target`` names no target of the config: printing nothing for a typo
     would look like a target without tasks."""
-    if target_id is not None and project.target(target_id) is None:
+    known = {t.id for t in project.targets} | {tid for tid, _ in project.broken_targets}
+    if target_id is not None and target_id not in known:
         available = ", ".join(t.id for t in project.targets) or "none"
         raise ConfigError(f"no target {target_id!r} in {project.source} (targets: {available})")
 

@@ -84,7 +84,14 @@ def _run_cycle(
     executor: str | None,
     echo: Echo,
 ) -> None:
-    targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
+    project = resource.project()
+    targets = [t.id for t in project.targets if resource.only_target in (None, t.id)]
+    for target_id, problems in project.broken_targets:
+        if resource.only_target in (None, target_id):
+            report.broken[target_id] = f"config: {problems}"
+            echo(f"  target {target_id} is broken (the others proceed):")
+            for line in report.broken[target_id].splitlines():
+                echo(f"    {line}")
     _ensure_partitions(instance, targets_partitions.name, targets)
     refresh = defs.resolve_job_def(REFRESH_JOB)
     for target_id in targets:

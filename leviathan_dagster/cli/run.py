@@ -17,7 +17,7 @@ from leviathan_dagster.cli.context import (
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.scheduling import plan_cycle
+from leviathan_dagster.core.scheduling import CyclePlan, TargetSnapshot, plan_cycle
 
 
 def cycle_once(
@@ -145,26 +145,34 @@ def tasks(ctx: CliContext, target: str | None, as_json: bool) -> None:
     Example:
       leviathan tasks --target docs-site
     """
-    project = load_project_config(ctx.config_path)
+    project = load_project_config(ctx.config_path, isolate_targets=True)
     check_target_option(project, target)
     plan = plan_cycle(project, ctx.home, ctx.event_log(), utc_now(), only_target=target)
     if as_json:
         emit_json(
             {
-                tid: {"error": snap.error, "tasks": [r.as_row() for r in snap.readiness]}
-                for tid, snap in plan.snapshots.items()
+                tid: {
+                    "error": snap.error if snap else plan.errors[tid],
+                    "tasks": [r.as_row() for r in snap.readiness] if snap else [],
+                }
+                for tid, snap in _by_target(plan).items()
             }
         )
     else:
-        for tid, snap in plan.snapshots.items():
+        for tid, snap in _by_target(plan).items():
             click.secho(tid, bold=True)
-            if snap.error:
-                click.secho(f"  broken: {snap.error}", fg="red")
-            for r in snap.readiness:
+            if snap is None or snap.error:
+                click.secho(f"  broken: {plan.errors[tid]}", fg="red")
+            for r in snap.readiness if snap else ():
                 mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
                 click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
     if plan.errors:
         raise SystemExit(EXIT_TARGET_BROKEN)
+
+
+def _by_target(plan: CyclePlan) -> dict[str, TargetSnapshot | None]:
+    """Every target's snapshot, and None for one whose config is invalid (it has only an error)."""
+    return {**plan.snapshots, **{tid: None for tid in plan.errors if tid not in plan.snapshots}}
 
 
 COMMANDS = [run, tasks]

@@ -334,14 +334,21 @@ def _test_command(value: Any, node: yaml.Node, who: str, report: Reporter) -> tu
     return ()
 
 
-def parse_project_config(text: str, source: str, *, base_dir: Path) -> ProjectConfig:
+def parse_project_config(
+    text: str, source: str, *, base_dir: Path, isolate_targets: bool = False
+) -> ProjectConfig:
     """Parse and validate a project config. Relative local ``repo_url`` values are resolved against
-    ``base_dir`` (the config file's folder). Raises ConfigError with every problem, one per line."""
+    ``base_dir`` (the config file's folder). Raises ConfigError with every problem, one per line.
+
+    With ``isolate_targets``, the problems of a target that has a valid, unique id do not stop the
+    others: that target is left out of ``targets`` and its problems are kept in ``broken_targets`` (for
+    the scheduler and the commands to report). Problems of the file itself still raise.
+    """
     with parsing_paused_gc():
-        return _parse_project_config(text, source, base_dir)
+        return _parse_project_config(text, source, base_dir, isolate_targets)
 
 
-def _parse_project_config(text: str, source: str, base_dir: Path) -> ProjectConfig:
+def _parse_project_config(text: str, source: str, base_dir: Path, isolate_targets: bool) -> ProjectConfig:
     load_sections()
     check_yaml_text(text, source)
     doc = YamlDocument(text, source)
@@ -378,8 +385,9 @@ def _parse_project_config(text: str, source: str, base_dir: Path) -> ProjectConf
         if name in top
     }
     targets: list[TargetConfig | None] = []
+    broken: dict[str, list[str]] = {}
     if "targets" in top:
-        targets = _parse_target_list(doc, top, base_dir, report)
+        targets = _parse_target_list(doc, top, base_dir, report, broken if isolate_targets else None)
     elif any(name in top for name in _FLAT_RENAMES):
         flat = {_FLAT_RENAMES.get(name, name): entry for name, entry in top.items()}
         for name in ("max_concurrent_attempts", "event_log", *PROJECT_SECTIONS, *_FLAT_IGNORED):
@@ -394,14 +402,16 @@ def _parse_project_config(text: str, source: str, base_dir: Path) -> ProjectConf
         targets=tuple(t for t in targets if t is not None),
         max_concurrent_attempts=max_concurrent,
         warnings=tuple(report.warnings),
+        broken_targets=tuple((tid, "\n".join(problems)) for tid, problems in broken.items()),
         event_log=event_log,
         **sections,
     )
 
 
 def _parse_target_list(
-    doc: YamlDocument, top: Items, base_dir: Path, report: Reporter
+    doc: YamlDocument, top: Items, base_dir: Path, report: Reporter, broken: dict[str, list[str]] | None
 ) -> list[TargetConfig | None]:
+    """The targets; with ``broken`` (isolation), a target's own problems move there by its id."""
     check_literal_secrets([entry for name, entry in top.items() if name != "targets"], doc, "", report)
     for name, (key, _) in top.items():
         known = (
@@ -447,11 +457,19 @@ def _parse_target_list(
                 "start each target with '- id: ...' and indent its fields",
             )
             continue
+        problem_count = len(report.problems)
         target = _parse_target(
             doc, report.items(node, ""), node.start_mark.line + 1, defaults, base_dir, report
         )
         id_node = next((v for k, v in node.value if k.value == "id"), None)
         target_id = doc.value(id_node) if id_node is not None else None
+        isolable = id_problem(target_id) is None and target_id not in first_line
+        if broken is not None and isolable and len(report.problems) > problem_count:
+            # Only this target is unusable: report it as such and let the others run.
+            broken[target_id] = report.problems[problem_count:]
+            del report.problems[problem_count:]
+            first_line[target_id] = node.start_mark.line + 1  # a later target with this id is a duplicate
+            continue
         if isinstance(target_id, str) and target_id in first_line:
             report.error(
                 node,
@@ -466,8 +484,8 @@ def _parse_target_list(
     return targets
 
 
-def load_project_config(path: Path) -> ProjectConfig:
-    """Read and parse the project config at ``path``."""
+def load_project_config(path: Path, *, isolate_targets: bool = False) -> ProjectConfig:
+    """Read and parse the project config at ``path`` (``isolate_targets``: see ``parse_project_config``)."""
     path = Path(path)
     try:
         data = path.read_bytes()
@@ -477,4 +495,5 @@ def load_project_config(path: Path) -> ProjectConfig:
         ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot be read ({exc.strerror}). Fix: check the path") from None
-    return parse_project_config(decode_yaml_bytes(data, str(path)), str(path), base_dir=path.parent)
+    text = decode_yaml_bytes(data, str(path))
+    return parse_project_config(text, str(path), base_dir=path.parent, isolate_targets=isolate_targets)

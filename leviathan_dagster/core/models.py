@@ -177,6 +177,9 @@ class ProjectConfig:
     warnings: tuple[str, ...] = ()
     event_log: EventLogSettings = field(default_factory=EventLogSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    # (target id, its problems) for targets left out because their own config is invalid; filled only
+    # when the config is loaded with isolate_targets (the scheduler and the commands report them).
+    broken_targets: tuple[tuple[str, str], ...] = ()
 
     def target(self, target_id: str) -> TargetConfig | None:
         for target in self.targets:

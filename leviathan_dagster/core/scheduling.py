@@ -132,4 +132,6 @@ def plan_cycle(
         s = snapshots[tid]
         snapshots[tid] = TargetSnapshot(s.target, s.backlog, s.open_prs, tuple(results))
     errors = {tid: s.error for tid, s in snapshots.items() if s.error}
+    # Targets whose own config is invalid were left out of config.targets; they are reported like others.
+    errors |= {tid: f"config: {text}" for tid, text in config.broken_targets if only_target in (None, tid)}
     return CyclePlan(snapshots=snapshots, selected=selected, ledger=ledger, errors=errors)
