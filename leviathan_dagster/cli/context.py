@@ -27,7 +27,16 @@ class CliContext:
     def event_log(self) -> EventStore:
         """The configured event log: leviathan.yaml's ``event_log`` when there is a config file,
         else the NDJSON log under the home (so ``events verify`` works without a project)."""
-        settings = load_project_config(self.config_path).event_log if self.config_path.exists() else None
+        settings = None
+        if self.config_path.exists():
+            # A command about the log goes on when one target's config is broken, and says so.
+            project = load_project_config(self.config_path, isolate_targets=True)
+            for target_id, problems in project.broken_targets:
+                click.secho(
+                    f"error: target '{target_id}' is left out, its config is invalid:", fg="red", err=True
+                )
+                click.echo(problems, err=True)
+            settings = project.event_log
         return open_event_log(self.home, settings)
 
 

@@ -108,7 +108,7 @@ def run(
       leviathan run --target docs-site --once --executor local
       leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
-    check_target_option(load_project_config(ctx.config_path), target)
+    check_target_option(load_project_config(ctx.config_path, isolate_targets=True), target)
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     while True:
         progress(f"cycle at {utc_now():%H:%M:%S}")

@@ -187,6 +187,10 @@ class ProjectConfig:
                 return target
         return None
 
+    def broken_target(self, target_id: str) -> str | None:
+        """The problems of target ``target_id`` if it was left out for its invalid config, else None."""
+        return dict(self.broken_targets).get(target_id)
+
 
 @dataclass(frozen=True)
 class PullRequest:

@@ -48,9 +48,10 @@ class LeviathanResource(dg.ConfigurableResource):
     def target(self, target_id: str) -> TargetConfig:
         project = self.project()
         target = project.target(target_id)
-        broken = dict(project.broken_targets)
-        if target is None and target_id in broken:
-            raise ConfigError(f"target '{target_id}' has an invalid config:\n{broken[target_id]}")
+        if target is None and project.broken_target(target_id):
+            raise ConfigError(
+                f"target '{target_id}' has an invalid config:\n{project.broken_target(target_id)}"
+            )
         if target is None:
             known = ", ".join(t.id for t in project.targets) or "none"
             raise ConfigError(f"{project.source}: no target '{target_id}' (targets: {known})")
