@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
@@ -23,6 +23,8 @@ EXIT_TARGET_BROKEN = 1
 class CliContext:
     config_path: Path
     home: LeviathanHome
+    # Targets a command found broken (reported already); commands that serve targets then exit 1.
+    broken: set[str] = field(default_factory=set)
 
     def event_log(self) -> EventStore:
         """The configured event log: leviathan.yaml's ``event_log`` when there is a config file,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import click
 
-from leviathan_dagster.cli.context import EXIT_TARGET_BROKEN, CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import (
+    EXIT_TARGET_BROKEN,
+    CliContext,
+    check_target_option,
+    emit_json,
+    pass_ctx,
+)
 from leviathan_dagster.core import pr_actions
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError, LeviathanError
@@ -14,11 +20,16 @@ from leviathan_dagster.core.models import PullRequest, TargetConfig
 
 
 def _targets(ctx: CliContext, target: str | None) -> list[TargetConfig]:
-    project = load_project_config(ctx.config_path)
-    targets = [t for t in project.targets if target in (None, t.id)]
-    if target and not targets:
-        raise ConfigError(f"no target '{target}' in {project.source}")
-    return targets
+    """The targets to act on; those left out for an invalid config are reported (and in ``ctx.broken``)."""
+    project = load_project_config(ctx.config_path, isolate_targets=True)
+    if target is not None and project.broken_target(target):
+        raise ConfigError(f"target '{target}' has an invalid config:\n{project.broken_target(target)}")
+    check_target_option(project, target)
+    for target_id, problems in project.broken_targets:
+        click.secho(f"error: target '{target_id}' is left out, its config is invalid:", fg="red", err=True)
+        click.echo(problems, err=True)
+        ctx.broken.add(target_id)
+    return [t for t in project.targets if target in (None, t.id)]
 
 
 def _one_target(ctx: CliContext, target: str | None) -> tuple[TargetConfig, Forge]:
@@ -64,7 +75,7 @@ def list_prs(ctx: CliContext, target: str | None, state: str, as_json: bool) -> 
             click.echo(f"{pr.target_id:<14} #{pr.number:<4} {pr.state:<7} {pr.head:<48} {pr.title}")
         if not rows:
             click.echo("no pull requests")
-    if broken:
+    if broken or ctx.broken:
         raise SystemExit(EXIT_TARGET_BROKEN)
 
 
