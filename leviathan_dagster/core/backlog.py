@@ -24,16 +24,8 @@ from leviathan_dagster.core.errors import BacklogError, ConfigError, PolicyViola
 from leviathan_dagster.core.generators.registry import check_task_generator
 from leviathan_dagster.core.models import BACKLOG_PATH, TASK_STATUSES, Backlog, Task
 from leviathan_dagster.core.paths import check_policy_path
-from leviathan_dagster.core.yamlnodes import (
-    Reporter,
-    YamlDocument,
-    check_yaml_text,
-    close_key,
-    decode_yaml_bytes,
-    describe,
-    line_of,
-    parsing_paused_gc,
-)
+from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, close_key, describe, line_of
+from leviathan_dagster.core.yamlsafety import check_yaml_text, decode_yaml_bytes, parsing_paused_gc
 
 # Ids end up in git branch names (``agent/<task>-<attempt>``) and Dagster partition keys, so they are kept
 # to a conservative alphabet, matched in full (``$`` would let a trailing newline through), short enough

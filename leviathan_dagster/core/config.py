@@ -25,14 +25,8 @@ from leviathan_dagster.core.config_sections import PROJECT_SECTIONS, TARGET_SECT
 from leviathan_dagster.core.errors import ConfigError, PolicyViolation
 from leviathan_dagster.core.models import EventLogSettings, Policy, ProjectConfig, TargetConfig
 from leviathan_dagster.core.paths import check_policy_path
-from leviathan_dagster.core.yamlnodes import (
-    Reporter,
-    YamlDocument,
-    check_yaml_text,
-    decode_yaml_bytes,
-    describe,
-    parsing_paused_gc,
-)
+from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
+from leviathan_dagster.core.yamlsafety import check_yaml_text, decode_yaml_bytes, parsing_paused_gc
 
 FORGES = ("local", "github")
 EXECUTORS = ("local", "k8s", "k8s-stub")
