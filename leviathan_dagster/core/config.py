@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from leviathan_dagster.core.backlog import ID_FIX, id_label, id_problem
+from leviathan_dagster.core.backlog_rules import ID_FIX, id_label, id_problem
 from leviathan_dagster.core.config_event_log import parse_event_log
 from leviathan_dagster.core.config_secrets import check_literal_secrets, parse_secrets
 from leviathan_dagster.core.config_secrets import resolve_secret as resolve_secret
