@@ -364,6 +364,12 @@ CONFIG_CASES: list[tuple[str, str | bytes, str]] = [
     ("kubernetes-namespace", "kubernetes: {namespace: Bad_NS}\n" + TARGET, "kubernetes.namespace must be"),
     ("kubernetes-typo", "kubernetes: {namspace: x}\n" + TARGET, "did you mean namespace?"),
     ("github-api-url", target("github: {api_url: 'ftp://x'}"), "github.api_url must be an http(s) URL"),
+    ("github-timeout-huge", target("github: {timeout_seconds: 100000}"), "github.timeout_seconds must be"),
+    (
+        "kubernetes-ttl-huge",
+        "kubernetes: {ttl_seconds_after_finished: 1e20}\n" + TARGET,
+        "kubernetes.ttl_seconds",
+    ),
     ("github-typo", target("github: {app_idd: 1}"), "did you mean app_id?"),
     ("resources-bad", target("resources: {cpu: lots}"), "field 'resources' cpu 'lots'"),
     (
