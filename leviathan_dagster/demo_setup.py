@@ -35,7 +35,7 @@ tasks:
     description: Turn the acceptance criteria into a pytest module.
     ready: true
     priority: 5
-    executor: tests
+    generator: tests
     allowed_paths:
       - tests/
     acceptance_criteria:
@@ -47,7 +47,7 @@ tasks:
     description: Install, configure and run the service for the first time.
     ready: true
     priority: 4
-    executor: docs
+    generator: docs
     allowed_paths:
       - docs/getting-started.md
     acceptance_criteria:
@@ -58,7 +58,7 @@ tasks:
     title: Write the API reference
     description: Every endpoint with an example; builds on the getting-started guide.
     ready: true
-    executor: docs
+    generator: docs
     dependencies: [getting-started]
     allowed_paths:
       - docs/api/
@@ -69,14 +69,14 @@ tasks:
     title: Add a deploy script
     description: Outside the target's allowed prefixes, so Leviathan must never attempt it.
     ready: true
-    executor: docs
+    generator: docs
     allowed_paths:
       - scripts/deploy.md
 
   - id: changelog
     title: Start a changelog
     ready: false
-    executor: docs
+    generator: docs
     allowed_paths:
       - docs/CHANGELOG.md
 """
@@ -87,7 +87,7 @@ tasks:
     title: Write the onboarding page
     description: What a new team member does in their first week.
     ready: true
-    executor: docs
+    generator: docs
     allowed_paths:
       - docs/
     acceptance_criteria:

@@ -28,7 +28,7 @@ def docs_task(task_id: str, **fields) -> dict:
         "id": task_id,
         "title": f"Write {task_id}",
         "ready": True,
-        "executor": "docs",
+        "generator": "docs",
         "allowed_paths": [f"docs/{task_id}.md"],
         "acceptance_criteria": ["It exists"],
         **fields,

@@ -34,7 +34,7 @@ tasks:
     title: Write the guide
     ready: false
     priority: 5
-    executor: docs
+    generator: docs
     allowed_paths: [docs/guide.md]
     dependencies: [task-1]
     attempt_id: att-1
@@ -50,9 +50,11 @@ def problems_of(text: str) -> list[str]:
 
 
 def one_task(**fields: str) -> str:
-    """A backlog with one task, ``fields`` overriding (or, with value None, removing) the defaults."""
+    """A backlog with one task, ``fields`` overriding (or, with value None, removing) the defaults; its
+    ``generator: docs`` comes last, so the other fields keep their lines."""
     base = {"id": "t1", "title": "T", "ready": "true", "allowed_paths": "[docs/]"}
     base.update(fields)
+    base.setdefault("generator", "docs")
     lines = [f"    {k}: {v}" for k, v in base.items() if v is not None]
     return "tasks:\n" + "\n".join(lines).replace("    ", "  - ", 1) + "\n"
 
@@ -66,9 +68,9 @@ def test_parse_good_backlog() -> None:
     assert first.line == 3
     assert first.allowed_paths == ("docs/README.md", "docs/architecture/")
     assert first.acceptance_criteria == ("All links return 200 status",)
-    assert (first.priority, first.status, first.executor, first.scope) == (3, "pending", None, "docs")
+    assert (first.priority, first.status, first.generator, first.scope) == (3, "pending", None, "docs")
     assert second.line == 15
-    assert (second.priority, second.ready, second.executor) == (5, False, "docs")
+    assert (second.priority, second.ready, second.generator) == (5, False, "docs")
     assert second.description == ""
     assert second.dependencies == ("task-1",)
     # Write-back keys are kept without a warning.
@@ -111,9 +113,13 @@ def test_priority_message_matches_the_documented_form() -> None:
             "field 'priority' must be an integer from 1 (lowest) to 5 (highest), got true",
         ),
         ({"id": "'bad id'"}, 2, "field 'id' must match"),
-        ({"id": "'a..b'"}, 2, "field 'id' must match"),
+        ({"id": "'a..b'"}, 2, "field 'id' is not valid in a git branch name"),
+        ({"id": '"t1\\n"'}, 2, "field 'id' must match [A-Za-z0-9][A-Za-z0-9._-]* in full"),
+        ({"id": "x" * 101}, 2, "field 'id' is 101 characters long, more than 100"),
+        ({"id": "t1.lock"}, 2, "field 'id' is not valid in a git branch name"),
+        ({"id": "t1."}, 2, "field 'id' is not valid in a git branch name"),
         ({"id": "'-lead'"}, 2, "field 'id' must match"),
-        ({"id": "42"}, 2, "field 'id' must match"),
+        ({"id": "42"}, 2, "field 'id' must be a string matching"),
         ({"title": "''"}, 3, "field 'title' must be a non-empty string"),
         ({"ready": "'true'"}, 4, "field 'ready' must be true or false, got 'true'"),
         (
@@ -184,14 +190,14 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_duplicate_ids_name_both_lines() -> None:
     text = "tasks:\n" + one_task(id="same")[7:] + one_task(id="same")[7:]
     assert problems_of(text) == [
-        f"{SRC}:6: task 'same': id 'same' is used twice (lines 2 and 6). Fix: give every task a unique id."
+        f"{SRC}:7: task 'same': id 'same' is used twice (lines 2 and 7). Fix: give every task a unique id."
     ]
 
 
 def test_duplicate_field_in_a_task() -> None:
     problems = problems_of(one_task(title="A") + "    title: B\n")
     assert problems == [
-        f"{SRC}:6: task 't1': field 'title' is given twice (lines 3 and 6). Fix: keep only one of them."
+        f"{SRC}:7: task 't1': field 'title' is given twice (lines 3 and 7). Fix: keep only one of them."
     ]
 
 
@@ -208,10 +214,10 @@ def test_dependency_cycle_is_printed() -> None:
     text = textwrap.dedent(
         """\
         tasks:
-          - {id: x, title: X, ready: true, allowed_paths: [docs/]}
-          - {id: b, title: B, ready: true, allowed_paths: [docs/], dependencies: [c]}
-          - {id: a, title: A, ready: true, allowed_paths: [docs/], dependencies: [b]}
-          - {id: c, title: C, ready: true, allowed_paths: [docs/], dependencies: [a, x]}
+          - {id: x, title: X, ready: false, status: completed, allowed_paths: [docs/]}
+          - {id: b, title: B, ready: false, status: completed, allowed_paths: [docs/], dependencies: [c]}
+          - {id: a, title: A, ready: false, status: completed, allowed_paths: [docs/], dependencies: [b]}
+          - {id: c, title: C, ready: false, status: completed, allowed_paths: [docs/], dependencies: [a, x]}
         """
     )
     assert problems_of(text) == [
@@ -248,14 +254,36 @@ def test_yaml_syntax_error_names_line_and_column() -> None:
 
 
 def test_unknown_fields_warn_and_are_kept() -> None:
-    backlog = parse_backlog("owner: docs-team\n" + one_task(priorty="4", labels="[x, y]"))
+    backlog = parse_backlog("owner: docs-team\n" + one_task(prio="4", labels="[x, y]"))
     assert backlog.warnings == (
         f"{SRC}:1: unknown top-level key 'owner' is ignored",
-        f"{SRC}:7: task 't1': unknown field 'priorty' is kept but not used (did you mean 'priority'?)",
+        f"{SRC}:7: task 't1': unknown field 'prio' is kept but not used (did you mean 'priority'?)",
         f"{SRC}:8: task 't1': unknown field 'labels' is kept but not used",
     )
-    assert dict(backlog.tasks[0].extra) == {"priorty": 4, "labels": ["x", "y"]}
+    assert dict(backlog.tasks[0].extra) == {"prio": 4, "labels": ["x", "y"]}
     assert backlog.tasks[0].priority == 3
+
+
+def test_a_typo_of_a_known_field_is_an_error() -> None:
+    # 'dependecies:' kept as an unknown field would run the task before its dependencies.
+    assert problems_of(one_task(dependecies="[t0]", priorty="4")) == [
+        f"{SRC}:6: task 't1': unknown field 'dependecies' (did you mean 'dependencies'?). "
+        "Fix: rename it to 'dependencies'.",
+        f"{SRC}:7: task 't1': unknown field 'priorty' (did you mean 'priority'?). "
+        "Fix: rename it to 'priority'.",
+    ]
+
+
+def test_old_executor_key_is_read_with_a_warning() -> None:
+    backlog = parse_backlog(one_task(generator=None, executor="tests", acceptance_criteria="['m.f() == 1']"))
+    assert backlog.tasks[0].generator == "tests" == backlog.tasks[0].executor
+    assert backlog.warnings == (
+        f"{SRC}:6: task 't1': field 'executor' is now called 'generator'. Fix: rename it to 'generator:'.",
+    )
+    problems = problems_of(one_task(executor="docs"))
+    assert problems == [
+        f"{SRC}:6: task 't1': both 'generator' and its old name 'executor' are given. Fix: keep 'generator'."
+    ]
 
 
 # --- write-back ---------------------------------------------------------------------------------------
@@ -270,11 +298,13 @@ tasks:
     status: pending
     allowed_paths:
       - docs/
+    generator: docs
   - id: guide
     title: "Write guide"
     ready: true
     allowed_paths: [docs/guide.md]
     dependencies: [links]
+    generator: docs
 """
 STAMP = {"attempt_id": "att-7", "branch_name": "agent/links/att-7", "completed_at": "2024-05-01T10:00:00Z"}
 
@@ -370,9 +400,13 @@ def test_write_back_refuses_flow_style_tasks() -> None:
 def test_write_back_refuses_multi_line_values() -> None:
     text = (
         "tasks:\n  - id: a\n    title: A\n    ready: true\n"
-        + "    status: >-\n      pending\n    allowed_paths: [x]\n"
+        + "    status: >-\n      pending\n    allowed_paths: [x]\n    generator: docs\n"
     )
-    assert parse_backlog(text).tasks[0].status == "pending"
+    # Validation refuses it before any attempt is spent on it; write-back refuses it too.
+    assert problems_of(text) == [
+        f"{SRC}:5: task 'a': field 'status' is not a plain one-line value, so write-back cannot update it. "
+        "Fix: write it as 'status: value' on one line."
+    ]
     with pytest.raises(ConfigError, match=r":5: task 'a': field 'status' must be a plain one-line value"):
         write_back_completion(text, "a", **STAMP)
 

@@ -38,7 +38,7 @@ def claude_task(**fields) -> dict:
         "id": "slug",
         "title": "Fix slugify",
         "ready": True,
-        "executor": "claude",
+        "generator": "claude",
         "description": f"slugify must lower-case and hyphenate. {DESCRIPTION_SENTINEL}",
         "allowed_paths": ["lib/textutil.py", "tests/test_textutil.py"],
         **fields,
@@ -235,7 +235,7 @@ def generate(tmp_path: Path, api: AnthropicDouble, task_fields: dict | None = No
         title="Fix slugify",
         ready=True,
         allowed_paths=("lib/textutil.py",),
-        executor="claude",
+        generator="claude",
         **(task_fields or {}),
     )
     config = ClaudeSettings(

@@ -205,7 +205,9 @@ def test_policy_keys_parse_with_their_defaults_and_errors(tmp_path: Path) -> Non
     )
     assert (policy.max_repair_rounds, policy.max_tokens_per_attempt) == (0, 20_000)
     assert (policy.max_usd_per_attempt, policy.daily_token_budget) == (1.5, 100_000)
-    with pytest.raises(ConfigError, match=r"leviathan.yaml:5: .*'max_usd_per_attempt' must be a number > 0"):
+    with pytest.raises(
+        ConfigError, match=r"leviathan.yaml:5: .*'max_usd_per_attempt' must be a number from 0.01"
+    ):
         parse("      max_usd_per_attempt: free\n")
 
 
@@ -230,8 +232,8 @@ def test_daily_token_budget_holds_back_model_tasks_only(tmp_path: Path) -> None:
     today = datetime.now(UTC)
     assert ledger.tokens_on("t", today.date()) == 70_000
     tasks = (
-        Task(id="model", title="m", ready=True, allowed_paths=("docs/x.md",), executor="claude"),
-        Task(id="doc", title="d", ready=True, allowed_paths=("docs/y.md",), executor="docs"),
+        Task(id="model", title="m", ready=True, allowed_paths=("docs/x.md",), generator="claude"),
+        Task(id="doc", title="d", ready=True, allowed_paths=("docs/y.md",), generator="docs"),
     )
     policy = Policy(max_tokens_per_attempt=40_000, daily_token_budget=100_000, max_open_prs=5)
     target = TargetConfig(id="t", repo_url="x", policy=policy)

@@ -37,6 +37,7 @@ targets:
   - id: api
     repo_url: https://github.com/example/api.git
     forge: github
+    secrets: {github_token: {env: GITHUB_TOKEN}}
     test_command: "make test ARGS='-k smoke'"
     max_open_prs: 1                  # seed style: policy key directly on the target
 """
@@ -167,7 +168,7 @@ def test_missing_file_suggests_init(tmp_path: Path) -> None:
 def test_policy_integer_message() -> None:
     text = target("policy:\n  max_open_prs: 0\n")
     assert problems_of(text) == [
-        f"{SRC}:5: target 't': policy 'max_open_prs' must be an integer >= 1, got 0. "
+        f"{SRC}:5: target 't': policy 'max_open_prs' must be an integer from 1 to 1,000, got 0. "
         "Fix: write e.g. 'max_open_prs: 1'."
     ]
 
@@ -175,18 +176,18 @@ def test_policy_integer_message() -> None:
 @pytest.mark.parametrize(
     ("body", "line", "expected"),
     [
-        ("backoff_seconds: -1", 4, "policy 'backoff_seconds' must be an integer >= 0, got -1"),
+        ("backoff_seconds: -1", 4, "policy 'backoff_seconds' must be an integer from 0 to 604,800, got -1"),
         (
             "max_attempts_per_task: true",
             4,
-            "policy 'max_attempts_per_task' must be an integer >= 1, got true",
+            "policy 'max_attempts_per_task' must be an integer from 1 to 1,000, got true",
         ),
         (
             "attempt_timeout_seconds: '900'",
             4,
-            "policy 'attempt_timeout_seconds' must be an integer >= 1, got '900'",
+            "policy 'attempt_timeout_seconds' must be an integer from 1 to 86,400, got '900'",
         ),
-        ("escalation_after: 0", 4, "policy 'escalation_after' must be an integer >= 1, got 0"),
+        ("escalation_after: 0", 4, "policy 'escalation_after' must be an integer from 1 to 1,000, got 0"),
         (
             "allowed_path_prefixes: []",
             4,
@@ -204,7 +205,11 @@ def test_policy_integer_message() -> None:
         ),
         ("forge: gitlab", 4, "forge 'gitlab' is unknown (available: local, github)"),
         ("executor: docker", 4, "executor 'docker' is unknown (available: local, k8s, k8s-stub)"),
-        ("branch: 'a b'", 4, "field 'branch' must be a branch name, got 'a b'"),
+        (
+            "branch: 'a b'",
+            4,
+            "field 'branch' must be a branch name (letters, digits, '.', '_', '-', '/'; no spaces or newl",
+        ),
         ("test_command: [1, 2]", 4, "field 'test_command' must be a list of strings, got a list"),
         ('test_command: "pytest \'unclosed"', 4, "field 'test_command' cannot be split"),
         ("secrets: {gh: {env: 'not valid'}}", 4, "secret 'gh' must be {env: NAME} with NAME an environment"),
@@ -237,8 +242,10 @@ def test_file_level_errors(text: str, expected: str) -> None:
 
 
 def test_yaml_syntax_error_names_line_and_column() -> None:
+    # The '[' left open on line 3 is named, not the end of the file (a line 4 of a 3-line file).
     [problem] = problems_of("targets:\n  - id: a\n    repo_url: [x\n")
-    assert problem.startswith(f"{SRC}:4:1: invalid YAML")
+    assert problem.startswith(f"{SRC}:3:15: invalid YAML")
+    assert "the file ends before it is closed" in problem
 
 
 def test_duplicate_target_ids() -> None:

@@ -152,7 +152,7 @@ def test_tests_file_must_be_named_for_pytest(tmp_path: Path) -> None:
 
 
 def test_non_expression_criterion_is_named(tmp_path: Path) -> None:
-    task = make_task(allowed_paths=("tests/",), acceptance_criteria=("1 == 1", "All links return 200"))
+    task = make_task(allowed_paths=("tests/",), acceptance_criteria=("mod.f() == 1", "All links return 200"))
     with pytest.raises(GeneratorError) as info:
         TestsGenerator().generate(task, tmp_path)
     message = str(info.value)
@@ -191,13 +191,13 @@ def test_registry_lookup() -> None:
 
 
 def test_generator_name_for_task() -> None:
-    assert generator_name_for(make_task(executor="tests", scope="docs")) == "tests"
+    assert generator_name_for(make_task(generator="tests", scope="docs")) == "tests"
     assert generator_name_for(make_task(scope="docs")) == "docs"
     assert isinstance(generator_for(make_task(scope="tests")), TestsGenerator)
-    with pytest.raises(ConfigError, match="set `executor: docs`, `executor: tests` or `executor: claude`"):
+    with pytest.raises(ConfigError, match="set `generator: docs`, `generator: tests` or `generator: claude`"):
         generator_name_for(make_task(scope="backend", line=7))
-    with pytest.raises(ConfigError, match=r"line 7\): executor 'llm' is unknown"):
-        generator_name_for(make_task(executor="llm", line=7))
+    with pytest.raises(ConfigError, match=r"line 7\): generator 'llm' is unknown"):
+        generator_name_for(make_task(generator="llm", line=7))
 
 
 def test_multi_line_criterion_with_comment_stays_valid(tmp_path: Path) -> None:

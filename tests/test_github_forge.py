@@ -422,7 +422,7 @@ def test_github_section_is_parsed_and_checked(tmp_path) -> None:
     with pytest.raises(ConfigError) as raised:
         parse_project_config(bad, "leviathan.yaml", base_dir=tmp_path)
     message = str(raised.value)
-    assert "leviathan.yaml:5: target 'svc': github.app_id must be a positive integer" in message
+    assert "leviathan.yaml:5: target 'svc': github.app_id must be an integer from 1 to" in message
     assert "github.repository must be 'owner/name'" in message
 
 

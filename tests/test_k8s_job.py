@@ -156,7 +156,7 @@ def test_kubernetes_and_resources_sections_parse() -> None:
             "kubernetes:\n  control_plane_url: ftp://x\n",
             "kubernetes.control_plane_url must be an http(s):// URL",
         ),
-        ("kubernetes:\n  ttl_seconds_after_finished: -1\n", "must be an integer >= 0"),
+        ("kubernetes:\n  ttl_seconds_after_finished: -1\n", "must be an integer from 0 to 2,592,000"),
         ("kubernetes: [1]\n", "'kubernetes' must be a mapping"),
     ],
 )

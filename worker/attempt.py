@@ -200,7 +200,13 @@ def run_attempt(
 
 
 def _load_target(env: WorkerEnv) -> TargetConfig:
-    target = load_project_config(env.config_path).target(env.target_id)
+    # Another target's broken config must not fail this one's attempt (the scheduler serves it too).
+    project = load_project_config(env.config_path, isolate_targets=True)
+    target = project.target(env.target_id)
+    if target is None and project.broken_target(env.target_id):
+        raise ConfigError(
+            f"target '{env.target_id}' has an invalid config:\n{project.broken_target(env.target_id)}"
+        )
     if target is None:
         raise ConfigError(f"{env.config_path}: no target '{env.target_id}' (TARGET_NAME)")
     return target

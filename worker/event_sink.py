@@ -166,7 +166,11 @@ def sink_for(env: WorkerEnv, home: LeviathanHome) -> EventSink:
         )
     # The same backend the orchestrator writes to (leviathan.yaml's ``event_log``), so the worker's
     # events and the orchestrator's land in one chain.
-    settings = load_project_config(env.config_path).event_log if env.config_path.exists() else None
+    settings = (
+        load_project_config(env.config_path, isolate_targets=True).event_log
+        if env.config_path.exists()
+        else None
+    )
     # Opened now, so that a bad event_log setting is the worker's first error, and again after a failure.
     return StoreSink(open_event_log(home, settings), opener=lambda: open_event_log(home, settings))
 

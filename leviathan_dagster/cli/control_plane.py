@@ -94,7 +94,7 @@ def _policies(ctx: CliContext) -> Mapping[str, Mapping[str, Any]]:
     Without a project config the status still comes from the log alone."""
     if not ctx.config_path.exists():
         return {}
-    config = load_project_config(ctx.config_path)
+    config = load_project_config(ctx.config_path, isolate_targets=True)
     return {
         target.id: {
             "circuit_breaker_failures": target.policy.circuit_breaker_failures,

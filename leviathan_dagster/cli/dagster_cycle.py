@@ -22,6 +22,7 @@ from leviathan_dagster.core.run_events import record_runs
 from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
+from leviathan_dagster.defs.backlogs.assets import BACKLOG_VALID
 from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -53,6 +54,8 @@ class CycleReport:
     refreshed: dict[str, bool] = field(default_factory=dict)
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
     skipped: str | None = None
+    # Targets whose backlog could not be used this cycle (the backlog_is_valid check failed): the error.
+    broken: dict[str, str] = field(default_factory=dict)
 
 
 def run_cycle(
@@ -82,7 +85,14 @@ def _run_cycle(
     executor: str | None,
     echo: Echo,
 ) -> None:
-    targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
+    project = resource.project()
+    targets = [t.id for t in project.targets if resource.only_target in (None, t.id)]
+    for target_id, problems in project.broken_targets:
+        if resource.only_target in (None, target_id):
+            report.broken[target_id] = f"config: {problems}"
+            echo(f"  target {target_id} is broken (the others proceed):")
+            for line in report.broken[target_id].splitlines():
+                echo(f"    {line}")
     _ensure_partitions(instance, targets_partitions.name, targets)
     refresh = defs.resolve_job_def(REFRESH_JOB)
     for target_id in targets:
@@ -91,6 +101,13 @@ def _run_cycle(
         )
         report.refreshed[target_id] = result.success
         echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if result.success else 'FAILED'}")
+        for check in result.get_asset_check_evaluations():
+            if check.check_name == BACKLOG_VALID and not check.passed:
+                error = check.metadata.get("error")
+                report.broken[target_id] = str(error.value) if error is not None else "invalid backlog"
+                echo(f"  target {target_id} is broken (the others proceed):")
+                for line in report.broken[target_id].splitlines():
+                    echo(f"    {line}")
 
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}

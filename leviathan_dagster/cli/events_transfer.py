@@ -139,7 +139,9 @@ def import_(
 def _open_target(ctx: CliContext, target: str | None, log_id: str) -> EventStore:
     """The log to import into, opened (created if new) under the export's ``log_id``."""
     settings = (
-        load_project_config(ctx.config_path).event_log if ctx.config_path.exists() else EventLogSettings()
+        load_project_config(ctx.config_path, isolate_targets=True).event_log
+        if ctx.config_path.exists()
+        else EventLogSettings()
     )
     if target is None:
         backend = settings.backend

@@ -24,7 +24,7 @@ tasks:
     ready: false            # set to true when the task is ready to be attempted
     status: pending
     priority: 3             # 1 lowest .. 5 highest
-    executor: docs          # generator: docs | tests
+    generator: docs         # docs | tests | claude (formerly `executor:`)
     allowed_paths:
       - docs/getting-started.md
     acceptance_criteria:
@@ -82,12 +82,15 @@ def validate(ctx: CliContext, backlog_file: Path | None, as_json: bool) -> None:
         except BacklogError as exc:
             results[str(backlog_file)] = {"valid": False, "problems": exc.problems}
     else:
-        project = load_project_config(ctx.config_path)
+        project = load_project_config(ctx.config_path, isolate_targets=True)
         for warning in project.warnings:
             click.secho(f"warning: {warning}", fg="yellow", err=True)
         sandbox_warning = _sandbox_warning(project)
         if sandbox_warning:
             click.secho(f"warning: {sandbox_warning}", fg="yellow", err=True)
+        # A target whose own config is invalid is reported like an invalid backlog; the others are checked.
+        for target_id, problems in project.broken_targets:
+            results[target_id] = {"valid": False, "problems": problems.splitlines()}
         for target in project.targets:
             snap = read_backlog(target, ctx.home)
             if snap.backlog is None:

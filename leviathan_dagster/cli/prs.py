@@ -4,21 +4,32 @@ from __future__ import annotations
 
 import click
 
-from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import (
+    EXIT_TARGET_BROKEN,
+    CliContext,
+    check_target_option,
+    emit_json,
+    pass_ctx,
+)
 from leviathan_dagster.core import pr_actions
 from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.errors import ConfigError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.models import PullRequest, TargetConfig
 
 
 def _targets(ctx: CliContext, target: str | None) -> list[TargetConfig]:
-    project = load_project_config(ctx.config_path)
-    targets = [t for t in project.targets if target in (None, t.id)]
-    if target and not targets:
-        raise ConfigError(f"no target '{target}' in {project.source}")
-    return targets
+    """The targets to act on; those left out for an invalid config are reported (and in ``ctx.broken``)."""
+    project = load_project_config(ctx.config_path, isolate_targets=True)
+    if target is not None and project.broken_target(target):
+        raise ConfigError(f"target '{target}' has an invalid config:\n{project.broken_target(target)}")
+    check_target_option(project, target)
+    for target_id, problems in project.broken_targets:
+        click.secho(f"error: target '{target_id}' is left out, its config is invalid:", fg="red", err=True)
+        click.echo(problems, err=True)
+        ctx.broken.add(target_id)
+    return [t for t in project.targets if target in (None, t.id)]
 
 
 def _one_target(ctx: CliContext, target: str | None) -> tuple[TargetConfig, Forge]:
@@ -47,14 +58,25 @@ def list_prs(ctx: CliContext, target: str | None, state: str, as_json: bool) -> 
     Example:
       leviathan prs list --state open
     """
-    rows = [pr for t in _targets(ctx, target) for pr in forge_for(t, ctx.home).list_pull_requests(state)]
+    rows: list[PullRequest] = []
+    broken: dict[str, str] = {}
+    # One target's forge failing (no token, unreachable) is reported for it; the others are listed.
+    for t in _targets(ctx, target):
+        try:
+            rows += forge_for(t, ctx.home).list_pull_requests(state)
+        except LeviathanError as exc:
+            broken[t.id] = str(exc)
+    for target_id, error in broken.items():
+        click.secho(f"{target_id}: broken: {error}", fg="red", err=True)
     if as_json:
         emit_json([pr.__dict__ for pr in rows])
-        return
-    for pr in rows:
-        click.echo(f"{pr.target_id:<14} #{pr.number:<4} {pr.state:<7} {pr.head:<48} {pr.title}")
-    if not rows:
-        click.echo("no pull requests")
+    else:
+        for pr in rows:
+            click.echo(f"{pr.target_id:<14} #{pr.number:<4} {pr.state:<7} {pr.head:<48} {pr.title}")
+        if not rows:
+            click.echo("no pull requests")
+    if broken or ctx.broken:
+        raise SystemExit(EXIT_TARGET_BROKEN)
 
 
 def _pr_command(func):

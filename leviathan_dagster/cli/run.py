@@ -7,11 +7,17 @@ import time
 
 import click
 
-from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import (
+    EXIT_TARGET_BROKEN,
+    CliContext,
+    check_target_option,
+    emit_json,
+    pass_ctx,
+)
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.scheduling import plan_cycle
+from leviathan_dagster.core.scheduling import CyclePlan, TargetSnapshot, plan_cycle
 
 
 def cycle_once(
@@ -94,13 +100,15 @@ def run(
     """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
 
     Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
-    attempt of the (last) cycle failed.
+    attempt of the (last) cycle failed or a target's backlog was broken (the other targets still ran);
+    2 for an unknown --target.
 
     \b
     Example:
       leviathan run --target docs-site --once --executor local
       leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
+    check_target_option(load_project_config(ctx.config_path, isolate_targets=True), target)
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
     while True:
         progress(f"cycle at {utc_now():%H:%M:%S}")
@@ -110,11 +118,16 @@ def run(
         records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
         failed = sum(r.status != "succeeded" for r in records)
         if as_json:
-            click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
+            line = {
+                "skipped": report.skipped,
+                "broken": report.broken,
+                "attempts": [r.__dict__ for r in records],
+            }
+            click.echo(json.dumps(line))
         else:
             print_attempts(records)
         if once:
-            raise SystemExit(1 if failed else 0)
+            raise SystemExit(1 if failed or report.broken else 0)
         time.sleep(interval)
 
 
@@ -125,27 +138,41 @@ def run(
 def tasks(ctx: CliContext, target: str | None, as_json: bool) -> None:
     """Show every task's readiness and the reason it is not ready.
 
+    A target whose backlog or forge cannot be read is shown as broken, with the reason, and the others
+    are shown as usual; the exit code is then 1. An unknown --target is exit code 2.
+
     \b
     Example:
       leviathan tasks --target docs-site
     """
-    project = load_project_config(ctx.config_path)
+    project = load_project_config(ctx.config_path, isolate_targets=True)
+    check_target_option(project, target)
     plan = plan_cycle(project, ctx.home, ctx.event_log(), utc_now(), only_target=target)
     if as_json:
         emit_json(
             {
-                tid: {"error": snap.error, "tasks": [r.as_row() for r in snap.readiness]}
-                for tid, snap in plan.snapshots.items()
+                tid: {
+                    "error": snap.error if snap else plan.errors[tid],
+                    "tasks": [r.as_row() for r in snap.readiness] if snap else [],
+                }
+                for tid, snap in _by_target(plan).items()
             }
         )
-        return
-    for tid, snap in plan.snapshots.items():
-        click.secho(tid, bold=True)
-        if snap.error:
-            click.secho(f"  broken: {snap.error}", fg="red")
-        for r in snap.readiness:
-            mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
-            click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
+    else:
+        for tid, snap in _by_target(plan).items():
+            click.secho(tid, bold=True)
+            if snap is None or snap.error:
+                click.secho(f"  broken: {plan.errors[tid]}", fg="red")
+            for r in snap.readiness if snap else ():
+                mark = click.style("ready", fg="green") if r.ready else click.style(r.reason, fg="yellow")
+                click.echo(f"  {r.task_id:<24} {mark:<30} {'' if r.ready else r.detail}")
+    if plan.errors:
+        raise SystemExit(EXIT_TARGET_BROKEN)
+
+
+def _by_target(plan: CyclePlan) -> dict[str, TargetSnapshot | None]:
+    """Every target's snapshot, and None for one whose config is invalid (it has only an error)."""
+    return {**plan.snapshots, **{tid: None for tid in plan.errors if tid not in plan.snapshots}}
 
 
 COMMANDS = [run, tasks]

@@ -8,10 +8,9 @@ import getpass
 
 import click
 
-from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.context import CliContext, check_target_option, emit_json, pass_ctx
 from leviathan_dagster.core import operator as op_events
 from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.errors import ConfigError
 
 ACTIONS = {
     "pause": op_events.TARGET_PAUSED,
@@ -37,9 +36,9 @@ def _action(name: str, kind: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="The recorded event as JSON.")
     @pass_ctx
     def command(ctx: CliContext, target_id: str, reason: str, operator: str, as_json: bool) -> None:
-        project = load_project_config(ctx.config_path)
-        if target_id not in {t.id for t in project.targets}:
-            raise ConfigError(f"no target '{target_id}' in {project.source}")
+        # An operator can pause, resume or reset any target, a broken one included.
+        project = load_project_config(ctx.config_path, isolate_targets=True)
+        check_target_option(project, target_id)
         event = op_events.operator_event(kind, operator, target_id=target_id, reason=reason)
         stored = ctx.event_log().append_one(event)
         if as_json:

@@ -3,27 +3,31 @@
 Parsing works on PyYAML's node tree rather than on plain dicts, so every problem can name the file, the
 line, the task and the field. All problems are collected before anything is raised: a user fixing a
 backlog should see the whole list at once, not one error per run. The node and reporting helpers live in
-``yamlnodes``, the write-back in ``backlog_writeback`` (re-exported here).
+``yamlnodes``, the rules across fields (ids, generators, write-back, dependencies) in ``backlog_rules``,
+the write-back in ``backlog_writeback`` (re-exported here).
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import yaml
 
+from leviathan_dagster.core.backlog_rules import ID_FIX, check_dependencies, check_task_usable, id_label
+from leviathan_dagster.core.backlog_rules import ID_RE as ID_RE
+from leviathan_dagster.core.backlog_rules import MAX_ID_LENGTH as MAX_ID_LENGTH
+from leviathan_dagster.core.backlog_rules import id_problem as id_problem
 from leviathan_dagster.core.backlog_writeback import write_back_completion as write_back_completion
+from leviathan_dagster.core.config_secrets import looks_like_secret_key
 from leviathan_dagster.core.errors import BacklogError, ConfigError, PolicyViolation
 from leviathan_dagster.core.models import BACKLOG_PATH, TASK_STATUSES, Backlog, Task
-from leviathan_dagster.core.paths import normalize_repo_path
-from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe, line_of
+from leviathan_dagster.core.paths import check_policy_path
+from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, close_key, describe, line_of
+from leviathan_dagster.core.yamlsafety import check_yaml_text, decode_yaml_bytes, parsing_paused_gc
 
-# Ids end up in git branch names and Dagster partition keys, so they are kept to a conservative alphabet.
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _KNOWN_FIELDS = (
     "id",
     "title",
@@ -35,12 +39,15 @@ _KNOWN_FIELDS = (
     "acceptance_criteria",
     "dependencies",
     "priority",
-    "executor",
+    "generator",
 )
+# The former name of ``generator``: still read, with a warning.
+_OLD_GENERATOR_KEY = "executor"
 # Written by write_back_completion, so they are expected and never warned about.
 _WRITE_BACK_FIELDS = ("attempt_id", "branch_name", "completed_at")
-# Read from Task.extra by the feature that owns them (config_kubernetes.task_resources), never warned about.
-_EXTENSION_FIELDS = ("resources",)
+# Read from Task.extra by the feature that owns them (config_kubernetes.task_resources, forge.reviewers),
+# never warned about.
+_EXTENSION_FIELDS = ("resources", "owner")
 
 
 class _Invalid(Exception):
@@ -84,7 +91,7 @@ def _allowed_paths(doc: YamlDocument, node: yaml.Node) -> tuple[str, ...]:
     paths, bad = [], []
     for path, item in items:
         try:
-            paths.append(normalize_repo_path(path))
+            paths.append(check_policy_path(path))
         except PolicyViolation as exc:
             fix = "use a path relative to the repository root, e.g. 'docs/guide.md' or 'docs/'"
             bad.append(_Invalid(f"has a bad path: {exc}", fix, item))
@@ -98,11 +105,9 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
     """The field's value in Task form, or _Invalid."""
     if name == "id":
         value = doc.value(node)
-        if not isinstance(value, str) or not ID_RE.match(value) or ".." in value:
-            raise _Invalid(
-                f"must match {ID_RE.pattern} without '..' (used in branch names), got {describe(node)}",
-                "use letters, digits, '.', '_' and '-', e.g. 'id: add-docs' (quote numeric ids)",
-            )
+        problem = id_problem(value)
+        if problem is not None:
+            raise _Invalid(f"{problem}, got {_shown(node)}", ID_FIX)
         return value
     if name == "title":
         return _text(doc, node, name, required=True)
@@ -122,7 +127,12 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
                 f"must be one of {', '.join(TASK_STATUSES)}, got {describe(node)}", "write 'status: pending'"
             )
         return value
-    if name in ("description", "scope", "executor"):
+    if name == "generator":
+        value = doc.value(node)
+        if not isinstance(value, str) or not value.strip():
+            raise _Invalid(f"must name a generator, got {describe(node)}", "write e.g. 'generator: docs'")
+        return value
+    if name in ("description", "scope"):
         value = _text(doc, node, name, required=False)
         return "" if value is None and name == "description" else value
     if name in ("acceptance_criteria", "dependencies"):
@@ -137,6 +147,12 @@ def _validate_field(doc: YamlDocument, name: str, node: yaml.Node) -> Any:
             )
         return value
     raise AssertionError(name)
+
+
+def _shown(node: yaml.Node) -> str:
+    """``describe`` cut to a readable length: a 300-character id is not repeated in full."""
+    text = describe(node)
+    return text if len(text) <= 80 else text[:60] + f"... ({len(text)} characters)"
 
 
 def _parse_task(
@@ -154,8 +170,17 @@ def _parse_task(
     problem_count = len(report.problems)
     id_node = next((v for k, v in node.value if k.value == "id"), None)
     task_id = doc.value(id_node) if id_node is not None else None
-    who = f"task {task_id!r}: " if isinstance(task_id, str) else f"task #{index + 1}: "
+    who = f"task {id_label(task_id)}: " if isinstance(task_id, str) else f"task #{index + 1}: "
     items = report.items(node, who)
+    if _OLD_GENERATOR_KEY in items:
+        key = items[_OLD_GENERATOR_KEY][0]
+        if "generator" in items:
+            report.error(
+                key, who, "both 'generator' and its old name 'executor' are given", "keep 'generator'"
+            )
+        else:
+            report.warn(key, who, "field 'executor' is now called 'generator'", "rename it to 'generator:'")
+            items = {("generator" if k == _OLD_GENERATOR_KEY else k): v for k, v in items.items()}
     values: dict[str, Any] = {}
     extra: dict[str, Any] = {}
     for name, (key, value_node) in items.items():
@@ -166,75 +191,51 @@ def _parse_task(
                 for issue in [bad, *bad.also]:
                     report.error(issue.node or value_node, who, f"field {name!r} {issue.message}", issue.fix)
             continue
-        # Unknown keys are kept, not dropped: a newer Leviathan (or a human) may rely on them.
+        if name == _OLD_GENERATOR_KEY:
+            continue  # reported above, next to 'generator'
+        # Unknown keys are kept, not dropped: a newer Leviathan (or a human) may rely on them. One that is
+        # a typo of a known field is an error: 'dependecies:' would otherwise drop the dependencies.
         extra[name] = doc.value(value_node)
+        if looks_like_secret_key(name) and isinstance(extra[name], str) and extra[name]:
+            # The backlog is committed, shown in the UI and copied into attempt branches: never a secret.
+            fix = "remove it and rotate it; secrets go in leviathan.yaml as {env: NAME} references"
+            report.error(key, who, f"field {name!r} holds what looks like a secret", fix)
+            continue
         if name not in _WRITE_BACK_FIELDS + _EXTENSION_FIELDS:
-            close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            report.warn(key, who, f"unknown field {name!r} is kept but not used{hint}")
+            close = close_key(name, _KNOWN_FIELDS)
+            if close is not None and close not in items:
+                report.error(
+                    key, who, f"unknown field {name!r} (did you mean {close!r}?)", f"rename it to {close!r}"
+                )
+            else:
+                close = difflib.get_close_matches(name, _KNOWN_FIELDS, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                report.warn(key, who, f"unknown field {name!r} is kept but not used{hint}")
     for name in ("id", "title", "ready", "allowed_paths"):
         if name not in items:
             report.error(node, who, f"required field {name!r} is missing", f"add '{name}:' to this task")
     if len(report.problems) > problem_count:
         return None, values
-    return Task(line=line_of(node), extra=MappingProxyType(extra), **values), values
-
-
-def _check_dependencies(tasks: list[tuple[str, yaml.MappingNode, tuple[str, ...]]], report: Reporter) -> None:
-    """Self-dependencies, unknown ids and cycles; ``tasks`` holds (id, node, dependencies) in file order."""
-    order = {task_id: i for i, (task_id, _, _) in enumerate(tasks)}
-    graph: dict[str, list[str]] = {}
-    for task_id, node, deps in tasks:
-        deps_node = next(v for k, v in node.value if k.value == "dependencies") if deps else None
-        graph[task_id] = []
-        for dep, dep_node in zip(deps, deps_node.value if deps_node else [], strict=True):
-            who = f"task {task_id!r}: "
-            if dep == task_id:
-                report.error(dep_node, who, "depends on itself", f"remove '{dep}' from its dependencies")
-            elif dep not in order:
-                report.error(
-                    dep_node,
-                    who,
-                    f"field 'dependencies' names unknown task {dep!r}",
-                    "use an id of this backlog or remove it",
-                )
-            else:
-                graph[task_id].append(dep)
-    # Depth-first search: a dependency on a task still on the stack closes a cycle. Each cycle is reported
-    # once, rotated to start at the task that comes first in the file, so the message is deterministic.
-    state: dict[str, str] = {}
-    stack: list[str] = []
-    seen: set[frozenset[str]] = set()
-
-    def visit(task_id: str) -> None:
-        state[task_id] = "open"
-        stack.append(task_id)
-        for dep in graph[task_id]:
-            if state.get(dep) == "open":
-                cycle = stack[stack.index(dep) :]
-                if frozenset(cycle) not in seen:
-                    seen.add(frozenset(cycle))
-                    start = min(range(len(cycle)), key=lambda i: order[cycle[i]])
-                    cycle = cycle[start:] + cycle[:start]
-                    report.error(
-                        tasks[order[cycle[0]]][1],
-                        f"task {cycle[0]!r}: ",
-                        "dependency cycle " + " -> ".join([*cycle, cycle[0]]),
-                        "remove one of these dependencies",
-                    )
-            elif dep not in state:
-                visit(dep)
-        stack.pop()
-        state[task_id] = "done"
-
-    for task_id, _, _ in tasks:
-        if task_id not in state:
-            visit(task_id)
+    task = Task(line=line_of(node), extra=MappingProxyType(extra), **values)
+    check_task_usable(doc, node, items, task, who, report)
+    if len(report.problems) > problem_count:
+        return None, values
+    return task, values
 
 
 def parse_backlog(text: str, source: str = BACKLOG_PATH) -> Backlog:
-    """Parse and validate a backlog. Raises BacklogError listing every problem (file:line: task: field)."""
+    """Parse and validate a backlog. Raises BacklogError listing every problem (file:line: task: field).
+
+    Nothing in here recurses per task or per dependency, and the text is checked for size, characters
+    and nesting (``check_yaml_text``) before it is composed, so a hostile backlog is a located error.
+    """
+    with parsing_paused_gc():
+        return _parse_backlog(text, source)
+
+
+def _parse_backlog(text: str, source: str) -> Backlog:
     try:
+        check_yaml_text(text, source)
         doc = YamlDocument(text, source)
     except ConfigError as exc:
         raise BacklogError([str(exc)]) from None
@@ -274,7 +275,7 @@ def parse_backlog(text: str, source: str = BACKLOG_PATH) -> Backlog:
             graph_entries.append((task_id, node, values.get("dependencies", ())))
         if task is not None:
             parsed.append(task)
-    _check_dependencies(graph_entries, report)
+    check_dependencies(graph_entries, report)
     if report.problems:
         raise BacklogError(report.problems)
     return Backlog(source=source, tasks=tuple(parsed), warnings=tuple(report.warnings))
@@ -283,7 +284,13 @@ def parse_backlog(text: str, source: str = BACKLOG_PATH) -> Backlog:
 def load_backlog(path: Path) -> Backlog:
     """Read and parse the backlog file at ``path`` (messages name ``path``)."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise BacklogError([f"{path}: no backlog file. Fix: create it with a 'tasks:' list."]) from None
+    except OSError as exc:
+        raise BacklogError([f"{path}: cannot be read ({exc.strerror}). Fix: check the file"]) from None
+    try:
+        text = decode_yaml_bytes(data, str(path))
+    except ConfigError as exc:
+        raise BacklogError([str(exc)]) from None
     return parse_backlog(text, str(path))

@@ -21,6 +21,26 @@ def _render_scalar(value: str | bool) -> str:
     return yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=True).rstrip("\n")
 
 
+# The keys write_back_completion sets on a completed task.
+WRITE_BACK_KEYS = ("status", "ready", "attempt_id", "branch_name", "completed_at")
+
+
+def replaceable_in_place(text: str, key: yaml.Node, node: yaml.Node) -> bool:
+    """Whether the value ``node`` of ``key`` can be replaced by a line edit of ``text``.
+
+    Only a one-line plain or quoted scalar right after "key:" is replaced in place. Anything else (an
+    alias, a tag, a block scalar, a value on the next line) would need a YAML rewrite to change safely.
+    Backlog validation asks the same question, so a task write-back cannot edit is refused up front.
+    """
+    between = text[key.end_mark.index : node.start_mark.index]
+    one_line = isinstance(node, yaml.ScalarNode) and node.style in (None, "", "'", '"')
+    return (
+        one_line
+        and re.fullmatch(r"[ \t]*:[ \t]*", between) is not None
+        and node.end_mark.line == key.start_mark.line
+    )
+
+
 def _find_task_node(doc: YamlDocument, task_id: str) -> yaml.MappingNode:
     root = doc.root
     tasks = None
@@ -72,13 +92,7 @@ def write_back_completion(
             missing.append(f"{name}: {_render_scalar(value)}")
             continue
         key, node = keys[name]
-        between = text[key.end_mark.index : node.start_mark.index]
-        # Only a one-line plain or quoted scalar right after "key:" is replaced in place. Anything else (an
-        # alias, a tag, a block scalar, a value on the next line) would need a YAML rewrite to change safely.
-        one_line = isinstance(node, yaml.ScalarNode) and node.style in (None, "'", '"')
-        if not (
-            one_line and re.fullmatch(r"[ \t]*:[ \t]*", between) and node.end_mark.line == key.start_mark.line
-        ):
+        if not replaceable_in_place(text, key, node):
             raise ConfigError(
                 f"{BACKLOG_PATH}:{line_of(key)}: task {task_id!r}: field {name!r} must be a plain one-line "
                 f"value to be written back. Fix: write it as '{name}: {_render_scalar(value)}'."

@@ -70,7 +70,10 @@ def parse_event_log(doc: YamlDocument, node: yaml.Node, base_dir: Path, report: 
         elif name == "path":
             if not isinstance(value, str) or not value.strip():
                 report.error(
-                    value_node, "", f"event_log.path must be a file path, got {describe(value_node)}"
+                    value_node,
+                    "",
+                    f"event_log.path must be a file path, got {describe(value_node)}",
+                    "write e.g. 'path: ./events/events.ndjson'",
                 )
             else:
                 values["path"] = os.path.normpath(
@@ -87,7 +90,9 @@ def parse_event_log(doc: YamlDocument, node: yaml.Node, base_dir: Path, report: 
             else:
                 values["table_prefix"] = value
         else:
-            report.warn(key, "", f"unknown field 'event_log.{name}' is ignored (known: {', '.join(KEYS)})")
+            report.unknown_key(
+                key, "", f"field 'event_log.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
+            )
     backend = values.get("backend", "ndjson")
     if backend == "postgres" and "dsn_env" not in values and "dsn" not in items:
         report.error(

@@ -44,7 +44,8 @@ def parse_github(
         )
         return GithubSettings()
     values: dict[str, Any] = {}
-    for name, (key, value_node) in report.items(node, who).items():
+    items = report.items(node, who)
+    for name, (key, value_node) in items.items():
         value = doc.value(value_node)
         if name == "api_url":
             if not isinstance(value, str) or not re.match(r"^https?://[^/\s@]+(/\S*)?$", value):
@@ -67,11 +68,13 @@ def parse_github(
             else:
                 values[name] = value
         elif name in ("app_id", "installation_id", "timeout_seconds"):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            # GitHub ids are 64-bit; a request timeout beyond 10 minutes is a typo, not a setting.
+            maximum = 600 if name == "timeout_seconds" else 2**63 - 1
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
                 report.error(
                     value_node,
                     who,
-                    f"github.{name} must be a positive integer, got {describe(value_node)}",
+                    f"github.{name} must be an integer from 1 to {maximum:,}, got {describe(value_node)}",
                     f"write e.g. '{name}: {15 if name == 'timeout_seconds' else 12345}'",
                 )
             else:
@@ -87,5 +90,7 @@ def parse_github(
             else:
                 values[name] = value
         else:
-            report.warn(key, who, f"unknown field 'github.{name}' is ignored (known: {', '.join(KEYS)})")
+            report.unknown_key(
+                key, who, f"field 'github.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
+            )
     return GithubSettings(**values)

@@ -34,7 +34,12 @@ DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$")
 _IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
 _NAMES = {"service_account", "secret_name", "home_volume_claim", "config_map"}
-_INTS = {"ttl_seconds_after_finished": 0, "deadline_grace_seconds": 0, "start_timeout_seconds": 1}
+# Inclusive bounds (docs/configuration.md): beyond them a value overflows the Job spec or is a typo.
+_INTS = {
+    "ttl_seconds_after_finished": (0, 30 * 86_400),
+    "deadline_grace_seconds": (0, 86_400),
+    "start_timeout_seconds": (1, 86_400),
+}
 KUBERNETES_KEYS = tuple(f.name for f in dataclasses.fields(KubernetesSettings))
 
 
@@ -91,17 +96,17 @@ def parse_kubernetes(
         )
         return KubernetesSettings()
     values: dict[str, Any] = {}
-    for name, (key, value_node) in report.items(node, who).items():
+    items = report.items(node, who)
+    for name, (key, value_node) in items.items():
         value = doc.value(value_node)
         problem = _check(name, value)
         if name not in KUBERNETES_KEYS:
-            report.warn(
-                key,
-                who,
-                f"unknown field 'kubernetes.{name}' is ignored (known: {', '.join(KUBERNETES_KEYS)})",
-            )
+            known = f" (known: {', '.join(KUBERNETES_KEYS)})"
+            report.unknown_key(key, who, f"field 'kubernetes.{name}'", KUBERNETES_KEYS, items, known)
         elif problem:
-            report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}")
+            example = getattr(KubernetesSettings(), name)
+            fix = f"write e.g. '{name}: {example}'" if example is not None else f"correct 'kubernetes.{name}'"
+            report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}", fix)
         elif name == "kubeconfig":
             values[name] = os.path.normpath(Path(base_dir).expanduser().absolute() / Path(value).expanduser())
         else:
@@ -122,7 +127,7 @@ def _check(name: str, value: Any) -> str | None:
     if name == "kubeconfig" and not (isinstance(value, str) and value.strip()):
         return "must be a file path"
     if name in _INTS:
-        minimum = _INTS[name]
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            return f"must be an integer >= {minimum}"
+        minimum, maximum = _INTS[name]
+        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
+            return f"must be an integer from {minimum:,} to {maximum:,}"
     return None

@@ -21,6 +21,13 @@ _REFERENCE_SUFFIXES = ("_name", "_ref", "_file", "_path")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def looks_like_secret_key(name: str) -> bool:
+    """Whether a key by this name would hold a secret (``github_token``, ``api_key`` …), rather than
+    name where one lives (``secret_name``, ``token_file``)."""
+    name = name.lower()
+    return any(word in name for word in _SECRET_WORDS) and not name.endswith(_REFERENCE_SUFFIXES)
+
+
 def parse_secrets(doc: YamlDocument, node: yaml.Node, who: str, report: Reporter) -> dict[str, str]:
     if not isinstance(node, yaml.MappingNode):
         report.error(
@@ -68,8 +75,7 @@ def check_literal_secrets(
         if name == "secrets":
             continue
         literal = doc.value(value)
-        looks_secret = any(word in name for word in _SECRET_WORDS) and not name.endswith(_REFERENCE_SUFFIXES)
-        if looks_secret and isinstance(literal, str) and literal:
+        if looks_like_secret_key(name) and isinstance(literal, str) and literal:
             report.error(value, who, f"field {key.value!r} holds a literal secret", _literal_fix(key.value))
         for child in value.value if isinstance(value, yaml.SequenceNode) else [value]:
             if isinstance(child, yaml.MappingNode):

@@ -206,6 +206,10 @@ def show_file(
     NotFoundError when ``ref`` does not exist.
     """
     repo = local_path(repo_url_or_path)
+    if repo is not None and not repo.exists():
+        raise NotFoundError(f"repository {repo_url_or_path} does not exist (check the target's repo_url)")
+    if repo is not None and not _is_repository(repo):
+        raise NotFoundError(f"{repo_url_or_path} is not a git repository (check the target's repo_url)")
     if repo is None:
         if cache_dir is None:
             raise ValueError(f"show_file needs cache_dir to read the network repository {repo_url_or_path}")
@@ -219,6 +223,14 @@ def show_file(
     if kind != "blob":
         return None
     return run_git(["cat-file", "blob", f"{ref}:{path}"], cwd=repo)
+
+
+def _is_repository(path: Path) -> bool:
+    try:
+        run_git(["rev-parse", "--git-dir"], cwd=path)
+    except GitError:
+        return False
+    return True
 
 
 def _fetch_mirror(url: str, cache_dir: Path, env: Mapping[str, str] | None) -> Path:

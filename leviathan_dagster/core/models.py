@@ -30,11 +30,18 @@ class Task:
     acceptance_criteria: tuple[str, ...] = ()
     dependencies: tuple[str, ...] = ()
     priority: int = DEFAULT_PRIORITY
-    executor: str | None = None
+    # The generator that writes the change (docs, tests, claude); None: the one named by ``scope``. Read
+    # from the backlog's ``generator:`` key (formerly ``executor:``, still read with a warning).
+    generator: str | None = None
     # 1-based line of the task's entry in the backlog file, for error messages.
     line: int = 0
     # Keys we do not know: kept (and warned about), never dropped.
     extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def executor(self) -> str | None:
+        """The former name of ``generator`` (the backlog key was ``executor:``), kept for readers."""
+        return self.generator
 
 
 @dataclass(frozen=True)
@@ -191,12 +198,19 @@ class ProjectConfig:
     event_log: EventLogSettings = field(default_factory=EventLogSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
     control_plane: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
+    # (target id, its problems) for targets left out because their own config is invalid; filled only
+    # when the config is loaded with isolate_targets (the scheduler and the commands report them).
+    broken_targets: tuple[tuple[str, str], ...] = ()
 
     def target(self, target_id: str) -> TargetConfig | None:
         for target in self.targets:
             if target.id == target_id:
                 return target
         return None
+
+    def broken_target(self, target_id: str) -> str | None:
+        """The problems of target ``target_id`` if it was left out for its invalid config, else None."""
+        return dict(self.broken_targets).get(target_id)
 
 
 @dataclass(frozen=True)

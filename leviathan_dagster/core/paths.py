@@ -170,11 +170,29 @@ def list_changed_paths(workspace: Path) -> list[ChangedPath]:
     return sorted(changes, key=lambda c: (c.path, c.status, c.old_path or ""))
 
 
+# Characters HFS+ ignores in names (git's is_hfs_dotgit): '.g\u200cit' is '.git' on a Mac.
+_HFS_IGNORED = re.compile("[\u200c-\u200f\u202a-\u202e\u206a-\u206f\ufeff]")
+
+
 def _is_git_dir_component(part: str) -> bool:
-    # Windows ignores trailing dots and spaces and knows '.git' by its 8.3 name 'git~1'; macOS folds
-    # case. Any of these spellings can reach the real .git directory on some checkout.
-    folded = part.lower().rstrip(". ")
+    # Windows ignores trailing dots and spaces, knows '.git' by its 8.3 name 'git~1' and reads
+    # '.git::$INDEX_ALLOCATION' as '.git'; macOS folds case and ignores some invisible characters.
+    # Any of these spellings can reach the real .git directory on some checkout.
+    folded = _HFS_IGNORED.sub("", part).split(":", 1)[0].lower().rstrip(". ")
     return folded in (".git", "git~1")
+
+
+def check_policy_path(path: str) -> str:
+    """``path`` normalized (see ``normalize_repo_path``) for a task's ``allowed_paths`` or a target's
+    ``allowed_path_prefixes``; PolicyViolation when it names a ``.git`` directory in any spelling, which
+    git refuses to check out and the diff check refuses anyway: such a rule could never be used."""
+    normalized = normalize_repo_path(path)
+    for part in normalized.split("/"):
+        if _is_git_dir_component(part):
+            raise PolicyViolation(
+                f"{path!r}: {part!r} is a .git directory (in some spelling); nothing there may be changed"
+            )
+    return normalized
 
 
 def _check_one(path: str, role: str, rules: list[str]) -> str | None:

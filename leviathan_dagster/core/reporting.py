@@ -28,7 +28,7 @@ def backlog_table(backlog: Backlog) -> str:
                 t.status,
                 t.ready,
                 t.priority,
-                t.executor or t.scope or "",
+                t.generator or t.scope or "",
                 ", ".join(t.dependencies),
                 ", ".join(t.allowed_paths),
             ]

@@ -66,6 +66,14 @@ def read_backlog(target: TargetConfig, home: LeviathanHome) -> BacklogSnapshot:
         return BacklogSnapshot(target, parse_backlog(text, source=f"{target.id}:{BACKLOG_PATH}"))
     except LeviathanError as exc:
         return BacklogSnapshot(target, None, str(exc))
+    except Exception as exc:  # noqa: BLE001 - one target's bug must not stop the others (see snapshot_target)
+        return BacklogSnapshot(target, None, unexpected_error(exc))
+
+
+def unexpected_error(exc: BaseException) -> str:
+    """The one-line report of an error Leviathan did not foresee while judging one target: kept to that
+    target (every other one proceeds) and shown as a bug to report, never as a traceback."""
+    return f"unexpected {type(exc).__name__} while reading this target: {exc} (please report this as a bug)"
 
 
 def snapshot_target(
@@ -77,6 +85,9 @@ def snapshot_target(
     queued_tasks: frozenset[str] = frozenset(),
     backlog: BacklogSnapshot | None = None,
 ) -> TargetSnapshot:
+    """The target's backlog, open PRs and readiness. Any error while reading, parsing or judging this one
+    target becomes the snapshot's ``error``: every caller (the CLI, the sensor, the assets) then reports it
+    for this target and goes on with the others."""
     read = backlog or read_backlog(target, home)
     if read.backlog is None:
         return TargetSnapshot(target, None, error=read.error)
@@ -84,7 +95,12 @@ def snapshot_target(
         open_prs = tuple(forge_for(target, home).list_pull_requests("open"))
     except LeviathanError as exc:
         return TargetSnapshot(target, read.backlog, error=f"forge: {exc}")
-    readiness = evaluate_target(target, read.backlog, ledger, open_prs, now, queued_tasks=queued_tasks)
+    except Exception as exc:  # noqa: BLE001 - isolation of targets, as above
+        return TargetSnapshot(target, read.backlog, error=f"forge: {unexpected_error(exc)}")
+    try:
+        readiness = evaluate_target(target, read.backlog, ledger, open_prs, now, queued_tasks=queued_tasks)
+    except Exception as exc:  # noqa: BLE001 - isolation of targets, as above
+        return TargetSnapshot(target, read.backlog, open_prs, error=f"readiness: {unexpected_error(exc)}")
     return TargetSnapshot(target, read.backlog, open_prs, tuple(readiness))
 
 
@@ -116,4 +132,6 @@ def plan_cycle(
         s = snapshots[tid]
         snapshots[tid] = TargetSnapshot(s.target, s.backlog, s.open_prs, tuple(results))
     errors = {tid: s.error for tid, s in snapshots.items() if s.error}
+    # Targets whose own config is invalid were left out of config.targets; they are reported like others.
+    errors |= {tid: f"config: {text}" for tid, text in config.broken_targets if only_target in (None, tid)}
     return CyclePlan(snapshots=snapshots, selected=selected, ledger=ledger, errors=errors)

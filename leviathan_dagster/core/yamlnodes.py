@@ -6,6 +6,7 @@ collect every problem before raising.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ class YamlDocument:
     """
 
     def __init__(self, text: str, source: str) -> None:
+        self.text = text
         self._loader = yaml.SafeLoader(text)
         try:
             self.root: yaml.Node | None = self._loader.get_single_node()
@@ -28,19 +30,81 @@ class YamlDocument:
                 # Construct once up front so unknown tags fail here, as a located error, not later.
                 self._loader.construct_document(self.root)
         except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
-            reason = " ".join(part for part in (exc.context, exc.problem) if part)
-            raise ConfigError(
-                f"{where}: invalid YAML: {reason}. Fix: check the indentation and quoting on this line."
-            ) from None
+            raise ConfigError(yaml_error_message(exc, text, source)) from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{source}: invalid YAML: {exc}") from None
+            raise ConfigError(
+                f"{source}:1: invalid YAML: {exc}. Fix: save the file as UTF-8 YAML text."
+            ) from None
         finally:
             self._loader.dispose()
 
     def value(self, node: yaml.Node) -> Any:
         return self._loader.construct_object(node, deep=True)
+
+
+def _line_count(text: str) -> int:
+    return max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+
+
+def _yaml_fix(problem: str) -> str:
+    if "'\\t'" in problem or "tab" in problem:
+        return "indent with spaces: YAML does not allow tabs in indentation"
+    if "constructor for the tag" in problem:
+        return "remove the '!' tag: only plain YAML values are read"
+    if "end of stream" in problem and "quoted" in problem:
+        return "close the quote that starts here"
+    if "found duplicate anchor" in problem or "undefined alias" in problem:
+        return "define each '&anchor' once, before any '*alias' to it"
+    return "check the indentation and quoting on this line"
+
+
+def yaml_error_message(exc: yaml.MarkedYAMLError, text: str, source: str) -> str:
+    """``file:line:column: invalid YAML: ... Fix: ...`` for a PyYAML error, with a line that exists.
+
+    PyYAML marks a construct left open (a quote, a '[', a key without ':') at the end of the stream: one
+    line past the last one of a file ending in a newline. The line where the open construct started (the
+    error's context mark) is what the reader has to fix, so that one is named, with where it ran out.
+    """
+    problem, context = exc.problem or "", exc.context or ""
+    mark, last = exc.problem_mark or exc.context_mark, _line_count(text)
+    at_end = mark is not None and (mark.index >= len(text.rstrip()) or mark.line + 1 > last)
+    if at_end and exc.context_mark is not None and exc.context_mark is not mark:
+        mark = exc.context_mark
+        problem = f"{problem} (the file ends before it is closed)".replace(
+            "<stream end>", "the end of the file"
+        )
+    if mark is None:
+        where = source
+    else:
+        where = f"{source}:{min(mark.line + 1, last)}:{mark.column + 1}"
+    reason = " ".join(part for part in (context, problem) if part)
+    return f"{where}: invalid YAML: {reason}. Fix: {_yaml_fix(reason)}."
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Levenshtein distance with adjacent transpositions (``titel`` is one edit from ``title``)."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i]
+        for j, cb in enumerate(b, start=1):
+            cost = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                cost = min(cost, previous2[j - 2] + 1)
+            current.append(cost)
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+def close_key(name: str, known: Iterable[str]) -> str | None:
+    """The known key ``name`` is most likely a typo of (one or two edits away, by length), or None.
+
+    Such a key is an error, not an ignored unknown one: ``test_commnd:`` would otherwise run no tests.
+    """
+    folded = name.lower()
+    allowed = 1 if len(name) < 6 else 2
+    best = min(((_edit_distance(folded, k.lower()), k) for k in known if k != name), default=None)
+    return best[1] if best is not None and best[0] <= allowed else None
 
 
 def line_of(node: yaml.Node) -> int:
@@ -78,12 +142,31 @@ class Reporter:
     def warn(self, at: yaml.Node | int, who: str, message: str, fix: str | None = None) -> None:
         self.warnings.append(self.format(at, who, message, fix))
 
+    def unknown_key(
+        self,
+        key: yaml.Node,
+        who: str,
+        what: str,
+        known: Iterable[str],
+        present: Iterable[str] = (),
+        known_note: str = "",
+    ) -> None:
+        """Report an unknown key: a warning (a newer Leviathan may know it), unless it is a typo of a
+        known key that is not given too, which is an error: ``test_commnd:`` ignored would run no tests."""
+        close = close_key(str(key.value), known)
+        if close is not None and close not in set(present):
+            self.error(key, who, f"{what} is unknown (did you mean {close}?)", f"rename it to '{close}:'")
+        else:
+            self.warn(key, who, f"unknown {what} is ignored{known_note}")
+
     def items(self, node: yaml.MappingNode, who: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
         """The mapping's entries by key. Duplicate keys are errors: YAML would silently keep the last."""
         items: dict[str, tuple[yaml.Node, yaml.Node]] = {}
         for key, value in node.value:
             if not isinstance(key, yaml.ScalarNode) or key.tag != "tag:yaml.org,2002:str":
-                self.error(key, who, f"key {describe(key)} is not a field name")
+                self.error(
+                    key, who, f"key {describe(key)} is not a field name", "write the key as a plain word"
+                )
             elif key.value in items:
                 first = line_of(items[key.value][0])
                 self.error(

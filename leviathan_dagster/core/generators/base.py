@@ -30,6 +30,17 @@ class GenerationContext:
     usage: UsageRecorder = field(default_factory=UsageRecorder)
 
 
+@dataclass(frozen=True)
+class TaskProblem:
+    """Why a generator could never serve a task, found when the backlog is validated (before any attempt
+    is spent on it): the task's ``field`` (and ``item``, the index in that field's list), message and fix."""
+
+    field: str
+    message: str
+    fix: str
+    item: int | None = None
+
+
 class GenerationStopped(LeviathanError):
     """A generator ended the attempt without a change to push; the attempt fails as ``failure_type``.
 
@@ -54,6 +65,12 @@ class Generator(ABC):
     """
 
     name: str
+
+    @classmethod
+    def check_task(cls, task: Task) -> list[TaskProblem]:
+        """Problems that would make every attempt of ``task`` fail; none by default. Called by backlog
+        validation, so keep it cheap and free of I/O."""
+        return []
 
     @abstractmethod
     def generate(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.generators.base import Generator
+from leviathan_dagster.core.generators.base import Generator, TaskProblem
 from leviathan_dagster.core.generators.claude import ClaudeGenerator
 from leviathan_dagster.core.generators.docs import DocsGenerator
 from leviathan_dagster.core.generators.tests import TestsGenerator
@@ -35,20 +37,48 @@ def _task_label(task: Task) -> str:
 
 
 def generator_name_for(task: Task) -> str:
-    """The generator that serves ``task``: its ``executor`` if set, else its ``scope`` if that names one."""
-    if task.executor:
-        if task.executor not in GENERATORS:
+    """The generator that serves ``task``: its ``generator`` if set, else its ``scope`` if that names one."""
+    if task.generator:
+        if task.generator not in GENERATORS:
             raise ConfigError(
-                f"{_task_label(task)}: executor {task.executor!r} is unknown (available: {_available()})"
+                f"{_task_label(task)}: generator {task.generator!r} is unknown (available: {_available()})"
             )
-        return task.executor
+        return task.generator
     if task.scope in GENERATORS:
         return task.scope
     scope_note = f" and its scope {task.scope!r} names no generator" if task.scope else ""
     raise ConfigError(
-        f"{_task_label(task)} has no executor{scope_note}; "
-        "set `executor: docs`, `executor: tests` or `executor: claude` on the task"
+        f"{_task_label(task)} has no generator{scope_note}; "
+        "set `generator: docs`, `generator: tests` or `generator: claude` on the task"
     )
+
+
+def check_task_generator(task: Task) -> list[TaskProblem]:
+    """Why no attempt of ``task`` could succeed with its generator: unknown or missing (only for a task
+    that is ready: a draft may leave it for later), or the generator's own ``check_task``."""
+    if task.generator and task.generator not in GENERATORS:
+        close = difflib.get_close_matches(task.generator, GENERATORS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return [
+            TaskProblem(
+                "generator",
+                f"names unknown generator {task.generator!r}{hint}; available: {_available()}",
+                f"write e.g. 'generator: {close[0] if close else 'docs'}'",
+            )
+        ]
+    name = task.generator or (task.scope if task.scope in GENERATORS else None)
+    if name is None:
+        if not task.ready or task.status != "pending":
+            return []
+        scope_note = f" (its scope {task.scope!r} names none)" if task.scope else ""
+        return [
+            TaskProblem(
+                "generator",
+                f"is missing{scope_note}: a ready task needs a generator to write its change",
+                f"add 'generator: docs' (or {_available()})",
+            )
+        ]
+    return GENERATORS[name].check_task(task)
 
 
 def generator_for(task: Task) -> Generator:

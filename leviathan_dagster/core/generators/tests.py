@@ -12,7 +12,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from leviathan_dagster.core.errors import GeneratorError
-from leviathan_dagster.core.generators.base import GenerationContext, Generator
+from leviathan_dagster.core.generators.base import GenerationContext, Generator, TaskProblem
 from leviathan_dagster.core.generators.docs import select_output_path, write_text
 from leviathan_dagster.core.models import GeneratedChange, Task
 
@@ -25,23 +25,78 @@ def snake_case(text: str) -> str:
     return re.sub(r"[^0-9a-z]+", "_", text.lower()).strip("_") or "task"
 
 
-def parse_criterion(task: Task, number: int, criterion: str) -> ast.Expression:
-    """Parse one criterion as an expression; GeneratorError (with an example) when it is not one."""
+def criterion_problem(criterion: str) -> str | None:
+    """Why ``criterion`` cannot be a test that can fail (parsed, never run), or None when it can.
+
+    A test that can never fail is worse than none: it makes a green PR that checks nothing. So a
+    criterion must be a Python expression that refers to something of the code under test (a name that
+    is neither a builtin nor bound inside the expression), and must not be true by its form alone: a
+    constant, a string, a lambda, a tuple, ``x == x`` or ``... or True``.
+    """
+    if not criterion.strip():
+        return "is empty"
     try:
-        tree = ast.parse(criterion, mode="eval")
+        tree = ast.parse(criterion.strip(), mode="eval")
     except SyntaxError as exc:
-        raise GeneratorError(
-            f"task {task.id!r}: acceptance criterion {number} ({criterion!r}) is not a Python expression "
-            f"({exc.msg}); the tests generator needs each criterion to be a boolean expression, "
-            f"e.g. {EXAMPLE_CRITERION}"
-        ) from None
-    if isinstance(tree.body, ast.Tuple):
+        return f"is not a Python expression ({exc.msg})"
+    body = tree.body
+    if isinstance(body, ast.Tuple):
         # ``assert a, b`` would read b as the message, and ``assert (a, b)`` is always true.
+        return "is a tuple, which is always true"
+    if isinstance(body, ast.Lambda):
+        return "is a lambda, which is always true (it is never called)"
+    if isinstance(body, ast.Constant | ast.JoinedStr | ast.List | ast.Dict | ast.Set):
+        return "is a literal value, which never changes with the code"
+    if isinstance(body, ast.BoolOp) and isinstance(body.op, ast.Or) and any(map(_always_true, body.values)):
+        return "has an 'or' with an always-true operand, so it is always true"
+    if _compares_with_itself(body):
+        return "compares a value with itself, which is always true"
+    if not free_names(tree):
+        return "refers to no code under test (only literals and builtins), so its result never changes"
+    return None
+
+
+def _always_true(node: ast.expr) -> bool:
+    return isinstance(node, ast.Lambda) or (isinstance(node, ast.Constant) and bool(node.value))
+
+
+def _compares_with_itself(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Compare)
+        and len(node.ops) == 1
+        and isinstance(node.ops[0], ast.Eq | ast.Is | ast.LtE | ast.GtE)
+        and ast.dump(node.left) == ast.dump(node.comparators[0])
+    )
+
+
+def parse_criterion(task: Task, number: int, criterion: str) -> ast.Expression:
+    """Parse one criterion as an expression; GeneratorError (with an example) when it cannot fail or is
+    not one (see ``criterion_problem``)."""
+    problem = criterion_problem(criterion)
+    if problem is not None:
         raise GeneratorError(
-            f"task {task.id!r}: acceptance criterion {number} ({criterion!r}) is a tuple, which is always "
-            f"true; write one boolean expression, e.g. {EXAMPLE_CRITERION}"
+            f"task {task.id!r}: acceptance criterion {number} ({criterion!r}) {problem}; the tests "
+            f"generator needs each criterion to be a boolean expression about the code, "
+            f"e.g. {EXAMPLE_CRITERION}"
         )
-    return tree
+    return ast.parse(criterion.strip(), mode="eval")
+
+
+def free_names(tree: ast.AST) -> set[str]:
+    """Names the expression loads that it neither binds (comprehension targets, lambda arguments, ``:=``)
+    nor gets from builtins: what it refers to of the code under test."""
+    bound = {
+        node.id
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load)
+    }
+    bound |= {
+        arg.arg for node in ast.walk(tree) if isinstance(node, ast.arguments) for arg in _all_args(node)
+    }
+    loaded = {
+        node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)
+    }
+    return loaded - bound - _BUILTIN_NAMES
 
 
 def imported_modules(tree: ast.AST) -> set[str]:
@@ -88,8 +143,6 @@ def render_test_module(task: Task) -> str:
     functions: list[str] = []
     prefix = snake_case(task.id)
     for number, criterion in enumerate(criteria, start=1):
-        if not criterion:
-            raise GeneratorError(f"task {task.id!r}: acceptance criterion {number} is empty")
         modules |= imported_modules(parse_criterion(task, number, criterion))
         # Multi-line criteria go inside parentheses, with the closing one on its own line, so their
         # continuation lines and any trailing comment stay valid Python without re-indenting them.
@@ -113,16 +166,31 @@ class TestsGenerator(Generator):
     __test__ = False
     name = "tests"
 
+    @classmethod
+    def check_task(cls, task: Task) -> list[TaskProblem]:
+        """Criteria that could not become a failing test, none at all, or no test file to write."""
+        fix = f"write a boolean expression about the code, e.g. {EXAMPLE_CRITERION}"
+        if not task.acceptance_criteria:
+            return [TaskProblem("acceptance_criteria", "is empty, so there is no test to write", fix)]
+        problems = [
+            TaskProblem("acceptance_criteria", f"item {number + 1} ({criterion!r}) {problem}", fix, number)
+            for number, criterion in enumerate(task.acceptance_criteria)
+            if (problem := criterion_problem(criterion)) is not None
+        ]
+        try:
+            _output_path(task)
+        except GeneratorError as exc:
+            message = str(exc).removeprefix(f"task {task.id!r}: ")
+            fix = "allow a file named test_*.py or a directory ending in '/'"
+            problems.append(
+                TaskProblem("allowed_paths", f"gives the tests generator no file: {message}", fix)
+            )
+        return problems
+
     def generate(
         self, task: Task, workspace: Path, context: GenerationContext | None = None
     ) -> GeneratedChange:
-        path = select_output_path(
-            task,
-            generator=self.name,
-            suffix=".py",
-            default_name=f"test_{snake_case(task.id)}.py",
-            check_file=lambda chosen: _check_test_file_name(task, chosen),
-        )
+        path = _output_path(task)
         source = render_test_module(task)
         changed = write_text(workspace, path, source)
         count = len(task.acceptance_criteria)
@@ -132,6 +200,16 @@ class TestsGenerator(Generator):
             summary=f"tests: {verb} {count} test(s) in {path} for task {task.id}",
             details={"path": path, "changed": changed, "tests": count},
         )
+
+
+def _output_path(task: Task) -> str:
+    return select_output_path(
+        task,
+        generator=TestsGenerator.name,
+        suffix=".py",
+        default_name=f"test_{snake_case(task.id)}.py",
+        check_file=lambda chosen: _check_test_file_name(task, chosen),
+    )
 
 
 def _check_test_file_name(task: Task, chosen: str) -> None:

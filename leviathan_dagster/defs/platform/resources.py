@@ -32,7 +32,8 @@ class LeviathanResource(dg.ConfigurableResource):
         return resolve_home(self.home)
 
     def project(self) -> ProjectConfig:
-        project = load_project_config(self.config_path_resolved())
+        # One target's invalid config must not stop the others: it is left out and reported (broken_targets).
+        project = load_project_config(self.config_path_resolved(), isolate_targets=True)
         if self.max_attempts_per_task is None:
             return project
         targets = tuple(
@@ -47,6 +48,10 @@ class LeviathanResource(dg.ConfigurableResource):
     def target(self, target_id: str) -> TargetConfig:
         project = self.project()
         target = project.target(target_id)
+        if target is None and project.broken_target(target_id):
+            raise ConfigError(
+                f"target '{target_id}' has an invalid config:\n{project.broken_target(target_id)}"
+            )
         if target is None:
             known = ", ".join(t.id for t in project.targets) or "none"
             raise ConfigError(f"{project.source}: no target '{target_id}' (targets: {known})")
