@@ -43,3 +43,29 @@ def test_prs_show_stat_and_patch_open_and_merged(project: Project) -> None:
     assert after["state"] == "merged" and "diff --git a/docs/a.md b/docs/a.md" in after["diff"]
     # Only what the PR proposed: the merge commit itself adds nothing to the diff.
     assert after["diff"].count("diff --git") == patch.output.count("diff --git")
+
+
+def test_init_writes_a_starter_config_that_validates_and_runs(tmp_path: Path) -> None:
+    project = make_project(tmp_path / "p", {"svc": {"files": {"README.md": "# svc\n"}}})
+    config = tmp_path / "new" / "leviathan.yaml"
+    config.parent.mkdir()
+    work = tmp_path / "svc-work"
+    from leviathan_dagster.core import gitutil
+
+    gitutil.clone(str(project.root / "svc.git"), work)
+    runner = CliRunner()
+    args = ["--config", str(config), "--home", str(tmp_path / "home"), "init", str(work)]
+    # Not a terminal: nothing written unasked, and the way to ask is named.
+    first = runner.invoke(cli, args, catch_exceptions=False)
+    assert first.exit_code == 0 and not config.exists() and "--write-config" in first.output
+    (work / ".leviathan" / "backlog.yaml").unlink()
+    second = runner.invoke(cli, [*args, "--write-config"], catch_exceptions=False)
+    assert second.exit_code == 0 and config.exists(), second.output
+    text = config.read_text()
+    assert "id: svc-work" in text and "branch: main" in text
+    validated = runner.invoke(cli, ["--config", str(config), "--home", str(tmp_path / "home"), "validate"])
+    assert "svc-work" in validated.output, validated.output
+    # Never overwritten.
+    (work / ".leviathan" / "backlog.yaml").unlink()
+    third = runner.invoke(cli, [*args, "--write-config"])
+    assert third.exit_code != 0 and "already exists" in third.output and config.read_text() == text
