@@ -23,6 +23,7 @@ demo: install
 
 # scripts/with-test-services brings what the suite needs beyond the demo (bubblewrap, Chromium,
 # kubectl, PostgreSQL on 127.0.0.1:5432) or says in one line what is missing.
+PYTEST_ARGS ?= -n auto
 test: install lint
 	scripts/with-test-services $(BIN)/pytest $(PYTEST_ARGS)
 
