@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
 from pathlib import Path
 
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.backlog import load_backlog
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import BacklogError
@@ -34,14 +38,63 @@ tasks:
 """
 
 
+CONFIG_TEMPLATE = """\
+# Leviathan's project config: the targets it works on and each target's policy.
+# Every key is documented in docs/config.md; `leviathan validate` checks this file.
+max_concurrent_attempts: 1
+targets:
+  - id: {target_id}
+    repo_url: {repo_url}      # local path or file:// URL (the local forge); https://... for forge: github
+    branch: {branch}
+    forge: local
+    executor: local            # local (a subprocess), k8s (a worker Job per attempt)
+    test_command: ["python", "-m", "pytest"]
+    policy:
+      allowed_path_prefixes: [".leviathan/", "docs/", "tests/"]
+      max_open_prs: 1
+      max_running_attempts: 1
+      max_attempts_per_task: 2
+      backoff_seconds: 300
+      circuit_breaker_failures: 3
+      attempt_timeout_seconds: 900
+"""
+
+
+def _target_id(repo: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", repo.resolve().name).strip("-.")
+    return name or "target"
+
+
+def _write_starter_config(config_path: Path, repo: Path) -> None:
+    branch = gitutil.current_branch(repo) if (repo / ".git").exists() or (repo / "HEAD").exists() else None
+    try:
+        repo_url = os.path.relpath(repo.resolve(), config_path.resolve().parent)
+    except ValueError:  # another drive (Windows): keep it absolute
+        repo_url = str(repo.resolve())
+    config_path.write_text(
+        CONFIG_TEMPLATE.format(target_id=_target_id(repo), repo_url=repo_url, branch=branch or "main"),
+        encoding="utf-8",
+    )
+
+
 @click.command()
 @click.argument("repo", type=click.Path(file_okay=False, path_type=Path), default=".")
-def init(repo: Path) -> None:
-    """Scaffold .leviathan/backlog.yaml in a target repository (never overwrites).
+@click.option(
+    "--write-config/--no-write-config",
+    default=None,
+    help="Also write a starter leviathan.yaml (the --config path) for this repository. "
+    "Asked interactively when omitted; never overwrites.",
+)
+@pass_ctx
+def init(ctx: CliContext, repo: Path, write_config: bool | None) -> None:
+    """Scaffold .leviathan/backlog.yaml in a target repository, and offer a starter leviathan.yaml.
+
+    Neither file is ever overwritten.
 
     \b
     Example:
       leviathan init ../my-service
+      leviathan --config leviathan.yaml init ../my-service --write-config
     """
     path = repo / BACKLOG_PATH
     if path.exists():
@@ -49,6 +102,19 @@ def init(repo: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(BACKLOG_TEMPLATE, encoding="utf-8")
     click.echo(f"created {path}: set `ready: true` on a task, commit it, then `leviathan run --once`")
+    config = ctx.config_path
+    if config.exists():
+        if write_config:
+            raise click.ClickException(f"{config} already exists; add the target to it instead")
+        return
+    if write_config is None:
+        interactive = sys.stdin.isatty()
+        write_config = interactive and click.confirm(f"write a starter {config} for {repo}?", default=True)
+        if not interactive:
+            click.echo(f"no {config} yet: run again with --write-config to write a starter one")
+    if write_config:
+        _write_starter_config(config, repo)
+        click.echo(f"created {config}: review the policy, then `leviathan validate`")
 
 
 @click.command()

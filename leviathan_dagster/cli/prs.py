@@ -95,19 +95,28 @@ def _report(pr: PullRequest, as_json: bool, text: str) -> None:
 
 @prs.command()
 @_pr_command
+@click.option("--stat", "diff", flag_value="stat", help="Also the files changed (git diff --stat).")
+@click.option("--patch", "diff", flag_value="patch", help="Also the whole diff (stat and patch).")
 @pass_ctx
-def show(ctx: CliContext, number: int, target: str | None, as_json: bool) -> None:
-    """Show one pull request with its body.
+def show(ctx: CliContext, number: int, target: str | None, as_json: bool, diff: str | None) -> None:
+    """Show one pull request with its body, and with --stat or --patch what it changes.
 
     \b
     Example:
-      leviathan prs show 1 --target docs-site
+      leviathan prs show 1 --target docs-site --patch
       leviathan prs show 1 --target docs-site --json | jq -r .url
     """
-    pr = _one_target(ctx, target)[1].get_pull_request(number)
-    _report(
-        pr, as_json, f"#{pr.number} {pr.title}\n{pr.url}\n{pr.head} -> {pr.base} ({pr.state})\n\n{pr.body}"
-    )
+    forge = _one_target(ctx, target)[1]
+    pr = forge.get_pull_request(number)
+    text = f"#{pr.number} {pr.title}\n{pr.url}\n{pr.head} -> {pr.base} ({pr.state})\n\n{pr.body}"
+    changes = None
+    if diff:
+        changes = forge.pull_request_diff(pr, cache_dir=ctx.home.mirrors, patch=diff == "patch")
+        text += "\n\n" + changes
+    if as_json:
+        emit_json({**pr.__dict__, **({"diff": changes} if diff else {})})
+    else:
+        click.echo(text)
 
 
 @prs.command()

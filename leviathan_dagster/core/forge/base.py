@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 
+from leviathan_dagster.core import gitutil
+from leviathan_dagster.core.errors import NotFoundError
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest
 
 
@@ -68,3 +71,25 @@ class Forge(ABC):
     def open_agent_pull_requests(self) -> list[PullRequest]:
         """Open PRs whose head carries Leviathan's ``agent/`` prefix (the ``max_open_prs`` latch)."""
         return [pr for pr in self.list_pull_requests("open") if pr.head.startswith(AGENT_BRANCH_PREFIX)]
+
+    def pull_request_diff(self, pr: PullRequest, *, cache_dir: Path, patch: bool = True) -> str:
+        """What ``pr`` changes, as git shows it: ``--stat``, then the patch when ``patch``.
+
+        Read from git, not from a forge API, so every backend shows the same thing: the diff from the
+        fork point of head and base to head. After a merge the fork point is taken against the base
+        as it was before the merge commit, and a deleted head branch is found under GitHub's
+        ``refs/pull/N/head``, so merged and closed PRs still show what they proposed.
+        """
+        repo = gitutil.local_path(self.clone_url())
+        if repo is None:
+            repo = gitutil._fetch_mirror(self.clone_url(), cache_dir, self.git_auth_env())
+        heads = (f"refs/heads/{pr.head}", f"refs/pull/{pr.number}/head")
+        head = next((ref for ref in heads if gitutil.ref_exists(repo, ref)), None)
+        if head is None:
+            raise NotFoundError(
+                f"target {self.target_id!r}: pull request #{pr.number}'s branch {pr.head!r} is gone from "
+                f"{self.clone_url()}: no diff to show"
+            )
+        base = f"{pr.merge_commit_sha}^1" if pr.merge_commit_sha else f"refs/heads/{pr.base}"
+        fork = gitutil.run_git(["merge-base", base, head], cwd=repo).strip()
+        return gitutil.run_git(["diff", "--stat", *(["--patch"] if patch else []), fork, head], cwd=repo)
