@@ -24,7 +24,7 @@ from leviathan_dagster.core.config_secrets import resolve_secret as resolve_secr
 from leviathan_dagster.core.config_sections import PROJECT_SECTIONS, TARGET_SECTIONS, load_sections
 from leviathan_dagster.core.errors import ConfigError, PolicyViolation
 from leviathan_dagster.core.models import EventLogSettings, Policy, ProjectConfig, TargetConfig
-from leviathan_dagster.core.paths import check_policy_path, normalize_repo_path
+from leviathan_dagster.core.paths import check_policy_path
 from leviathan_dagster.core.redaction import looks_like_credential
 from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
 from leviathan_dagster.core.yamlsafety import check_yaml_text, decode_yaml_bytes, parsing_paused_gc
