@@ -251,8 +251,12 @@ def _limits(policy: Policy) -> dict:
 
 
 def test_the_double_rejects_what_the_real_api_rejects() -> None:
-    with AnthropicDouble([reply(text("unused"))]) as api:
-        client = anthropic.Anthropic(api_key=api.api_key, base_url=api.base_url, max_retries=0)
+    with (
+        AnthropicDouble([reply(text("unused"))]) as api,
+        # Closed with the test: an SDK client keeps its connections open until it is.
+        anthropic.Anthropic(api_key=api.api_key, base_url=api.base_url, max_retries=0) as client,
+        anthropic.Anthropic(api_key="sk-wrong", base_url=api.base_url, max_retries=0) as wrong_key,
+    ):
         orphan = {
             "role": "user",
             "content": [{"type": "tool_result", "tool_use_id": "toolu_x", "content": "r"}],
@@ -263,7 +267,6 @@ def test_the_double_rejects_what_the_real_api_rejects() -> None:
             client.messages.create(
                 model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "assistant", "content": "x"}]
             )
-        wrong_key = anthropic.Anthropic(api_key="sk-wrong", base_url=api.base_url, max_retries=0)
         with pytest.raises(anthropic.AuthenticationError):
             wrong_key.messages.create(
                 model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "x"}]

@@ -235,8 +235,8 @@ def test_a_model_account_failure_pauses_the_target_until_resumed_and_never_count
     log.append([created, failed])
     target = TargetConfig(id="t", repo_url="x", policy=Policy(circuit_breaker_failures=1, max_open_prs=5))
     tasks = (
-        Task(id="a", title="a", ready=True, allowed_paths=("docs/a.md",), executor="claude"),
-        Task(id="b", title="b", ready=True, allowed_paths=("docs/b.md",), executor="docs"),
+        Task(id="a", title="a", ready=True, allowed_paths=("docs/a.md",), generator="claude"),
+        Task(id="b", title="b", ready=True, allowed_paths=("docs/b.md",), generator="docs"),
     )
     ledger = AttemptLedger.from_events(log.read())
     assert not ledger.attempt("a1").counts_against_task and ledger.task("t", "a").counted_attempts == 0

@@ -111,9 +111,6 @@ def test_stateless_installation_tokens_work_for_rest_and_git_and_never_leak(gh, 
         assert part not in str(raised.value)
 
 
-@pytest.mark.xfail(
-    reason="pattern-only redaction of ghs_<app>_<jwt> tokens comes with issue 9's redaction.py", strict=False
-)
 def test_a_stateless_token_nobody_told_redact_about_is_still_hidden(gh, app_forge) -> None:
     app_forge.list_pull_requests()
     [token] = gh.state.issued_installation_tokens
@@ -133,6 +130,6 @@ def test_a_push_refused_for_a_revoked_installation_token_renews_it_once(gh, app_
     (work / "docs" / "a.md").write_text("a\n", encoding="utf-8")
     gitutil.commit_all(work, "a")
     gh.revoke_token(gh.state.issued_installation_tokens[0])
-    _push(work, "agent/a-1", app_forge)
+    _push(work, app_forge.clone_url(), "agent/a-1", app_forge)
     assert gh.state.branch_sha(gh.state.repos["acme/site"], "agent/a-1") is not None
     assert len(gh.state.issued_installation_tokens) == 2

@@ -442,7 +442,7 @@ def test_a_gateway_that_echoes_the_claude_key_gets_it_stored_nowhere(tmp_path: P
     from support import run_worker
 
     key = f"gateway-canary-{uuid.uuid4().hex}"
-    task = {**docs_task("guide", allowed_paths=["docs/guide.md"]), "executor": "claude"}
+    task = {**docs_task("guide", allowed_paths=["docs/guide.md"]), "generator": "claude"}
     project = make_project(
         tmp_path,
         {

@@ -57,6 +57,7 @@ POLICY_BOUNDS: dict[str, tuple[float, float]] = {
     "max_tokens_per_attempt": (1, 100_000_000),
     "max_usd_per_attempt": (0.01, 10_000),
     "daily_token_budget": (1, 10_000_000_000),
+    "infrastructure_streak_limit": (1, 1_000),
 }
 MAX_CONCURRENT_BOUNDS = (1, 1_000)
 

@@ -92,4 +92,6 @@ class Forge(ABC):
             )
         base = f"{pr.merge_commit_sha}^1" if pr.merge_commit_sha else f"refs/heads/{pr.base}"
         fork = gitutil.run_git(["merge-base", base, head], cwd=repo).strip()
-        return gitutil.run_git(["diff", "--stat", *(["--patch"] if patch else []), fork, head], cwd=repo)
+        # --no-ext-diff/--no-textconv: the harness never runs a diff program the repository names.
+        args = ["diff", "--no-ext-diff", "--no-textconv", "--stat", *(["--patch"] if patch else [])]
+        return gitutil.run_git([*args, fork, head], cwd=repo)

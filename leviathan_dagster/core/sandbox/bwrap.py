@@ -61,6 +61,17 @@ def bwrap_binary() -> str | None:
     return shutil.which("bwrap")
 
 
+PROC_MOUNT = ("--proc", "/proc")
+EMPTY_PROC = ("--tmpfs", "/proc")
+# How /proc is given to the sandbox: decided once by the probe in ``sandbox_problem``.
+_PROC_ARGS: list[str] = list(PROC_MOUNT)
+
+
+def _probe(binary: str, proc_args: Sequence[str]) -> subprocess.CompletedProcess:
+    argv = [binary, *_isolation_args(), *system_mounts(), *proc_args, "--dev", "/dev", "--", "true"]
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=30, env={})
+
+
 @functools.cache
 def sandbox_problem() -> str | None:
     """None when a sandbox can be created here, else why not (what is missing and how to fix it).
@@ -72,9 +83,14 @@ def sandbox_problem() -> str | None:
         where = os.environ.get(BWRAP_ENV)
         detail = f" ({BWRAP_ENV}={where} is not executable)" if where else ""
         return f"bubblewrap (bwrap) is not installed{detail}: {INSTALL_HINT}"
-    argv = [binary, *_isolation_args(), *system_mounts(), "--proc", "/proc", "--dev", "/dev", "--", "true"]
     try:
-        probe = subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=30, env={})
+        probe = _probe(binary, PROC_MOUNT)
+        if probe.returncode != 0 and "mount proc" in probe.stderr and _probe(binary, EMPTY_PROC).returncode == 0:
+            # Inside a container (a Kubernetes pod, another sandbox) the kernel may refuse a new proc
+            # mount (the outer /proc is partly masked). An empty /proc then: no process of anyone is
+            # visible, which is stricter than our own PID namespace's /proc, and commands still run.
+            _PROC_ARGS[:] = EMPTY_PROC
+            return None
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bubblewrap ({binary}) cannot be run: {exc}"
     if probe.returncode == 0:
@@ -134,8 +150,7 @@ def run_sandboxed(
         bwrap_binary() or "bwrap",
         *_isolation_args(),
         *system_mounts(),
-        "--proc",
-        "/proc",
+        *_PROC_ARGS,
         "--dev",
         "/dev",
         "--tmpfs",
