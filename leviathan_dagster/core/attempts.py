@@ -219,8 +219,13 @@ class AttemptLedger:
         elif kind in ("operator.run_now", "attempt.cancel_requested"):
             # An operator acted on the task: what failed before (or is being cancelled, which ends
             # as infrastructure too) is not an outage, so a new infrastructure streak starts.
-            history = self._history(payload["target_id"], payload["task_id"])
-            history.streak_start = len(history.attempts)
+            # The schemas let a cancel name only its attempt: find the task through it.
+            attempt = self._attempts.get(payload.get("attempt_id") or "")
+            target_id = payload.get("target_id") or (attempt.target_id if attempt else None)
+            task_id = payload.get("task_id") or (attempt.task_id if attempt else None)
+            if target_id and task_id:
+                history = self._history(target_id, task_id)
+                history.streak_start = len(history.attempts)
         elif kind == ev.TASK_COMPLETED:
             self._history(payload["target_id"], payload["task_id"]).completed = True
         elif kind == ev.CIRCUIT_OPENED:
