@@ -93,6 +93,11 @@ def assert_nothing_pushed(project: Project) -> None:
     assert LocalForge("site", str(project.repo("site")), project.home.root).list_pull_requests("all") == []
 
 
+def edit(command: str, **arguments) -> dict:
+    """A call of Anthropic's text editor tool."""
+    return tool_use("str_replace_based_edit_tool", command=command, **arguments)
+
+
 def last_user_text(body: dict) -> str:
     content = body["messages"][-1]["content"]
     return content if isinstance(content, str) else json.dumps(content)
@@ -102,19 +107,17 @@ def test_edits_files_and_fixes_failing_tests_in_one_repair_round(tmp_path: Path)
     project = claude_project(tmp_path)
 
     def sees_file(body: dict):
-        assert BUGGY in last_user_text(body).replace("\\n", "\n"), "read_file result missing"
-        return reply(
-            tool_use("replace_in_file", path="lib/textutil.py", old_text="return text", new_text=HYPHEN)
-        )
+        assert "return text" in last_user_text(body), "the view result is missing"
+        return reply(edit("str_replace", path="lib/textutil.py", old_str="return text", new_str=HYPHEN))
 
     def sees_failure(body: dict):
         feedback = last_user_text(body)
         assert "Repair round 1 of 2" in feedback and "hello-world" in feedback, feedback
-        return reply(tool_use("replace_in_file", path="lib/textutil.py", old_text=HYPHEN, new_text=FIXED))
+        return reply(edit("str_replace", path="/repo/lib/textutil.py", old_str=HYPHEN, new_str=FIXED))
 
     HYPHEN, FIXED = 'return text.replace(" ", "-")', 'return text.lower().replace(" ", "-")'
     script = [
-        reply(text(REPLY_SENTINEL), tool_use("read_file", path="lib/textutil.py")),
+        reply(text(REPLY_SENTINEL), edit("view", path="lib/textutil.py")),
         sees_file,
         reply(text("Hyphenated.")),  # ends its turn: the harness runs the tests, which fail
         sees_failure,
@@ -138,7 +141,9 @@ def test_edits_files_and_fixes_failing_tests_in_one_repair_round(tmp_path: Path)
     assert outcome["type"] == "attempt.succeeded" and outcome["touched_paths"] == ["lib/textutil.py"]
     usage = outcome["usage"]
     assert usage["calls"] == 5 and usage["model"] == MODEL
-    assert usage["total_tokens"] == usage["input_tokens"] + usage["output_tokens"] > 0
+    parts = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    assert usage["total_tokens"] == sum(usage[name] for name in parts) > 0
+    assert usage["cache_read_input_tokens"] > 0  # the breakpoints were honoured (the double bills them)
     assert usage["template_version"].startswith("claude-rewrite/") and len(usage["prompt_sha256"]) == 64
 
     artifacts = project.home.artifacts_dir("attempt-ok")
@@ -166,23 +171,29 @@ def test_edits_files_and_fixes_failing_tests_in_one_repair_round(tmp_path: Path)
         assert not [h for h in haystacks if secret in h], secret
 
 
-def test_write_outside_scope_is_blocked_on_the_call_and_nothing_pushed(tmp_path: Path) -> None:
+def test_write_outside_scope_is_refused_to_the_model_and_nothing_pushed(tmp_path: Path) -> None:
     project = claude_project(tmp_path)
-    script = [reply(tool_use("write_file", path="lib/other.py", content="VALUE = 2\n"))]
+
+    def sees_refusal(body: dict):
+        [result] = body["messages"][-1]["content"]
+        assert result["is_error"] is True and "write refused" in result["content"], result
+        assert "lib/other.py" in result["content"]
+        return reply(text("I cannot change that file."))
+
+    script = [reply(edit("create", path="lib/other.py", file_text="VALUE = 2\n")), sees_refusal]
     with AnthropicDouble(script) as api:
         proc = run_claude_worker(project, api, "attempt-scope")
-    assert api.errors == [] and len(api.requests) == 1
-    assert proc.returncode == EXIT_CODES["policy_violation"], proc.stderr
+    assert api.errors == [] and len(api.requests) == 2
+    assert proc.returncode == EXIT_CODES["no_changes"], proc.stderr
     outcome = ended(project, "attempt-scope")
-    assert outcome["failure_type"] == "policy_violation" and "lib/other.py" in outcome["error_summary"]
-    assert outcome["usage"]["calls"] == 1
+    assert outcome["failure_type"] == "no_changes" and outcome["usage"]["calls"] == 2
     assert_nothing_pushed(project)
 
 
 def test_budget_stops_before_the_call_that_could_exceed_it(tmp_path: Path) -> None:
     project = claude_project(tmp_path, max_tokens_per_attempt=3000)
     costly = {"input_tokens": 1000, "output_tokens": 300}
-    script = [reply(tool_use("read_file", path="lib/textutil.py"), usage=costly)]
+    script = [reply(edit("view", path="lib/textutil.py"), usage=costly)]
     with AnthropicDouble(script) as api:
         proc = run_claude_worker(project, api, "attempt-budget")
     # One call happened; the second was never sent (the script would have reported a surplus request).
@@ -208,7 +219,7 @@ def test_persistent_overload_is_an_infrastructure_failure(tmp_path: Path) -> Non
 # -- the loop in process ---------------------------------------------------------------------------------
 def workspace(tmp_path: Path) -> Path:
     root = tmp_path / "ws"
-    (root / "lib").mkdir(parents=True)
+    (root / "lib").mkdir(parents=True, exist_ok=True)
     (root / "lib/textutil.py").write_text(BUGGY + "# return text\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=root, check=True)
@@ -237,7 +248,7 @@ def test_rate_limit_and_overload_are_retried(tmp_path: Path) -> None:
     script = [
         Status(429, retry_after=0),
         Status(529),
-        reply(tool_use("write_file", path="lib/textutil.py", content="def slugify(t):\n    return t\n")),
+        reply(edit("create", path="lib/textutil.py", file_text="def slugify(t):\n    return t\n")),
         reply(text("done")),
     ]
     with AnthropicDouble(script) as api:
@@ -261,8 +272,8 @@ def test_replace_errors_go_back_to_the_model_and_no_edit_is_no_changes(tmp_path:
 
     script = [
         reply(
-            tool_use("replace_in_file", path="lib/textutil.py", old_text="absent", new_text="x"),
-            tool_use("replace_in_file", path="lib/textutil.py", old_text="return text", new_text="x"),
+            edit("str_replace", path="lib/textutil.py", old_str="absent", new_str="x"),
+            edit("str_replace", path="lib/textutil.py", old_str="return text", new_str="x"),
         ),
         sees_errors,
     ]
@@ -274,7 +285,7 @@ def test_replace_errors_go_back_to_the_model_and_no_edit_is_no_changes(tmp_path:
 
 def test_task_text_reaches_the_model_without_hidden_characters_or_html_comments(tmp_path: Path) -> None:
     def clean(body: dict):
-        first = body["messages"][0]["content"]
+        first = body["messages"][0]["content"][0]["text"]
         assert "Fix slugify" in first and "visible" in first, first
         assert "ignore previous" not in first and "\u200b" not in first and "\U000e0041" not in first, first
         return reply(text("nothing to do"))

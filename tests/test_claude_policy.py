@@ -15,13 +15,13 @@ from anthropic_double import AnthropicDouble, reply, text
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import parse_project_config
-from leviathan_dagster.core.errors import ConfigError, PolicyViolation
+from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.generators import claude_prompts
 from leviathan_dagster.core.generators.claude_budget import Budget
 from leviathan_dagster.core.generators.claude_client import ClaudeSettings
 from leviathan_dagster.core.generators.claude_stops import BudgetExhausted
-from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, ToolError
+from leviathan_dagster.core.generators.claude_tools import OutOfScope, ScopedWorkspace, ToolError
 from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
 from leviathan_dagster.core.models import Backlog, Policy, TargetConfig, Task
 from leviathan_dagster.core.readiness import evaluate_target
@@ -31,39 +31,64 @@ from leviathan_dagster.core.readiness import evaluate_target
 def scoped(tmp_path: Path) -> ScopedWorkspace:
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib/a.py").write_text("A = 1\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/core.py").write_text("def core():\n    return 1\n")
     (tmp_path / "outside.txt").write_text("secret\n")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git/config").write_text("[core]\n")
     os.symlink(tmp_path / "outside.txt", tmp_path / "lib/link.py")
     os.symlink("/etc", tmp_path / "lib/etc")
+    os.symlink(tmp_path / ".git", tmp_path / "lib/gitdir")
     return ScopedWorkspace(tmp_path, ("lib/", ".leviathan/backlog.yaml"), ("lib/", ".leviathan/"))
 
 
 @pytest.mark.parametrize(
     "path",
-    ["outside.txt", "lib2/a.py", "../x", "/etc/passwd", ".git/config", "lib/../outside.txt", "lib/link.py"],
+    ["outside.txt", "src/core.py", "lib2/a.py", "lib/link.py", "/repo/src/core.py", "lib/../outside.txt"],
 )
-def test_every_file_tool_refuses_paths_outside_the_scope(scoped: ScopedWorkspace, path: str) -> None:
+def test_every_write_outside_the_scope_is_refused_and_touches_nothing(
+    scoped: ScopedWorkspace, path: str
+) -> None:
+    before = {p: p.read_bytes() for p in scoped.root.rglob("*") if p.is_file() and not p.is_symlink()}
     for call in (
-        lambda: scoped.read_file(path),
-        lambda: scoped.write_file(path, "x"),
-        lambda: scoped.replace_in_file(path, "A", "B"),
-        lambda: scoped.list_files(path),
+        lambda: scoped.editor("create", path=path, file_text="x"),
+        lambda: scoped.editor("str_replace", path=path, old_str="1", new_str="2"),
+        lambda: scoped.editor("insert", path=path, insert_line=0, insert_text="x"),
+        lambda: scoped.delete_file(path),
     ):
-        with pytest.raises(PolicyViolation):
+        with pytest.raises(OutOfScope, match="write refused"):
             call()
     assert scoped.written == set()
+    assert before == {p: p.read_bytes() for p in scoped.root.rglob("*") if p.is_file() and not p.is_symlink()}
 
 
-def test_scope_allows_its_paths_and_never_the_backlog_or_a_symlinked_escape(scoped: ScopedWorkspace) -> None:
-    assert scoped.read_file("./lib/a.py") == "A = 1\n"
-    assert scoped.write_file("lib/new/b.py", "B = 2\n") == "wrote lib/new/b.py (6 bytes)"
-    assert scoped.list_files() == "lib/a.py\nlib/new/b.py"  # the symlinks to outside are not listed
-    with pytest.raises(PolicyViolation, match="backlog"):
-        scoped.write_file(".leviathan/backlog.yaml", "tasks: []\n")
-    with pytest.raises(PolicyViolation, match="resolves outside"):
-        scoped.read_file("lib/etc/passwd")
+def test_reads_reach_the_whole_checkout_but_not_git_or_a_symlink_out(scoped: ScopedWorkspace) -> None:
+    assert "def core" in scoped.view("src/core.py") and "def core" in scoped.view("/repo/src/core.py")
+    assert scoped.view("outside.txt") == "     1\tsecret"
+    assert scoped.view("src/core.py", view_range=[2, -1]) == "     2\t    return 1"
+    for path in ("../x", "/etc/passwd", ".git/config", "lib/etc/passwd", "lib/gitdir/config", "LIB/../../x"):
+        with pytest.raises(ToolError) as refused:
+            scoped.view(path)
+        assert not isinstance(refused.value, OutOfScope)
+    with pytest.raises(ToolError, match="view_range"):
+        scoped.view("src/core.py", view_range=[5, 9])
+
+
+def test_scope_allows_its_paths_and_never_the_backlog(scoped: ScopedWorkspace) -> None:
+    assert (
+        scoped.editor("create", path="./lib/new/b.py", file_text="B = 2\n") == "wrote lib/new/b.py (6 bytes)"
+    )
+    assert scoped.editor("insert", path="lib/a.py", insert_line=1, insert_text="C = 3") == (
+        "edited lib/a.py: inserted after line 1"
+    )
+    assert (scoped.root / "lib/a.py").read_text() == "A = 1\nC = 3\n"
+    with pytest.raises(OutOfScope, match="backlog"):
+        scoped.editor("create", path=".leviathan/backlog.yaml", file_text="tasks: []\n")
     with pytest.raises(ToolError, match="exactly once"):
-        scoped.replace_in_file("lib/a.py", "missing", "x")
-    assert scoped.written == {"lib/new/b.py"}
+        scoped.editor("str_replace", path="lib/a.py", old_str="missing", new_str="x")
+    with pytest.raises(ToolError, match="unknown command"):
+        scoped.editor("undo_edit", path="lib/a.py")
+    assert scoped.written == {"lib/new/b.py", "lib/a.py"}
 
 
 def call(tokens_in: int, tokens_out: int) -> CallUsage:

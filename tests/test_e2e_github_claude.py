@@ -12,10 +12,10 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import yaml
-from anthropic_double import AnthropicDouble, reply, text, tool_use
+from anthropic_double import AnthropicDouble, reply, text
 from github_double import GithubDouble
 from support import Project, backlog_yaml
-from test_claude_generator import BUGGY, MODEL, REPLY_SENTINEL, TESTS, claude_task
+from test_claude_generator import BUGGY, MODEL, REPLY_SENTINEL, TESTS, claude_task, edit
 
 from leviathan_dagster.cli.dagster_cycle import run_cycle
 from leviathan_dagster.core.home import LeviathanHome
@@ -55,9 +55,9 @@ def github_project(tmp_path: Path, gh: GithubDouble) -> Project:
 def test_sensor_to_claude_fix_to_pr_on_github(tmp_path: Path, monkeypatch) -> None:
     token = "ghp_" + secrets.token_hex(18)
     script = [
-        reply(tool_use("replace_in_file", path="lib/textutil.py", old_text="return text", new_text=HYPHEN)),
+        reply(edit("str_replace", path="lib/textutil.py", old_str="return text", new_str=HYPHEN)),
         reply(text(REPLY_SENTINEL)),  # ends its turn: the harness runs the tests, which fail
-        reply(tool_use("replace_in_file", path="lib/textutil.py", old_text=HYPHEN, new_text=FIXED)),
+        reply(edit("str_replace", path="lib/textutil.py", old_str=HYPHEN, new_str=FIXED)),
         reply(text("Lower-cased too.")),  # repair round 1: the tests pass
     ]
     with GithubDouble(tmp_path / "github") as gh, AnthropicDouble(script) as api:

@@ -53,6 +53,7 @@ EXIT_CODES = {
     at.TIMEOUT: 7,
     at.INFRASTRUCTURE: 8,
     at.BUDGET_EXHAUSTED: 9,
+    at.MODEL_ACCOUNT: 10,
 }
 RESULT_FILE = "result.json"
 

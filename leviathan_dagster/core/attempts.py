@@ -26,6 +26,12 @@ INFRASTRUCTURE = "infrastructure"
 BUDGET_EXHAUSTED = "budget_exhausted"
 # The attempt's PR was closed without merge: the attempt succeeded, then a reviewer rejected its work.
 PR_CLOSED = "pr_closed"
+# The model provider refused the account (billing, permission, authentication): not the task's fault,
+# and no later attempt can do better until an operator fixes it, so the target waits (readiness
+# ``model_account``) until it is resumed.
+MODEL_ACCOUNT = "model_account"
+# Failures that never count against a task or the circuit breaker.
+NOT_COUNTED = (INFRASTRUCTURE, MODEL_ACCOUNT)
 FAILURE_TYPES = (
     POLICY_VIOLATION,
     NO_CHANGES,
@@ -35,6 +41,7 @@ FAILURE_TYPES = (
     INFRASTRUCTURE,
     BUDGET_EXHAUSTED,
     PR_CLOSED,
+    MODEL_ACCOUNT,
 )
 
 
@@ -84,8 +91,8 @@ class AttemptRecord:
 
     @property
     def counts_against_task(self) -> bool:
-        """Infrastructure failures are the platform's fault, not the task's: they never count."""
-        return not (self.status == FAILED and self.failure_type == INFRASTRUCTURE)
+        """Infrastructure and model-account failures are not the task's fault: they never count."""
+        return not (self.status == FAILED and self.failure_type in NOT_COUNTED)
 
     @property
     def ended_at(self) -> datetime | None:
@@ -127,6 +134,8 @@ class TargetHistory:
     # Set by an operator (``target.paused``/``target.resumed``): no new attempts while paused.
     paused_by: str | None = None
     paused_reason: str | None = None
+    # The summary of a ``model_account`` failure: no new attempts until an operator resumes the target.
+    account_refused: str | None = None
 
 
 class AttemptLedger:
@@ -200,7 +209,7 @@ class AttemptLedger:
             target.paused_reason = payload.get("reason") or ""
         elif kind == "target.resumed":
             target = self._target(payload["target_id"])
-            target.paused_by = target.paused_reason = None
+            target.paused_by = target.paused_reason = target.account_refused = None
 
     def _on_created(self, payload: dict, at: str) -> None:
         attempt_id = payload["attempt_id"]
@@ -245,6 +254,8 @@ class AttemptLedger:
             )
             self._count_for_circuit(new)
             self._count_tokens(new)
+            if new.failure_type == MODEL_ACCOUNT:
+                self._target(new.target_id).account_refused = new.error_summary or MODEL_ACCOUNT
         self._replace(old, new)
 
     def _on_pr_finished(self, kind: str, payload: dict, at: str) -> None:

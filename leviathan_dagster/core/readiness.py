@@ -33,6 +33,7 @@ MAX_RUNNING = "max_running_attempts"
 GLOBAL_LIMIT = "global_limit"
 DAILY_BUDGET = "daily_budget"
 PAUSED = "paused"
+MODEL_ACCOUNT = "model_account"
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,13 @@ def evaluate_target(
             detail = f"target '{target.id}' paused by {target_history.paused_by}"
             detail += f": {target_history.paused_reason}" if target_history.paused_reason else ""
             limited[candidate.task_id] = _not_ready(candidate, PAUSED, detail + "; resume it to continue")
+        elif target_history.account_refused is not None:
+            detail = (
+                f"target '{target.id}' paused: the model provider refused its account "
+                f"({target_history.account_refused}); fix the key, billing or permissions, then "
+                f"`leviathan target resume {target.id}`"
+            )
+            limited[candidate.task_id] = _not_ready(candidate, MODEL_ACCOUNT, detail)
         elif breaker_open:
             detail = (
                 f"circuit breaker open for target '{target.id}' after "

@@ -24,7 +24,18 @@ _TOP_LEVEL = {
     "stream",
     "thinking",
     "service_tier",
+    "cache_control",
+    "output_config",
 }
+# Anthropic's client tools (schema-less, defined by type): the name each type must have.
+CLIENT_TOOL_NAMES = {
+    "text_editor_20250728": "str_replace_based_edit_tool",
+    "text_editor_20250429": "str_replace_based_edit_tool",
+    "text_editor_20250124": "str_replace_editor",
+    "bash_20250124": "bash",
+}
+MAX_CACHE_BREAKPOINTS = 4
+MIN_THINKING_BUDGET = 1024
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _USER_BLOCKS = {"text", "image", "document", "tool_result"}
 _ASSISTANT_BLOCKS = {"text", "tool_use", "thinking", "redacted_thinking"}
@@ -51,6 +62,64 @@ def validate_request(body: Any) -> None:
     _validate_system(body.get("system"))
     tool_names = _validate_tools(body.get("tools"))
     _validate_messages(body.get("messages"), tool_names)
+    _validate_thinking(body.get("thinking"), max_tokens)
+    _validate_cache_control(body)
+
+
+def _validate_thinking(thinking: Any, max_tokens: int) -> None:
+    if thinking is None:
+        return
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind not in ("enabled", "disabled", "adaptive", "between_tools"):
+        raise RequestInvalid(
+            "thinking.type: Input should be 'enabled', 'disabled', 'adaptive' or 'between_tools'"
+        )
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int) or budget < MIN_THINKING_BUDGET:
+            raise RequestInvalid(
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
+            )
+        if budget >= max_tokens:
+            raise RequestInvalid("`max_tokens` must be greater than `thinking.budget_tokens`")
+
+
+def cacheable_blocks(body: dict) -> list[tuple[str, dict]]:
+    """Every block of the prompt in the cache's prefix order: tools, system, messages."""
+    blocks = [("tools", tool) for tool in body.get("tools") or []]
+    system = body.get("system")
+    if isinstance(system, list):
+        blocks += [("system", block) for block in system]
+    elif isinstance(system, str):
+        blocks.append(("system", {"type": "text", "text": system}))
+    for message in body["messages"]:
+        blocks += [(f"messages.{message['role']}", block) for block in _blocks(message)]
+    return blocks
+
+
+def _validate_cache_control(body: dict) -> None:
+    marked = [
+        (where, block) for where, block in cacheable_blocks(body) if block.get("cache_control") is not None
+    ]
+    for where, block in marked:
+        control = block["cache_control"]
+        if (
+            not isinstance(control, dict)
+            or control.get("type") != "ephemeral"
+            or control.get("ttl", "5m")
+            not in (
+                "5m",
+                "1h",
+            )
+        ):
+            raise RequestInvalid(f"{where}: cache_control: Input should be {{'type': 'ephemeral'}}")
+        if block.get("type") in ("thinking", "redacted_thinking"):
+            raise RequestInvalid(f"{where}: cache_control cannot be set on a {block['type']} block")
+    if len(marked) > MAX_CACHE_BREAKPOINTS:
+        raise RequestInvalid(
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. "
+            f"Found {len(marked)}."
+        )
 
 
 def _validate_system(system: Any) -> None:
@@ -78,6 +147,16 @@ def _validate_tools(tools: Any) -> set[str]:
             raise RequestInvalid(f"{where}.name: String should match pattern '{_TOOL_NAME.pattern}'")
         if name in names:
             raise RequestInvalid(f"tools: Tool names must be unique ({name!r})")
+        kind = tool.get("type", "custom")
+        if kind in CLIENT_TOOL_NAMES:
+            if name != CLIENT_TOOL_NAMES[kind]:
+                raise RequestInvalid(f"{where}.{kind}.name: Input should be '{CLIENT_TOOL_NAMES[kind]}'")
+            names.add(name)
+            continue
+        if kind != "custom":
+            raise RequestInvalid(
+                f"{where}: Input tag '{kind}' found using 'type' does not match any of the expected tags"
+            )
         schema = tool.get("input_schema")
         if not isinstance(schema, dict) or schema.get("type") != "object":
             raise RequestInvalid(f"{where}.input_schema.type: Input should be 'object'")

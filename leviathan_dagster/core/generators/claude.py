@@ -1,9 +1,9 @@
-"""ClaudeGenerator ("rewrite mode"): Claude edits the workspace through a few checked tools.
+"""ClaudeGenerator: Claude edits the workspace with Anthropic's own tools, checked by the harness.
 
-The loop in ``AgentRun.run`` is the whole agent: call the model (limits checked first), run the tools
-it asked for, and when it stops asking, let the harness run the tests and feed failures back, at most
-``max_repair_rounds`` times. Every ending is an ``AgentStop``. Only counts and hashes are recorded,
-never a prompt or a response.
+``AgentRun.run`` is the whole agent: call the model (limits checked first), act on the reply by its
+``stop_reason``, run the tools it asked for, and when it stops asking, let the harness run the tests
+and feed failures back, at most ``max_repair_rounds`` times. Every ending is an ``AgentStop``. Only
+counts and hashes are recorded, never a prompt or a response.
 """
 
 from __future__ import annotations
@@ -14,16 +14,20 @@ import logging
 import time
 from pathlib import Path
 
-from leviathan_dagster.core.errors import PolicyViolation
 from leviathan_dagster.core.generators import claude_prompts as prompts
 from leviathan_dagster.core.generators import claude_stops as stops
 from leviathan_dagster.core.generators.base import GenerationContext, Generator
-from leviathan_dagster.core.generators.claude_tools import TOOLS, ScopedWorkspace, TestRun, ToolError
+from leviathan_dagster.core.generators.claude_bash import SandboxedBash, bash_unavailable_reason
+from leviathan_dagster.core.generators.claude_conversation import Conversation
+from leviathan_dagster.core.generators.claude_settings import MIN_THINKING_BUDGET
+from leviathan_dagster.core.generators.claude_toolbox import MAX_REFUSED_WRITES, Toolbox
+from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, TestRun
 from leviathan_dagster.core.generators.usage import CallUsage
 from leviathan_dagster.core.models import GeneratedChange, Task
 
 log = logging.getLogger("leviathan.claude")
 MIN_CALL_SECONDS = 5.0
+INTERLEAVED_THINKING_BETA = "interleaved-thinking-2025-05-14"
 
 
 class ClaudeGenerator(Generator):
@@ -39,8 +43,11 @@ class ClaudeGenerator(Generator):
     def generate(
         self, task: Task, workspace: Path, context: GenerationContext | None = None
     ) -> GeneratedChange:
-        run = AgentRun(self, task, workspace, context or GenerationContext())
-        stop = run.run()
+        try:
+            run = AgentRun(self, task, workspace, context or GenerationContext())
+            stop = run.run()
+        finally:
+            self.client.close()
         # Failing tests may still become a draft PR when the policy says so: the worker's own final test
         # run decides, and labels the PR failing.
         draft_allowed = isinstance(stop, stops.TestsFailed) and run.policy.allow_draft_on_failing_tests
@@ -56,62 +63,89 @@ class AgentRun:
     ) -> None:
         from leviathan_dagster.core.generators.claude_budget import Budget
 
-        self.settings, self.client, self.context, self.policy = (
-            generator.settings,
-            generator.client,
-            context,
-            context.policy,
-        )
+        self.settings, self.client, self.context = generator.settings, generator.client, context
+        self.policy = context.policy
         self.deadline = context.deadline or time.monotonic() + self.policy.attempt_timeout_seconds
         self.workspace = ScopedWorkspace(workspace, task.allowed_paths, self.policy.allowed_path_prefixes)
         self.budget = Budget(self.policy, context.usage, self.settings.model, self.settings.max_output_tokens)
+        self.bash_unavailable = bash_unavailable_reason()
+        bash = None if self.bash_unavailable else SandboxedBash(self.workspace, context, self.settings)
+        self.tools = Toolbox(self.workspace, self.tests_tool, bash.run if bash else None)
         allowed = list(task.allowed_paths)
-        self.system = prompts.render(
+        system = prompts.render(
             "system.txt",
             allowed_paths=allowed,
             test_command=" ".join(context.test_command),
             max_repair_rounds=self.policy.max_repair_rounds,
+            bash=bash is not None,
         )
         first = prompts.render_task(task, allowed_paths=allowed)
-        self.messages: list[dict] = [{"role": "user", "content": first}]
-        digest = hashlib.sha256(f"{self.system}\0{first}".encode()).hexdigest()
+        self.conversation = Conversation(
+            system, self.tools.definitions(), first, self.settings.context_clear_tokens
+        )
+        digest = hashlib.sha256(f"{system}\0{first}".encode()).hexdigest()
         context.usage.describe(
             model=self.settings.model, template_version=prompts.template_version(), prompt_sha256=digest
         )
-        self.repairs, self.last_tests = 0, None
+        self.repairs, self.last_tests, self.truncations = 0, None, 0
+        self.room: int | None = None  # max_tokens wanted after a truncated reply
+        self.last_max_tokens = 0
 
     def run(self) -> stops.AgentStop:
         try:
             while True:
                 reply = self.call_model()  # budget, turns and the deadline are checked before the call
-                results = [self.use_tool(block) for block in reply if block["type"] == "tool_use"]
-                if results:
-                    self.messages.append({"role": "user", "content": results})
-                else:
-                    self.finish_turn()  # the model says it is done: the harness decides with the tests
+                self.act_on(reply)
         except stops.AgentStop as stop:
             stop.record = self.final_record(stop)
             log.info("claude stopped: %s (%s)", type(stop).__name__, stop.summary)
             return stop
 
-    def call_model(self) -> list[dict]:
+    def act_on(self, reply) -> None:
+        reason = reply.stop_reason
+        if reason == "max_tokens":  # cut short: never run a tool call from it, ask again with more room
+            return self.ask_for_more_room()
+        if reason == "model_context_window_exceeded":
+            return self.make_room("the reply filled the model's context window")
+        if reason == "refusal":
+            raise stops.Refused("the model refused the task (stop_reason refusal)")
+        self.room = None
+        self.conversation.add_assistant(list(reply.content))  # verbatim: thinking blocks and signatures
+        if reason == "pause_turn":  # the API paused a long turn: sending it back lets the model go on
+            return None
+        tool_uses = [block for block in reply.content if block.get("type") == "tool_use"]
+        if not tool_uses:  # end_turn or stop_sequence: the model says it is done
+            return self.finish_turn()
+        self.conversation.add_user([self.tools.use(block) for block in tool_uses])
+        if self.tools.refused_writes >= MAX_REFUSED_WRITES:
+            raise stops.ScopeViolation(
+                f"{self.tools.refused_writes} writes outside the allowed paths refused"
+            )
+        return None
+
+    def call_model(self):
+        from leviathan_dagster.core.generators.claude_client import RequestTooLarge
+
         usage = self.context.usage
         if len(usage.calls) >= self.settings.max_turns:
             raise stops.TurnLimit(f"used all {self.settings.max_turns} turns (LEVIATHAN_CLAUDE_MAX_TURNS)")
         if self.deadline - time.monotonic() < MIN_CALL_SECONDS:
             raise stops.OutOfTime(f"attempt_timeout_seconds ({self.policy.attempt_timeout_seconds}) reached")
-        request = {
-            "model": self.settings.model,
-            "system": self.system,
-            "tools": TOOLS,
-            "messages": self.messages,
-        }
+        request = {"model": self.settings.model, **self.conversation.request()}
         encoded = json.dumps(request)
-        max_tokens = self.budget.allowance(len(encoded))
+        max_tokens = self.budget.allowance(len(encoded), self.room)
+        if self.room is not None and max_tokens <= self.last_max_tokens:
+            raise stops.Truncated(
+                f"the reply was cut at max_tokens {self.last_max_tokens} and the budget allows no more"
+            )
+        extra = self.thinking(request, max_tokens)
         started = time.monotonic()
-        reply = self.client.create(deadline=self.deadline, max_tokens=max_tokens, **request)
-        content = list(reply.content) or [{"type": "text", "text": "(empty reply)"}]
-        self.messages.append({"role": "assistant", "content": content})
+        try:
+            reply = self.client.create(deadline=self.deadline, max_tokens=max_tokens, **request, **extra)
+        except RequestTooLarge as exc:
+            self.make_room(str(exc))
+            return self.call_model()
+        self.last_max_tokens = max_tokens
         call = CallUsage(
             model=reply.model,
             **reply.usage,
@@ -120,31 +154,43 @@ class AgentRun:
             request_sha256=hashlib.sha256(encoded.encode()).hexdigest(),
             request_id=reply.request_id,
         )
-        usage.record(call, usd=self.budget.observe(call, len(json.dumps(request))))
+        usage.record(call, usd=self.budget.observe(call, len(encoded)))
         log.info(
             "claude call %d: %d in, %d out, %d cache write, %d cache read, stop %s, %.2fs",
             len(usage.calls), call.input_tokens, call.output_tokens, call.cache_creation_input_tokens,
             call.cache_read_input_tokens, call.stop_reason, call.latency_seconds,
         )  # fmt: skip
-        if reply.stop_reason == "refusal":
-            raise stops.Refused("the model refused the task")
-        return content
+        self.conversation.maybe_clear(call.total_tokens)
+        return reply
 
-    def use_tool(self, block: dict) -> dict:
-        name, args = block["name"], block["input"] if isinstance(block["input"], dict) else {}
-        log.info("tool %s %s", name, args.get("path", "") if isinstance(args.get("path"), str) else "")
-        try:
-            if name == "run_tests":
-                output = self.describe_tests(self.run_tests())
-            elif name in ("list_files", "read_file", "write_file", "replace_in_file"):
-                output = getattr(self.workspace, name)(**args)
-            else:
-                raise ToolError(f"unknown tool {name!r}")
-        except PolicyViolation as exc:
-            raise stops.ScopeViolation(f"{name}: {exc}") from None
-        except (ToolError, TypeError) as exc:  # TypeError: missing or unexpected arguments
-            return {"type": "tool_result", "tool_use_id": block["id"], "content": str(exc), "is_error": True}
-        return {"type": "tool_result", "tool_use_id": block["id"], "content": output}
+    def thinking(self, request: dict, max_tokens: int) -> dict:
+        """The ``thinking`` parameter (and the interleaved-thinking beta for a manual budget)."""
+        setting = self.settings.thinking
+        if setting is None:
+            return {}  # the model's default; thinking blocks that come back are kept all the same
+        if setting == "adaptive":
+            return {"thinking": {"type": "adaptive"}}
+        if setting == "off":
+            return {"thinking": {"type": "disabled"}}
+        budget = max(MIN_THINKING_BUDGET, min(int(setting), max_tokens - MIN_THINKING_BUDGET))
+        if budget >= max_tokens:
+            raise stops.BudgetExhausted(f"max_tokens {max_tokens} leaves no room for the thinking budget")
+        return {
+            "thinking": {"type": "enabled", "budget_tokens": budget},
+            "extra_headers": {"anthropic-beta": INTERLEAVED_THINKING_BETA},
+        }
+
+    def ask_for_more_room(self) -> None:
+        self.truncations += 1
+        ceiling = self.settings.max_output_tokens_ceiling
+        if self.last_max_tokens >= ceiling:
+            raise stops.Truncated(f"the reply was cut at max_tokens {self.last_max_tokens} (the ceiling)")
+        self.room = min(ceiling, self.last_max_tokens * 2)
+
+    def make_room(self, why: str) -> None:
+        if not self.conversation.clear_old_results(keep_recent=1):
+            raise stops.ContextFull(f"{why}; nothing left to clear")
+        log.info("context cleared: %s", why)
 
     def finish_turn(self) -> None:
         if not self.workspace.written:
@@ -164,7 +210,12 @@ class AgentRun:
             max_repair_rounds=self.policy.max_repair_rounds,
             output=tests.output,
         )
-        self.messages.append({"role": "user", "content": feedback})
+        self.conversation.add_user(feedback)
+
+    def tests_tool(self) -> str:
+        run = self.run_tests()
+        code = "timed out" if run.exit_code is None else f"exit code {run.exit_code}"
+        return f"{code}\n{run.output}"
 
     def run_tests(self) -> TestRun:
         left = self.deadline - time.monotonic()
@@ -176,11 +227,6 @@ class AgentRun:
         )
         return self.last_tests
 
-    @staticmethod
-    def describe_tests(run: TestRun) -> str:
-        code = "timed out" if run.exit_code is None else f"exit code {run.exit_code}"
-        return f"{code}\n{run.output}"
-
     def final_record(self, stop: stops.AgentStop) -> dict:
         tests = None if self.last_tests is None else ("passed" if self.last_tests.passed else "failed")
         return {
@@ -189,5 +235,13 @@ class AgentRun:
             "repair_rounds": self.repairs,
             "files_written": sorted(self.workspace.written),
             "tests": tests,
+            "tool_calls": dict(self.tools.calls),
+            "refused": dict(self.tools.refusals),
+            "bash": "offered (sandboxed)"
+            if not self.bash_unavailable
+            else f"not offered: {self.bash_unavailable}",
+            "thinking": self.settings.thinking if self.settings.thinking is not None else "model default",
+            "truncated_replies": self.truncations,
+            "context_clears": self.conversation.clears,
             "usage": self.context.usage.summary(),
         }

@@ -35,20 +35,24 @@ class Budget:
         self._known_tokens = 0
         self._known_chars = 0
 
-    def allowance(self, request_chars: int) -> int:
-        """``max_tokens`` for the next call; BudgetExhausted when it could not fit a useful reply."""
+    def allowance(self, request_chars: int, wanted: int | None = None) -> int:
+        """``max_tokens`` for the next call (``wanted``, default the configured maximum, lowered to what
+        the budget allows); BudgetExhausted when it could not fit a useful reply."""
         estimate = self._known_tokens + math.ceil(max(0, request_chars - self._known_chars) / CHARS_PER_TOKEN)
         spent = self.usage.total_tokens
         left = self.max_tokens - spent - estimate
         detail = f"{spent} tokens spent, next input ~{estimate}, max_tokens_per_attempt {self.max_tokens}"
         if self.max_usd is not None and self.price is not None:
-            input_price = max(self.price.input, self.price.cache_write)
+            # Budgeted at the dearest rates the request could be billed at: every input token a cache
+            # write, and the long-prompt tier where the model has one.
+            rates = self.price.highest
+            input_price = max(rates.input, rates.cache_write)
             usd_left = self.max_usd - (self.usage.usd or 0.0) - estimate * input_price / 1_000_000
-            left = min(left, math.floor(usd_left * 1_000_000 / self.price.output))
+            left = min(left, math.floor(usd_left * 1_000_000 / rates.output))
             detail += f", ${self.usage.usd or 0:.4f} of max_usd_per_attempt ${self.max_usd:g} spent"
         if left < MIN_OUTPUT_TOKENS:
             raise BudgetExhausted(f"budget exhausted before call {len(self.usage.calls) + 1} ({detail})")
-        return min(self.max_output_tokens, left)
+        return min(wanted or self.max_output_tokens, left)
 
     def observe(self, call: CallUsage, conversation_chars: int) -> float | None:
         """Calibrate on a reply; returns its cost in USD when the model has a price."""

@@ -1,19 +1,28 @@
-"""The Anthropic boundary: settings from the environment, one Messages call with declared retries, and
-the response mapped to Leviathan's own ``ModelReply``. Nothing past this module sees an SDK type.
+"""The Anthropic boundary: one Messages call with declared retries, the response mapped to Leviathan's
+own ``ModelReply``, every API error translated once by its error type. Nothing past this module sees an
+SDK type.
 
-Retries are declared here and nowhere else. Retryable: 429 rate limits, 5xx (529 "overloaded"
-included), connection errors and timeouts, waiting what ``retry-after`` says or backing off
-exponentially with jitter, never past the attempt's deadline. Everything else (400, 401, 403, 404)
-aborts at once. A retryable failure that outlasts the retries becomes TransientError: it is the
-platform's failure, never the task's.
+Retries are declared here and nowhere else, by the rules of the SDK's own client (``_base_client``):
+``x-should-retry: true|false`` from the API wins; otherwise 408, 409, 429 and 5xx (529 "overloaded"
+included), connection errors and timeouts are retried, waiting what ``retry-after-ms``, ``retry-after``
+(seconds or an HTTP date) says, or backing off exponentially with jitter, never past the attempt's
+deadline. A retryable failure that outlasts the retries becomes TransientError: the platform's failure,
+never the task's. The rest is mapped by ``error.type`` (and ``error.details.error_code``):
+
+- authentication, billing and permission errors, and spend limits reached: ``AccountRefused`` (the
+  target pauses; no attempt of any task could succeed until an operator acts);
+- ``request_too_large`` (413) and a prompt longer than the context window (400): ``RequestTooLarge``,
+  for the loop's context management;
+- not found (a wrong model id): ConfigError; every other invalid request: GeneratorError with the
+  API's message (``executor_error``).
 """
 
 from __future__ import annotations
 
-import os
+import email.utils
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import anthropic
 from tenacity import (
@@ -25,93 +34,47 @@ from tenacity import (
 )
 
 from leviathan_dagster.core.errors import ConfigError, GeneratorError, TransientError
+from leviathan_dagster.core.generators.claude_settings import ENV_PREFIX, ClaudeSettings
+from leviathan_dagster.core.generators.claude_stops import AccountRefused
 
-ENV_PREFIX = "LEVIATHAN_CLAUDE_"
+__all__ = ["ClaudeClient", "ClaudeSettings", "ModelReply", "RequestTooLarge"]
+
 RETRY_AFTER_CAP_SECONDS = 60.0
+ACCOUNT_ERROR_TYPES = frozenset({"authentication_error", "billing_error", "permission_error"})
+# error.details.error_code values that say the account cannot spend (a 400 or a 429 on the wire).
+ACCOUNT_ERROR_CODES = frozenset(
+    {
+        "enforced_spend_limit_reached",
+        "contract_spend_limit_reached",
+        "organization_on_hold",
+        "linked_organization_spend_limit_reached",
+        "linked_organization_billing_unavailable",
+    }
+)
+_CONTEXT_MESSAGES = ("prompt is too long", "exceed context limit", "context window")
 
 
-@dataclass(frozen=True)
-class ClaudeSettings:
-    """The Claude generator's settings, read from ``LEVIATHAN_CLAUDE_*`` when the generator is built."""
-
-    #: LEVIATHAN_CLAUDE_API_KEY: the Anthropic API key (a secret: never logged, never in a repr).
-    api_key: str = field(repr=False)
-    #: LEVIATHAN_CLAUDE_MODEL: the model id, e.g. claude-sonnet-4-6.
-    model: str
-    #: LEVIATHAN_CLAUDE_BASE_URL: another endpoint (a gateway, or the test double); default Anthropic's.
-    base_url: str | None = None
-    #: LEVIATHAN_CLAUDE_MAX_OUTPUT_TOKENS: max_tokens of one call (lowered when the budget is tighter).
-    max_output_tokens: int = 8192
-    #: LEVIATHAN_CLAUDE_REQUEST_TIMEOUT_SECONDS: one HTTP request (also capped by the attempt deadline).
-    request_timeout_seconds: float = 300.0
-    #: LEVIATHAN_CLAUDE_MAX_RETRIES: retries of one call after a retryable failure.
-    max_retries: int = 4
-    #: LEVIATHAN_CLAUDE_RETRY_INITIAL_SECONDS: first back-off when the API gives no retry-after.
-    retry_initial_seconds: float = 1.0
-    #: LEVIATHAN_CLAUDE_MAX_TURNS: model calls per attempt.
-    max_turns: int = 40
-    #: LEVIATHAN_CLAUDE_TEST_TIMEOUT_SECONDS: one run of the test command (also capped by the deadline).
-    test_timeout_seconds: float = 600.0
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> ClaudeSettings:
-        env = os.environ if environ is None else environ
-        missing = [name for name in ("API_KEY", "MODEL") if not env.get(ENV_PREFIX + name)]
-        if missing:
-            raise ConfigError(
-                f"the claude generator needs {', '.join(ENV_PREFIX + m for m in missing)}; set the API key "
-                "and a model id (e.g. LEVIATHAN_CLAUDE_MODEL=claude-sonnet-4-6) in the worker's environment"
-            )
-        base_url = env.get(ENV_PREFIX + "BASE_URL") or None
-        if base_url is not None and not base_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{ENV_PREFIX}BASE_URL must be an http(s) URL, got {base_url!r}")
-        numbers = {
-            "max_output_tokens": int,
-            "request_timeout_seconds": float,
-            "max_retries": int,
-            "retry_initial_seconds": float,
-            "max_turns": int,
-            "test_timeout_seconds": float,
-        }
-        values: dict = {}
-        for name, kind in numbers.items():
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = kind(raw)
-                if values[name] < (0 if name == "max_retries" else 1e-9):
-                    raise ValueError
-            except ValueError:
-                raise ConfigError(
-                    f"{ENV_PREFIX}{name.upper()} must be a positive number, got {raw!r}"
-                ) from None
-        return cls(
-            api_key=env[ENV_PREFIX + "API_KEY"], model=env[ENV_PREFIX + "MODEL"], base_url=base_url, **values
-        )
+class RequestTooLarge(GeneratorError):
+    """The request does not fit (413 ``request_too_large`` or a prompt past the context window)."""
 
 
 @dataclass(frozen=True)
 class ModelReply:
-    """One assistant turn as plain data: content blocks as dicts (text / tool_use), stop reason, tokens."""
+    """One assistant turn as plain data. ``content`` holds every block exactly as the API sent it
+    (text, tool_use, thinking with its signature, redacted_thinking, ...): it goes back verbatim."""
 
     content: tuple[dict, ...]
     stop_reason: str | None
     model: str
-    usage: Mapping[str, int]
+    usage: dict[str, int]
     request_id: str | None
 
 
 def _reply_from(message: anthropic.types.Message) -> ModelReply:
-    blocks = []
-    for block in message.content:
-        if block.type == "text":
-            blocks.append({"type": "text", "text": block.text})
-        elif block.type == "tool_use":
-            blocks.append({"type": "tool_use", "id": block.id, "name": block.name, "input": block.input})
     usage = message.usage
     return ModelReply(
-        content=tuple(blocks),
+        # to_dict(exclude_unset=True): the fields the API sent, no more, no fewer.
+        content=tuple(block.to_dict(mode="json") for block in message.content),
         stop_reason=message.stop_reason,
         model=message.model,
         usage={
@@ -124,10 +87,36 @@ def _reply_from(message: anthropic.types.Message) -> ModelReply:
     )
 
 
+def _is_account_problem(exc: anthropic.APIStatusError) -> bool:
+    return (
+        exc.status_code in (401, 402, 403)
+        or exc.type in ACCOUNT_ERROR_TYPES
+        or exc.error_code in ACCOUNT_ERROR_CODES
+    )
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, anthropic.APIStatusError):
-        return exc.status_code == 429 or exc.status_code >= 500
+        if _is_account_problem(exc):
+            return False
+        should = exc.response.headers.get("x-should-retry")
+        if should in ("true", "false"):
+            return should == "true"
+        return exc.status_code in (408, 409, 429) or exc.status_code >= 500
     return isinstance(exc, anthropic.APIConnectionError)  # includes APITimeoutError
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """``retry-after-ms``, else ``retry-after`` as seconds or an HTTP date (the SDK's order)."""
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        try:
+            return float(headers.get(name)) / scale
+        except (TypeError, ValueError):
+            continue
+    parsed = email.utils.parsedate_tz(headers.get("retry-after") or "")
+    return None if parsed is None else float(email.utils.mktime_tz(parsed) - time.time())
 
 
 class ClaudeClient:
@@ -139,16 +128,19 @@ class ClaudeClient:
             api_key=settings.api_key, base_url=settings.base_url, max_retries=0
         )
 
+    def close(self) -> None:
+        """Close the HTTP connections (the generator calls it when the attempt's loop ends)."""
+        self._client.close()
+
     def create(self, *, deadline: float, **request) -> ModelReply:
-        """One ``messages.create`` with retries; TransientError when the API stays unavailable."""
+        """One ``messages.create`` with retries; see the module docstring for what each failure becomes."""
 
         def wait(state) -> float:
             exc = state.outcome.exception()
-            header = getattr(getattr(exc, "response", None), "headers", {}).get("retry-after")
-            try:
-                return min(float(header), RETRY_AFTER_CAP_SECONDS)
-            except (TypeError, ValueError):
-                return backoff(state)
+            after = retry_after_seconds(getattr(getattr(exc, "response", None), "headers", None))
+            if after is not None and after >= 0:
+                return min(after, RETRY_AFTER_CAP_SECONDS)
+            return backoff(state)
 
         first = self.settings.retry_initial_seconds
         backoff = wait_exponential_jitter(multiplier=first, max=30.0, jitter=first)
@@ -176,14 +168,22 @@ class ClaudeClient:
 
 def _translate(exc: anthropic.APIStatusError) -> Exception:
     """Our error for an HTTP error. The SDK's message holds the API's error text, never the key."""
-    status, request_id = exc.status_code, getattr(exc, "request_id", None)
-    where = f" (request-id {request_id})" if request_id else ""
-    if _retryable(exc):
-        return TransientError(f"Anthropic API still failing with HTTP {status} after retries{where}")
-    if status in (401, 403):
-        return ConfigError(f"Anthropic API refused {ENV_PREFIX}API_KEY (HTTP {status}){where}")
-    if status == 404:
-        return ConfigError(
-            f"Anthropic API: not found (HTTP 404; check {ENV_PREFIX}MODEL){where}: {exc.message}"
+    status, kind = exc.status_code, exc.type or "unknown"
+    where = f" (request-id {exc.request_id})" if exc.request_id else ""
+    text = exc.api_message or exc.message
+    if _is_account_problem(exc):
+        code = f"/{exc.error_code}" if exc.error_code else ""
+        return AccountRefused(f"Anthropic API refused the account: HTTP {status} {kind}{code}{where}: {text}")
+    if status in (408, 409, 429) or status >= 500:  # retried unless x-should-retry said not to
+        return TransientError(f"Anthropic API failing with HTTP {status} {kind}{where}: {text}")
+    if (
+        status == 413
+        or kind == "request_too_large"
+        or (status == 400 and any(m in (text or "").lower() for m in _CONTEXT_MESSAGES))
+    ):
+        return RequestTooLarge(
+            f"Anthropic API: the request is too large (HTTP {status} {kind}){where}: {text}"
         )
-    return GeneratorError(f"Anthropic API rejected the request (HTTP {status}){where}: {exc.message}")
+    if status == 404:
+        return ConfigError(f"Anthropic API: not found (HTTP 404; check {ENV_PREFIX}MODEL){where}: {text}")
+    return GeneratorError(f"Anthropic API rejected the request (HTTP {status} {kind}){where}: {text}")

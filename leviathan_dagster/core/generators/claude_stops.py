@@ -42,7 +42,7 @@ class NoChanges(AgentStop):
 
 
 class ScopeViolation(AgentStop):
-    """A file tool call outside the task's allowed paths: stopped on the call."""
+    """The model kept trying to write outside its scope after being told each time it may not."""
 
     failure_type = at.POLICY_VIOLATION
 
@@ -69,3 +69,22 @@ class Refused(AgentStop):
     """The model refused the task (stop_reason ``refusal``)."""
 
     failure_type = at.EXECUTOR_ERROR
+
+
+class Truncated(AgentStop):
+    """Every reply was cut by ``max_tokens`` and the budget or the ceiling allows no more room."""
+
+    failure_type = at.BUDGET_EXHAUSTED
+
+
+class ContextFull(AgentStop):
+    """The conversation no longer fits the model's context window, even with old tool results cleared."""
+
+    failure_type = at.BUDGET_EXHAUSTED
+
+
+class AccountRefused(AgentStop):
+    """The API refused the account (authentication, billing, permission, spend limit): the target
+    pauses with readiness ``model_account``; the task is not to blame."""
+
+    failure_type = at.MODEL_ACCOUNT
