@@ -1,4 +1,4 @@
-"""Helpers for running the production Dagster instance (deploy/dagster.yaml) on a real PostgreSQL:
+"""Helpers for running the production Dagster instance (deploy/k8s/base/dagster.yaml) on a real PostgreSQL:
 a fresh database per test, the instance file with a local run launcher, daemon processes under the
 test's control, and the process tree of a run (to kill a run worker the way an evicted pod dies)."""
 
@@ -40,11 +40,11 @@ def temporary_database() -> Iterator[str]:
 
 
 def production_instance(dagster_home: Path) -> None:
-    """deploy/dagster.yaml with the one change a machine without a cluster needs: runs are launched
+    """deploy/k8s/base/dagster.yaml with the one change a machine without a cluster needs: runs are launched
     as local processes (DefaultRunLauncher) instead of Kubernetes Jobs. Storage, the run queue, run
     retries and run monitoring are the production file's own; only monitoring polls faster, so a
     test does not wait a production minute for it."""
-    config = yaml.safe_load((REPO_ROOT / "deploy" / "dagster.yaml").read_text())
+    config = yaml.safe_load((REPO_ROOT / "deploy" / "k8s" / "base" / "dagster.yaml").read_text())
     del config["run_launcher"]
     config["run_monitoring"]["poll_interval_seconds"] = 2
     dagster_home.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The production Dagster instance (deploy/dagster.yaml) on a real PostgreSQL, driven by real
+"""The production Dagster instance (deploy/k8s/base/dagster.yaml) on a real PostgreSQL, driven by real
 `dagster-daemon run` processes: sensor ticks, the run queue, run retries after a killed run worker,
 two daemons at once, and Leviathan's PostgreSQL event log in the same deployment.
 
@@ -138,7 +138,7 @@ def test_sensor_ticks_and_queued_runs_on_postgres(deployment_factory) -> None:
         next(s for s in instance.all_instigator_state() if s.name == "attempt_sensor").selector_id,
     )
     assert ticks, "attempt_sensor ticks are stored in PostgreSQL"
-    # The run queue applied the per-target tag limit from deploy/dagster.yaml.
+    # The run queue applied the per-target tag limit from deploy/k8s/base/dagster.yaml.
     assert (
         instance.get_concurrency_config().run_queue_config.tag_concurrency_limits[0]["key"]
         == "leviathan/target"

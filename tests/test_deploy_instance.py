@@ -1,7 +1,7 @@
-"""deploy/dagster.yaml through Dagster's own config schema (the instance, then each configurable class:
-storage, K8sRunLauncher, run coordinator), the run Job dagster-k8s would create from it validated
-against Kubernetes, and deploy/helm/values.yaml against the chart's documented structure and against
-deploy/dagster.yaml (one source of truth for the queue, retries and monitoring)."""
+"""deploy/k8s/base/dagster.yaml through Dagster's own config schema (the instance, then each
+configurable class: storage, K8sRunLauncher, run coordinator), and the run Job dagster-k8s would
+create from it validated against Kubernetes: the forge credentials by reference, LEVIATHAN_HOME and
+/tmp mounted under a read-only root filesystem."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from dagster._core.storage.dagster_run import DagsterRun
 from dagster_k8s import K8sRunLauncher
 from dagster_k8s.job import construct_dagster_k8s_job, get_job_name_from_run_id
 from dagster_postgres import DagsterPostgresStorage
-from helm_values_schema import check_values
 from support import REPO_ROOT
 from test_deploy_manifests import validate
 
-INSTANCE = REPO_ROOT / "deploy" / "dagster.yaml"
-HELM_VALUES = REPO_ROOT / "deploy" / "helm" / "values.yaml"
+INSTANCE = REPO_ROOT / "deploy" / "k8s" / "base" / "dagster.yaml"
 ENV = {
     "DAGSTER_PG_HOST": "postgres.example.internal",
     "DAGSTER_PG_PORT": "5432",
@@ -157,43 +155,16 @@ def test_run_job_from_the_production_launcher_is_valid_kubernetes(tmp_path: Path
     assert pod["securityContext"]["runAsNonRoot"] is True
     [container] = pod["containers"]
     assert {"secretRef": {"name": "leviathan-dagster-env"}} in container["envFrom"]
+    assert {"configMapRef": {"name": "leviathan-env"}} in container["envFrom"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["GITHUB_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+        "name": "leviathan-secrets",
+        "key": "github-token",
+        "optional": True,
+    }
+    assert "value" not in env["GITHUB_TOKEN"]  # a reference, never the token in the Job object
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert {"/var/lib/leviathan", "/tmp", "/etc/leviathan"} <= set(mounts)
     assert container["resources"]["limits"]["memory"] == "1Gi"
     assert job["metadata"]["labels"]["app.kubernetes.io/part-of"] == "leviathan"
-
-
-def test_helm_values_follow_the_chart_structure() -> None:
-    values = yaml.safe_load(HELM_VALUES.read_text())
-    assert check_values(values) == []
-    # ...and the checker does reject what the chart would reject.
-    broken = {**values, "dagsterDaemon": {**values["dagsterDaemon"], "runMonitorring": {}}}
-    assert check_values(broken) == ["dagsterDaemon.runMonitorring: not a key of the chart's values"]
-
-
-def test_helm_values_render_the_same_instance(tmp_path: Path, instance_env: None) -> None:
-    values = yaml.safe_load(HELM_VALUES.read_text())
-    instance = yaml.safe_load(INSTANCE.read_text())
-    extra = values["additionalInstanceConfig"]
-    for section in ("concurrency", "run_retries", "run_monitoring"):
-        assert extra[section] == instance[section], f"{section} differs between Helm values and dagster.yaml"
-    # The chart would render these twice (a duplicate key) if its own switches were on too.
-    assert values["dagsterDaemon"]["runMonitoring"]["enabled"] is False
-    assert values["dagsterDaemon"]["runRetries"]["enabled"] is False
-    assert (
-        "maxConcurrentRuns" not in values["dagsterDaemon"]["runCoordinator"]["config"]["queuedRunCoordinator"]
-    )
-    launcher = instance["run_launcher"]["config"]
-    helm = values["runLauncher"]["config"]["k8sRunLauncher"]
-    assert helm["runK8sConfig"]["jobSpecConfig"] == launcher["run_k8s_config"]["job_spec_config"]
-    assert (helm["labels"], helm["resources"], helm["failPodOnRunFailure"]) == (
-        launcher["labels"],
-        launcher["resources"],
-        launcher["fail_pod_on_run_failure"],
-    )
-    assert helm["jobNamespace"] == ENV["DAGSTER_K8S_JOB_NAMESPACE"]
-    assert values["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"
-    assert values["serviceAccount"]["name"] == launcher["service_account_name"]
-    [code] = values["dagster-user-deployments"]["deployments"]
-    assert code["codeServerArgs"] == ["--module-name", "leviathan_dagster.definitions", "--attribute", "defs"]
-    # What the chart's instance ConfigMap would hold, as far as these values decide it, is valid.
-    rendered = {**{k: v for k, v in instance.items() if k != "run_launcher"}, **extra}
-    load_instance(tmp_path, yaml.safe_dump({**rendered, "run_launcher": instance["run_launcher"]}))

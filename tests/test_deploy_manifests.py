@@ -1,17 +1,21 @@
-"""deploy/: every Kubernetes object (base and both overlays, rendered) against the real Kubernetes
-schemas (kubernetes-validate, strict: unknown fields fail), the seed's RBAC, secrets and control plane,
-the worker NetworkPolicy against the labels the k8s executor really puts on worker pods, and the
-Dockerfile's hygiene (non-root, pinned base, no secrets)."""
+"""deploy/: every Kubernetes object (base and both overlays, rendered by ``kubectl kustomize``) against
+the real Kubernetes schemas (kubernetes-validate, strict: unknown fields fail); RBAC against every call
+dagster-k8s and the k8s executor make (read from their source); the forge credentials reaching every
+process that builds a forge; secrets, control plane, the worker NetworkPolicy against the labels the
+k8s executor really puts on worker pods, and the Dockerfile's hygiene (non-root, pinned, no secrets).
+The deployment running end to end is tests/test_deploy_e2e.py."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import dagster_k8s
 import kubernetes_validate
 import pytest
 import yaml
-from kustomize_lite import load_documents, render, strategic_merge
+from k8s_double import rbac
+from kustomize_build import load_documents, render
 from support import REPO_ROOT
 
 from leviathan_dagster.core.config import load_project_config
@@ -52,13 +56,15 @@ def test_every_manifest_file_is_valid_and_used() -> None:
     referenced: set[Path] = set()
     for kfile in K8S.rglob("kustomization.yaml"):
         spec = yaml.safe_load(kfile.read_text())
-        for entry in spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])]:
+        generated = [f for g in spec.get("configMapGenerator", []) for f in g.get("files", [])]
+        for entry in spec.get("resources", []) + [p["path"] for p in spec.get("patches", [])] + generated:
             referenced.add((kfile.parent / entry).resolve())
     for path in files:
         if path.name == "kustomization.yaml":
             continue
         is_patch = any(path == (K8S / o / p).resolve() for o in OVERLAYS for p in _patch_paths(K8S / o))
-        for doc in load_documents(path):
+        is_file = path.name in ("dagster.yaml", "leviathan.yaml")  # ConfigMap contents, not objects
+        for doc in [] if is_file else load_documents(path):
             if not is_patch:  # patches are partial objects; they are validated once applied
                 validate(doc, str(path.relative_to(REPO_ROOT)))
         # Nothing in deploy/k8s is dead weight, except the example Secret, which must never be applied.
@@ -70,9 +76,34 @@ def _patch_paths(directory: Path) -> list[str]:
     return [p["path"] for p in spec.get("patches", [])]
 
 
-def test_launcher_rbac_grants_the_seed_rights() -> None:
-    objects = by_kind(render(K8S / "base"))
+def kubernetes_calls() -> set[tuple[str, str, str]]:
+    """(verb, API group, resource) of every Kubernetes API call in dagster-k8s's launcher and client
+    and in the k8s executor, read from their source (``create_namespaced_job`` -> create batch jobs)."""
+    sources = [
+        Path(dagster_k8s.__file__).parent / "launcher.py",
+        Path(dagster_k8s.__file__).parent / "client.py",
+        REPO_ROOT / "leviathan_dagster" / "core" / "executors" / "k8s_api.py",
+    ]
+    calls = set()
+    for source in sources:
+        for verb, kind, sub in CALL.findall(source.read_text()):
+            group = "batch" if kind == "job" else ""
+            calls.add(({"read": "get"}.get(verb, verb), group, f"{kind}s" + (f"/{sub}" if sub else "")))
+    return calls
+
+
+CALL = re.compile(r"\.(create|read|list|delete|patch|replace)_namespaced_(job|pod|event)(?:_(status|log))?\(")
+
+
+def test_rbac_grants_every_call_dagster_k8s_and_the_executor_make_and_nothing_more() -> None:
+    objects = by_kind(render(K8S / "overlays" / "production"))
     rules = objects[("Role", "leviathan-dagster")]["rules"]
+    calls = kubernetes_calls()
+    # The reading found the calls the issue names (terminate deletes pods; logs; job status).
+    assert {("delete", "", "pods"), ("get", "", "pods/log"), ("get", "batch", "jobs/status")} <= calls
+    assert {("create", "batch", "jobs"), ("list", "", "events"), ("delete", "batch", "jobs")} <= calls
+    for verb, group, resource in sorted(calls):
+        assert any(rbac.rule_allows(r, verb, group, resource, None) for r in rules), (verb, group, resource)
     granted = {
         (g, r, v)
         for rule in rules
@@ -80,21 +111,74 @@ def test_launcher_rbac_grants_the_seed_rights() -> None:
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    seed = {("batch", "jobs", v) for v in ("create", "get", "list", "watch", "delete")}
-    seed |= {("", "pods", "get"), ("", "pods", "list"), ("", "pods/log", "get")}
-    assert seed <= granted
     # Nothing that could touch Secrets, escalate, or reach past the namespace.
     assert not any(r in ("secrets", "roles", "rolebindings", "*") for _, r, _ in granted)
-    assert not any(v in ("*", "escalate", "bind", "impersonate") for _, _, v in granted)
+    assert not any(
+        v in ("*", "escalate", "bind", "impersonate", "create") and r != "jobs" for _, r, v in granted
+    )
     binding = objects[("RoleBinding", "leviathan-dagster")]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": "leviathan-dagster", "namespace": "leviathan"}
     ]
     assert objects[("ServiceAccount", "leviathan-worker")]["automountServiceAccountToken"] is False
+    # The private image reaches every pod through both accounts.
+    for account in ("leviathan-dagster", "leviathan-worker"):
+        assert objects[("ServiceAccount", account)]["imagePullSecrets"] == [{"name": "leviathan-registry"}]
+
+
+def test_every_process_that_builds_a_forge_gets_the_forge_credentials() -> None:
+    objects = by_kind(render(K8S / "overlays" / "production"))
+    wanted = {
+        "GITHUB_TOKEN": {"name": "leviathan-secrets", "key": "github-token", "optional": True},
+        "GITHUB_APP_PRIVATE_KEY": {
+            "name": "leviathan-secrets",
+            "key": "github-app-private-key",
+            "optional": True,
+        },
+    }
+    [code] = objects[("Deployment", "leviathan-code-server")]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in code["env"]}
+    assert {k: env[k] for k in wanted} == wanted
+    instance = yaml.safe_load(objects[("ConfigMap", "dagster-instance")]["data"]["dagster.yaml"])
+    run_env = instance["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
+    assert {e["name"]: e["value_from"]["secret_key_ref"] for e in run_env} == wanted
+    # The daemon and webserver load no code (gRPC workspace), so they get no forge credential.
+    for name in ("dagster-daemon", "dagster-webserver"):
+        [container] = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
+        assert "GITHUB_TOKEN" not in {e["name"] for e in container.get("env", [])}
+        assert "/opt/dagster/workspace/workspace.yaml" in container["command"]
+    workspace = yaml.safe_load(objects[("ConfigMap", "dagster-workspace")]["data"]["workspace.yaml"])
+    assert workspace["load_from"][0]["grpc_server"]["host"] == "leviathan-code-server"
+
+
+def test_every_read_only_root_filesystem_has_its_writable_places_mounted() -> None:
+    objects = by_kind(render(K8S / "overlays" / "production"))
+    for (kind, name), obj in objects.items():
+        if kind != "Deployment":
+            continue
+        for container in obj["spec"]["template"]["spec"]["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            paths = {m["mountPath"] for m in container.get("volumeMounts", []) if not m.get("readOnly")}
+            assert "/tmp" in paths, name
+    instance = yaml.safe_load(objects[("ConfigMap", "dagster-instance")]["data"]["dagster.yaml"])
+    launcher = instance["run_launcher"]["config"]
+    assert launcher["security_context"]["readOnlyRootFilesystem"] is True
+    env = objects[("ConfigMap", "leviathan-env")]["data"]
+    mounted = {m["mountPath"] for m in launcher["volume_mounts"] if not m.get("readOnly")}
+    assert {env["LEVIATHAN_HOME"], "/tmp"} <= mounted
+
+
+def test_the_worker_image_is_the_deployed_image_in_every_overlay() -> None:
+    for overlay in ("overlays/kind", "overlays/production"):
+        objects = by_kind(render(K8S / overlay))
+        [code] = objects[("Deployment", "leviathan-code-server")]["spec"]["template"]["spec"]["containers"]
+        config = yaml.safe_load(objects[("ConfigMap", "leviathan-config")]["data"]["leviathan.yaml"])
+        env = {e["name"]: e.get("value") for e in code["env"]}
+        assert config["kubernetes"]["image"] == code["image"] == env["DAGSTER_CURRENT_IMAGE"], overlay
 
 
 def test_control_plane_serves_with_token_from_secret() -> None:
-    objects = by_kind(render(K8S / "base"))
+    objects = by_kind(render(K8S / "overlays" / "production"))
     deployment = objects[("Deployment", "leviathan-control-plane")]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"][:3] == ["leviathan", "control-plane", "serve"]
@@ -119,7 +203,7 @@ def test_secret_example_has_the_seed_keys_and_only_placeholders() -> None:
 
 
 def test_worker_network_policy_selects_the_executors_worker_pods() -> None:
-    objects = by_kind(render(K8S / "base"))
+    objects = by_kind(render(K8S / "overlays" / "production"))
     config_map = objects[("ConfigMap", "leviathan-config")]
     project = _cluster_project(config_map["data"]["leviathan.yaml"])
     target = project.targets[0]
@@ -182,15 +266,6 @@ def test_overlays_differ_where_they_should() -> None:
     assert ("PodDisruptionBudget", "leviathan-control-plane") in prod
     # The patch kept the env (merged by container name), not replaced it.
     assert [e["name"] for e in prod_api["env"]] == [e["name"] for e in kind_api["env"]]
-
-
-def test_strategic_merge_merges_named_lists_and_replaces_others() -> None:
-    base = {"containers": [{"name": "a", "image": "x", "args": [1, 2]}], "ports": [1, 2]}
-    patch = {"containers": [{"name": "a", "args": [3]}, {"name": "b", "image": "y"}], "ports": [9]}
-    assert strategic_merge(base, patch) == {
-        "containers": [{"name": "a", "image": "x", "args": [3]}, {"name": "b", "image": "y"}],
-        "ports": [9],
-    }
 
 
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"

@@ -223,3 +223,73 @@ def test_unreachable_api_server_is_infrastructure(tmp_path: Path) -> None:
     executor = K8sExecutor(replace(config.kubernetes), poll_seconds=0.05)
     _, record = run_attempt(project, executor)
     assert (record.status, record.failure_type) == (at.FAILED, at.INFRASTRUCTURE)
+
+
+def test_an_api_server_outage_never_ends_a_running_job(tmp_path: Path) -> None:
+    """An outage longer than the client's own retries (about 3.5 s) is waited out: the Job is never
+    deleted and the attempt ends as the worker recorded it."""
+    with running_double(tmp_path) as (double, kubeconfig):
+        project = k8s_project(
+            double, tmp_path, kubeconfig, test_command=["python", "-c", "import time; time.sleep(9)"]
+        )
+        name = job_name(
+            plan_next_attempt(
+                load_project_config(project.config_path).target("site"),
+                "intro",
+                AttemptLedger.from_events([]),
+            ).attempt_id
+        )
+
+        def outage_when_running() -> None:
+            double.cluster.wait_until(
+                lambda: (
+                    ("leviathan", name) in double.cluster.jobs
+                    and double.cluster.jobs[("leviathan", name)].pod.phase == "Running"
+                )
+            )
+            double.outage(6.0)
+
+        blip = threading.Thread(target=outage_when_running)
+        blip.start()
+        _, record = run_attempt(project)
+        blip.join()
+        assert record.status == at.SUCCEEDED, record.error_summary
+        assert not [p for m, p in double.requests if m == "DELETE"]
+
+
+def test_the_pod_log_artifact_is_the_end_of_a_long_log(tmp_path: Path) -> None:
+    from leviathan_dagster.core.executors.k8s_api import LOG_LIMIT_BYTES, KubernetesApi
+
+    with running_double(tmp_path) as (double, kubeconfig):
+        config = load_project_config(k8s_project(double, tmp_path, kubeconfig).config_path)
+        api = KubernetesApi(config.kubernetes)
+        script = "import sys\nfor i in range(90000): print(f'line {i:06d} ' + 'x' * 50)\nprint('THE-END')"
+        body = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": "chatty", "namespace": "leviathan"},
+            "spec": {
+                "backoffLimit": 0,
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [
+                            {"name": "c", "image": TEST_IMAGE, "command": ["python", "-c", script]}
+                        ],
+                    }
+                },
+            },
+        }
+        try:
+            api.create_job(body)
+            double.cluster.wait_until(
+                lambda: (api.read_job("chatty") or None) and api.read_job("chatty").finished
+            )
+            (pod,) = api.job_pods("chatty")
+            log = api.pod_log(pod.name)
+        finally:
+            api.close()
+    first, rest = log.split("\n", 1)
+    assert first.startswith("[first ") and first.endswith(" bytes of the log not kept]")
+    assert rest.endswith("THE-END\n") and rest.startswith("line ")
+    assert LOG_LIMIT_BYTES - 100 < len(rest.encode()) <= LOG_LIMIT_BYTES

@@ -179,3 +179,19 @@ def test_bad_resources_name_the_target_and_line(resources: str, message: str) ->
         parse(f"targets:\n  - id: a\n    repo_url: /r.git\n    resources: {resources}\n")
     assert "leviathan.yaml:4: target 'a': field 'resources'" in str(err.value)
     assert message in str(err.value)
+
+
+def test_without_a_claim_leviathan_home_is_the_pods_own_volume_and_the_app_key_is_mapped() -> None:
+    body = render_job(spec(), KubernetesSettings())
+    pod = body["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    home = next(m for m in container["volumeMounts"] if m["name"] == "home")
+    env = {e["name"]: e for e in container["env"]}
+    assert home["mountPath"] == env["LEVIATHAN_HOME"]["value"]
+    assert {"name": "home", "emptyDir": {}} in pod["volumes"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert env["GITHUB_APP_PRIVATE_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "leviathan-secrets",
+        "key": "github-app-private-key",
+        "optional": True,
+    }

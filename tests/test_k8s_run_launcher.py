@@ -66,6 +66,8 @@ def test_attempt_run_requests_carry_the_resources_as_dagster_k8s_config(tmp_path
 def write_instance(dagster_home: Path, kubeconfig: Path, project) -> None:
     """A dagster.yaml whose runs are launched as Kubernetes Jobs by dagster-k8s (directly: no queue)."""
     config = {
+        # Outside DAGSTER_HOME: the run pod has the instance ConfigMap mounted there, read-only.
+        "storage": {"sqlite": {"base_dir": str(dagster_home.parent / "dagster_storage")}},
         "run_coordinator": {"module": "dagster._core.run_coordinator", "class": "DefaultRunCoordinator"},
         "run_launcher": {
             "module": "dagster_k8s",
@@ -93,14 +95,17 @@ def write_instance(dagster_home: Path, kubeconfig: Path, project) -> None:
 
 
 def test_k8s_run_launcher_runs_an_attempt_in_its_pod(tmp_path: Path, monkeypatch) -> None:
-    with running_double(tmp_path) as (double, kubeconfig):
+    with running_double(tmp_path, service_accounts=("leviathan-worker", "dagster-run")) as (
+        double,
+        kubeconfig,
+    ):
         project = docs_project(tmp_path)
         dagster_home = tmp_path / "dagster_home"
         write_instance(dagster_home, kubeconfig, project)
         # The instance's dagster.yaml is mounted from this ConfigMap in a real cluster.
-        double.cluster.config_maps["dagster-instance"] = {
-            "dagster.yaml": (dagster_home / "dagster.yaml").read_text()
-        }
+        double.cluster.create_config_map(
+            "dagster-instance", {"dagster.yaml": (dagster_home / "dagster.yaml").read_text()}
+        )
         env = {
             **os.environ,
             "DAGSTER_HOME": str(dagster_home),

@@ -1,4 +1,4 @@
-"""A Kubernetes API server double (wire protocol on 127.0.0.1) whose Jobs run as local subprocesses."""
+"""A Kubernetes API server double (HTTPS on 127.0.0.1, RBAC) whose pods run under bubblewrap."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from k8s_double.cluster import Cluster
+from k8s_double.kubelet import Image, project_image
 from k8s_double.server import KubernetesApiDouble
 
 TEST_IMAGE = "leviathan-worker:test"
@@ -22,15 +23,30 @@ TEST_SECRETS = {
 
 
 @contextmanager
-def running_double(tmp_path: Path, **cluster_options) -> Iterator[tuple[KubernetesApiDouble, Path]]:
-    """Start the double; yields it and a kubeconfig file for the real ``kubernetes`` client."""
-    cluster_options.setdefault("images", (TEST_IMAGE,))
-    cluster_options.setdefault("secrets_", TEST_SECRETS)
+def running_double(
+    tmp_path: Path, *, secrets_=None, service_accounts=("leviathan-worker",), **cluster_options
+) -> Iterator[tuple[KubernetesApiDouble, Path]]:
+    """Start the double; yields it and a kubeconfig file (the admin's) for the real ``kubernetes``
+    client. Pods may read ``tmp_path`` (the test's git remotes and files stand in for the network)."""
+    cluster_options.setdefault("images", {TEST_IMAGE: project_image()})
+    cluster_options.setdefault("visible", (tmp_path,))
     double = KubernetesApiDouble(Cluster(**cluster_options)).start()
+    for name, data in (TEST_SECRETS if secrets_ is None else secrets_).items():
+        double.cluster.create_secret(name, data)
+    for account in service_accounts:
+        double.cluster.create_service_account(account)
     try:
         yield double, double.write_kubeconfig(tmp_path / "kubeconfig.yaml")
     finally:
         double.stop()
 
 
-__all__ = ["TEST_IMAGE", "TEST_SECRETS", "Cluster", "KubernetesApiDouble", "running_double"]
+__all__ = [
+    "TEST_IMAGE",
+    "TEST_SECRETS",
+    "Cluster",
+    "Image",
+    "KubernetesApiDouble",
+    "project_image",
+    "running_double",
+]

@@ -12,9 +12,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
+
+import tenacity
 
 from leviathan_dagster.core.attempts import INFRASTRUCTURE
-from leviathan_dagster.core.errors import LeviathanError
+from leviathan_dagster.core.errors import LeviathanError, TransientError
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
 from leviathan_dagster.core.executors.k8s_api import JobState, KubernetesApi, PodState
 from leviathan_dagster.core.executors.k8s_job import job_name, render_job
@@ -26,6 +29,15 @@ POLL_SECONDS = 2.0
 # Seconds past activeDeadlineSeconds (+ start timeout) before the executor stops waiting for the API
 # server to report the Job finished: covers a controller that is slow to mark it, never an endless wait.
 GIVE_UP_MARGIN_SECONDS = 120
+# An API server that does not answer (restarting, overloaded, a network partition) says nothing about
+# the Job: its reads are retried with capped, jittered backoff until a definite answer arrives or the
+# Job's own deadline has long passed. Only a definite answer (finished, deleted, never started) ends
+# the wait, so a blip never makes the executor delete a Job that is still running.
+READ_BACKOFF_INITIAL_SECONDS = 1.0
+READ_BACKOFF_MAX_SECONDS = 30.0
+# The pod log is read once the Job has ended; an API server that stays away this long leaves it empty.
+LOG_READ_SECONDS = 120
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,8 +108,8 @@ class K8sExecutor(Executor):
         give_up = created + deadline_seconds + self.settings.start_timeout_seconds + GIVE_UP_MARGIN_SECONDS
         started = False
         while True:
-            job = api.read_job(name)
-            pods = api.job_pods(name) if job is not None else []
+            job = self._read(lambda: api.read_job(name), give_up)
+            pods = self._read(lambda: api.job_pods(name), give_up) if job is not None else []
             pod = pods[0] if pods else None
             if job is None or job.finished:
                 return _Ended(job, pod)
@@ -108,8 +120,25 @@ class K8sExecutor(Executor):
                 return _Ended(job, pod, never_started=not started)
             time.sleep(self.poll_seconds)
 
+    def _read(self, call: Callable[[], T], give_up: float) -> T:
+        """``call()``, retried while the API server gives no answer (TransientError) until ``give_up``
+        (a monotonic time); then the last TransientError is raised."""
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception_type(TransientError),
+            wait=tenacity.wait_exponential_jitter(
+                initial=READ_BACKOFF_INITIAL_SECONDS, max=READ_BACKOFF_MAX_SECONDS
+            ),
+            stop=lambda _state: time.monotonic() >= give_up,
+            reraise=True,
+        )
+        return retrying(call)
+
     def _collect_log(self, api: KubernetesApi, spec: AttemptSpec, pod: PodState | None) -> str:
-        log = api.pod_log(pod.name) if pod is not None else ""
+        try:
+            give_up = time.monotonic() + LOG_READ_SECONDS
+            log = self._read(lambda: api.pod_log(pod.name), give_up) if pod is not None else ""
+        except TransientError as exc:  # the outcome is the worker's events; the log is only evidence
+            log = f"[pod log not read: {exc}]"
         folder = spec.home.artifacts_dir(spec.attempt_id)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / POD_LOG_ARTIFACT).write_text(log, encoding="utf-8")

@@ -27,7 +27,9 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 # Idempotent calls (GET, DELETE) are retried by urllib3 on these; creating a Job is not retried blindly.
 RETRY = urllib3.Retry(total=3, backoff_factor=0.5, status_forcelist=(429, 500, 502, 503, 504))
 _TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# The pod log kept as the attempt's artifact: its LAST 4 MiB (the end says how the worker finished).
 LOG_LIMIT_BYTES = 4 * 1024 * 1024
+LOG_CHUNK_BYTES = 64 * 1024
 T = TypeVar("T")
 
 
@@ -134,21 +136,40 @@ class KubernetesApi:
         return [_pod_state(pod) for pod in pods.items]
 
     def pod_log(self, pod: str) -> str:
+        """The last LOG_LIMIT_BYTES of the pod's log ("" if it has none), marked when cut.
+
+        The API's ``limitBytes`` keeps the *first* bytes and there is no tail-by-bytes parameter, so
+        the log is streamed and only its end kept: memory stays bounded whatever the worker printed
+        (the kubelet's own log rotation bounds what is sent).
+        """
         # Raw bytes, decoded here: with urllib3 2 the client turns a text/plain body into "b'...'".
         try:
             response = self._call(
-                "read pod log",
-                self.core.read_namespaced_pod_log,
-                pod,
-                self.namespace,
-                limit_bytes=LOG_LIMIT_BYTES,
-                _preload_content=False,
+                "read pod log", self.core.read_namespaced_pod_log, pod, self.namespace, _preload_content=False
             )
         except NotFoundError:
             return ""
         except ConfigError:  # 400: the container never started, so there is no log
             return ""
-        return response.data.decode("utf-8", errors="replace")
+        kept, dropped = bytearray(), 0
+        with translated("read pod log"):
+            try:
+                for chunk in response.stream(LOG_CHUNK_BYTES):
+                    kept += chunk
+                    if len(kept) > LOG_LIMIT_BYTES:
+                        cut = len(kept) - LOG_LIMIT_BYTES
+                        dropped += cut
+                        del kept[:cut]
+            finally:
+                response.release_conn()
+        if not dropped:
+            return kept.decode("utf-8", errors="replace")
+        # Start at a line boundary: the first kept line is usually cut in the middle.
+        newline = kept.find(b"\n")
+        if 0 <= newline < LOG_CHUNK_BYTES:
+            dropped += newline + 1
+            del kept[: newline + 1]
+        return f"[first {dropped} bytes of the log not kept]\n" + kept.decode("utf-8", errors="replace")
 
     def delete_job(self, name: str) -> bool:
         """Delete the Job and its pods (Background propagation); False if it was already gone."""

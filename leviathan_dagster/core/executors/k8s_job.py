@@ -24,6 +24,8 @@ WORKER_UID = 10001
 SECRET_ENV = {
     "CONTROL_PLANE_TOKEN": "control-plane-token",
     "GITHUB_TOKEN": "github-token",
+    # A GitHub App instead of a token (github.app_id in leviathan.yaml): the worker exchanges it.
+    "GITHUB_APP_PRIVATE_KEY": "github-app-private-key",
     "LEVIATHAN_CLAUDE_API_KEY": "claude-api-key",
     "LEVIATHAN_CLAUDE_MODEL": "claude-model",
 }
@@ -94,9 +96,14 @@ def render_job(
     labels = job_labels(spec)
     mounts: list[dict[str, Any]] = [{"name": "workspace", "mountPath": WORKSPACE_MOUNT}]
     volumes: list[dict[str, Any]] = [{"name": "workspace", "emptyDir": {}}]
+    # LEVIATHAN_HOME must be writable under the read-only root filesystem: the worker keeps its
+    # artifacts there. Without a shared claim it is the pod's own emptyDir: the artifacts go with the
+    # pod, their SHA-256 manifest is in the worker's events, and the run pod keeps the pod log.
+    mounts.append({"name": "home", "mountPath": str(spec.home.root)})
     if settings.home_volume_claim:
-        mounts.append({"name": "home", "mountPath": str(spec.home.root)})
         volumes.append({"name": "home", "persistentVolumeClaim": {"claimName": settings.home_volume_claim}})
+    else:
+        volumes.append({"name": "home", "emptyDir": {}})
     if settings.config_map:
         mounts.append({"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True})
         volumes.append({"name": "config", "configMap": {"name": settings.config_map}})
