@@ -268,7 +268,8 @@ def test_unknown_keys_are_warnings() -> None:
         f"{SRC}:9: target 't': unknown policy 'max_open' is ignored (known: allowed_path_prefixes, "
         "max_open_prs, max_running_attempts, max_attempts_per_task, backoff_seconds, "
         "circuit_breaker_failures, attempt_timeout_seconds, escalation_after, max_repair_rounds, "
-        "max_tokens_per_attempt, max_usd_per_attempt, daily_token_budget, allow_draft_on_failing_tests)",
+        "max_tokens_per_attempt, max_usd_per_attempt, daily_token_budget, allow_draft_on_failing_tests, "
+        "infrastructure_streak_limit)",
     )
 
 

@@ -107,3 +107,28 @@ def test_failing_tests_open_a_draft_on_github_when_allowed(setup) -> None:  # no
     assert pr.draft is True and pr.head == "agent/intro-attempt-d4"
     assert "**Tests are failing.**" in pr.body and "- tests: failed (draft)" in pr.body
     assert succeeded(project)["tests"] == "failed (draft)"
+
+
+def test_a_repository_without_drafts_gets_the_pr_ready_for_review_with_a_note(setup) -> None:  # noqa: F811
+    # A private repository on GitHub Free/Pro answers a draft with 422: the attempt must not fail after
+    # its branch was pushed. The PR opens ready for review, its body and a comment say tests fail.
+    gh, project, token = setup
+    gh.state.repos["acme/site"].drafts_supported = False
+    config = yaml.safe_load(project.config_path.read_text())
+    config["targets"][0].update(test_command=FAILING, policy={"allow_draft_on_failing_tests": True})
+    project.config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    proc = run_worker(
+        project,
+        "site",
+        "intro",
+        "attempt-d5",
+        TARGET_REPO_URL=gh.repo_url("acme", "site"),
+        **{TOKEN_ENV: token},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    [pr] = gh.pulls("acme", "site")
+    assert pr.draft is False and "**Tests are failing.**" in pr.body
+    [note] = gh.state.repos["acme/site"].comments[pr.number]
+    assert "does not support draft pull requests" in note["body"]
+    assert gh.count("POST", "/repos/acme/site/pulls") == 2  # the draft (422), then once without
+    assert succeeded(project)["tests"] == "failed (draft)"

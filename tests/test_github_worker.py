@@ -16,10 +16,12 @@ from github_double import GithubDouble, server_error
 from support import Project, backlog_yaml, docs_task, run_worker
 
 from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.failures import counts_against_task
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.markers import render_task_marker
 from leviathan_dagster.core.scheduling import read_backlog
+from worker.attempt import EXIT_CODES
 
 TOKEN_ENV = "LEVIATHAN_E2E_GITHUB_TOKEN"
 # The test command fails if it can see any credential: the worker must run it with a clean environment.
@@ -84,9 +86,9 @@ def test_worker_clones_pushes_and_opens_one_pr_despite_a_502_and_never_leaks_the
     _assert_token_nowhere(token, project, proc)
 
 
-def test_push_rejected_is_an_infrastructure_failure_with_a_clean_message(setup) -> None:
+def test_push_refused_by_branch_protection_is_counted_with_githubs_message(setup) -> None:
     gh, project, token = setup
-    gh.reject_next_push()
+    gh.reject_next_push("GH006: Protected branch update failed for refs/heads/agent/intro-attempt-gh2.")
     proc = run_worker(
         project,
         "site",
@@ -95,11 +97,32 @@ def test_push_rejected_is_an_infrastructure_failure_with_a_clean_message(setup) 
         TARGET_REPO_URL=gh.repo_url("acme", "site"),
         **{TOKEN_ENV: token},
     )
-    assert proc.returncode == 8, proc.stdout + proc.stderr  # infrastructure: retried, never counted
+    assert proc.returncode == EXIT_CODES["push_rejected"], proc.stdout + proc.stderr
+    [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+    assert failed.payload["failure_type"] == "push_rejected"  # counts: a retry would be refused again
+    summary = failed.payload["error_summary"]
+    assert "GH006: Protected branch update failed" in summary and "protected branch hook declined" in summary
+    assert counts_against_task("push_rejected")
+    assert gh.pulls("acme", "site") == []
+    _assert_token_nowhere(token, project, proc)
+
+
+def test_push_failing_with_a_5xx_is_an_infrastructure_failure(setup) -> None:
+    gh, project, token = setup
+    gh.faults.add(server_error("POST", r"/git-receive-pack$", status=502))
+    proc = run_worker(
+        project,
+        "site",
+        "intro",
+        "attempt-gh4",
+        TARGET_REPO_URL=gh.repo_url("acme", "site"),
+        **{TOKEN_ENV: token},
+    )
+    assert proc.returncode == EXIT_CODES["infrastructure"], proc.stdout + proc.stderr
     [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
     assert failed.payload["failure_type"] == "infrastructure"
-    assert "GH006" in failed.payload["error_summary"]
-    assert gh.pulls("acme", "site") == []
+    assert "502" in failed.payload["error_summary"]
+    assert not counts_against_task("infrastructure")
     _assert_token_nowhere(token, project, proc)
 
 

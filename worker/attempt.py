@@ -28,6 +28,8 @@ from leviathan_dagster.core.errors import (
     TransientError,
 )
 from leviathan_dagster.core.events.model import format_timestamp, utc_now
+from leviathan_dagster.core.failures import EXIT_CODES
+from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.forge.reviewers import reviewers_from_task
 from leviathan_dagster.core.generators.base import GenerationContext, GenerationStopped
@@ -45,16 +47,6 @@ from worker.event_sink import sink_for
 
 log = logging.getLogger("leviathan.worker")
 
-EXIT_CODES = {
-    at.POLICY_VIOLATION: 3,
-    at.NO_CHANGES: 4,
-    at.TESTS_FAILED: 5,
-    at.EXECUTOR_ERROR: 6,
-    at.TIMEOUT: 7,
-    at.INFRASTRUCTURE: 8,
-    at.BUDGET_EXHAUSTED: 9,
-    at.MODEL_ACCOUNT: 10,
-}
 RESULT_FILE = "result.json"
 
 
@@ -175,7 +167,7 @@ def run_attempt(
         branch = at.branch_name_for(task.id, env.attempt_id)
         commit_sha = _commit(workspace, task, env, branch, changes, artifacts, checked_tree)
         # Asked again: an App's installation token may have been refreshed since the clone.
-        _push(workspace, env.repo_url, branch, forge.git_auth_env())
+        _push(workspace, env.repo_url, branch, forge)
         pr = forge.open_pull_request(
             head=branch,
             base=env.branch,
@@ -305,15 +297,21 @@ def _commit(
     return gitutil.commit_index(workspace, message)
 
 
-def _push(workspace: Path, repo_url: str, branch: str, git_env: dict[str, str]) -> None:
-    # To the URL the worker was given, not "origin": nothing in the workspace decides where it goes.
-    # (A relative local path was relative to the worker's directory, not the workspace's.)
+def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
+    """Push the attempt's branch to the URL the worker was given, not "origin": nothing in the
+    workspace decides where it goes (a relative local path was relative to the worker's directory,
+    not the workspace's). A refusal the forge means for good (a missing permission, a ruleset, push
+    protection) fails the attempt as ``push_rejected`` with the forge's words; retrying it would only
+    pay for the model again. Anything else is infrastructure."""
     local = gitutil.local_path(repo_url)
     if local is not None and not repo_url.startswith("file://"):
         repo_url = str(local.resolve())
     try:
-        gitutil.push(workspace, repo_url, f"HEAD:refs/heads/{branch}", env=git_env)
-    except LeviathanError as exc:
+        gitutil.push(workspace, repo_url, f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
+    except gitutil.GitError as exc:
+        refusal = forge.permanent_push_refusal(exc.stderr)
+        if refusal:
+            raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
         raise TransientError(f"push of {branch} failed: {exc}") from exc
 
 

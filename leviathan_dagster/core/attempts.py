@@ -6,17 +6,20 @@ attempt numbering are reproducible and survive restarts of every process.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 
+from leviathan_dagster.core import failures
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
 
 CREATED, RUNNING, SUCCEEDED, FAILED = "created", "running", "succeeded", "failed"
 TERMINAL = (SUCCEEDED, FAILED)
 
+# The failure types; what each one means (counts, retried, exit code) is the table in failures.py.
 POLICY_VIOLATION = "policy_violation"
 NO_CHANGES = "no_changes"
 TESTS_FAILED = "tests_failed"
@@ -24,25 +27,15 @@ EXECUTOR_ERROR = "executor_error"
 TIMEOUT = "timeout"
 INFRASTRUCTURE = "infrastructure"
 BUDGET_EXHAUSTED = "budget_exhausted"
+# The forge refused the push for good (missing permission, ruleset, push protection).
+PUSH_REJECTED = "push_rejected"
 # The attempt's PR was closed without merge: the attempt succeeded, then a reviewer rejected its work.
 PR_CLOSED = "pr_closed"
 # The model provider refused the account (billing, permission, authentication): not the task's fault,
 # and no later attempt can do better until an operator fixes it, so the target waits (readiness
 # ``model_account``) until it is resumed.
 MODEL_ACCOUNT = "model_account"
-# Failures that never count against a task or the circuit breaker.
-NOT_COUNTED = (INFRASTRUCTURE, MODEL_ACCOUNT)
-FAILURE_TYPES = (
-    POLICY_VIOLATION,
-    NO_CHANGES,
-    TESTS_FAILED,
-    EXECUTOR_ERROR,
-    TIMEOUT,
-    INFRASTRUCTURE,
-    BUDGET_EXHAUSTED,
-    PR_CLOSED,
-    MODEL_ACCOUNT,
-)
+FAILURE_TYPES = failures.FAILURE_TYPES
 
 
 def make_attempt_id(target_id: str, task_id: str, attempt_number: int) -> str:
@@ -91,8 +84,9 @@ class AttemptRecord:
 
     @property
     def counts_against_task(self) -> bool:
-        """Infrastructure and model-account failures are not the task's fault: they never count."""
-        return not (self.status == FAILED and self.failure_type in NOT_COUNTED)
+        """Infrastructure and model-account failures are not the task's fault: they never count
+        (failures.TABLE says which types count)."""
+        return not (self.status == FAILED and not failures.counts_against_task(self.failure_type))
 
     @property
     def ended_at(self) -> datetime | None:
@@ -105,6 +99,8 @@ class TaskHistory:
     escalated: bool = False
     retries_scheduled: set[int] = field(default_factory=set)
     completed: bool = False
+    # Attempts before the last operator run-now: an operator's run-now starts a new infrastructure streak.
+    streak_start: int = 0
 
     @property
     def counted_attempts(self) -> int:
@@ -113,6 +109,17 @@ class TaskHistory:
     @property
     def counted_failures(self) -> int:
         return sum(1 for a in self.attempts if a.status == FAILED and a.counts_against_task)
+
+    @property
+    def infrastructure_streak(self) -> list[AttemptRecord]:
+        """The failed attempts at the end of the history that did not count (infrastructure), newest
+        last; a counted end or an operator's run-now ends the streak."""
+        streak: list[AttemptRecord] = []
+        for record in reversed(self.attempts[self.streak_start :]):
+            if record.status != FAILED or record.counts_against_task:
+                break
+            streak.insert(0, record)
+        return streak
 
     @property
     def next_number(self) -> int:
@@ -171,6 +178,14 @@ class AttemptLedger:
     def target(self, target_id: str) -> TargetHistory:
         return self._targets.get(target_id) or TargetHistory()
 
+    def with_streak_forgiven(self, target_id: str, task_id: str) -> AttemptLedger:
+        """A copy of this ledger as it will be once an operator's run-now of the task is recorded."""
+        forgiven = copy.copy(self)
+        forgiven._tasks = dict(self._tasks)
+        history = self.task(target_id, task_id)
+        forgiven._tasks[(target_id, task_id)] = replace(history, streak_start=len(history.attempts))
+        return forgiven
+
     def attempts(self, target_id: str | None = None) -> list[AttemptRecord]:
         return [a for a in self._attempts.values() if target_id is None or a.target_id == target_id]
 
@@ -195,6 +210,9 @@ class AttemptLedger:
             history.retries_scheduled.add(int(payload["retry_number"]))
         elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
             self._on_pr_finished(kind, payload, at)
+        elif kind == "operator.run_now":
+            history = self._history(payload["target_id"], payload["task_id"])
+            history.streak_start = len(history.attempts)
         elif kind == ev.TASK_COMPLETED:
             self._history(payload["target_id"], payload["task_id"]).completed = True
         elif kind == ev.CIRCUIT_OPENED:

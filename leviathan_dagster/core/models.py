@@ -73,6 +73,9 @@ class Policy:
     # When the final test run fails, open a DRAFT PR labelled failing (the attempt succeeds as
     # "tests: failed (draft)") instead of failing the attempt as tests_failed.
     allow_draft_on_failing_tests: bool = False
+    # Infrastructure failures in a row after which a task waits (readiness ``infrastructure_streak``)
+    # until an operator's run-now: they never count, so without this an outage would loop forever.
+    infrastructure_streak_limit: int = 5
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
 from leviathan_dagster.core.readiness import (
     BACKOFF,
     GLOBAL_LIMIT,
+    INFRASTRUCTURE_STREAK,
     Readiness,
     count_running,
     evaluate_task_alone,
@@ -72,6 +73,13 @@ def check_run_now(
     result = evaluate_task_alone(
         target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
     )
+    if result.reason == INFRASTRUCTURE_STREAK:
+        # The operator's run-now releases a task held by infrastructure failures (its event starts a
+        # new streak): judge it as it will be once that event is recorded.
+        ledger = ledger.with_streak_forgiven(target.id, task_id)
+        result = evaluate_task_alone(
+            target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
+        )
     if result.reason == BACKOFF and result.not_before:
         # Judge it at the end of its backoff: the only thing run-now may skip.
         later = parse_timestamp(result.not_before)

@@ -34,6 +34,7 @@ GLOBAL_LIMIT = "global_limit"
 DAILY_BUDGET = "daily_budget"
 PAUSED = "paused"
 MODEL_ACCOUNT = "model_account"
+INFRASTRUCTURE_STREAK = "infrastructure_streak"
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,15 @@ def _evaluate_task(
             ATTEMPTS_EXHAUSTED,
             f"{history.counted_attempts} of {policy.max_attempts_per_task} attempts used "
             "(max_attempts_per_task)",
+        )
+    streak = history.infrastructure_streak
+    if len(streak) >= policy.infrastructure_streak_limit:
+        return _not_ready(
+            base,
+            INFRASTRUCTURE_STREAK,
+            f"{len(streak)} infrastructure failures in a row (infrastructure_streak_limit "
+            f"{policy.infrastructure_streak_limit}), last: {(streak[-1].error_summary or '')[:300]}; "
+            "fix the cause, then run_task_now_job",
         )
     last = history.last
     if last is not None and last.status == "failed" and last.ended_at is not None:

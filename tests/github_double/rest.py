@@ -4,11 +4,10 @@ status codes and error messages included (422 Validation Failed, 405 not mergeab
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable
 from urllib.parse import parse_qs
 
-from github_double.state import Identity, Pull, Repo, State, Urls
+from github_double.state import Identity, Pull, Repo, State, Urls, iso
 
 DOCS = "https://docs.github.com/rest"
 Answer = tuple[int, dict[str, str], object]
@@ -54,6 +53,11 @@ class Rest:
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/issues/(\d+)/comments$"), self.create_comment),
             ("GET", re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/status$"), self.combined_status),
             ("POST", re.compile(r"^/repos/([^/]+)/([^/]+)/statuses/([0-9a-f]{40})$"), self.create_status),
+            (
+                "GET",
+                re.compile(r"^/repos/([^/]+)/([^/]+)/commits/([^/]+)/check-runs$"),
+                self.list_check_runs,
+            ),
         ]
 
     def dispatch(self, method: str, path: str, query: str, body: dict, who: Identity) -> Answer:
@@ -70,6 +74,12 @@ class Rest:
             raise not_found()
         return repo
 
+    def require_write(self, who: Identity, permission: str) -> None:
+        """GitHub's 403 for a credential that may read but not write ``permission``."""
+        if not who.can_write(permission):
+            by = "integration" if who.kind == "installation" else "personal access token"
+            raise HttpError(403, f"Resource not accessible by {by}")
+
     def pull(self, repo: Repo, number: str) -> Pull:
         pr = repo.pulls.get(int(number))
         if pr is None:
@@ -78,7 +88,7 @@ class Rest:
 
     # -- endpoints ---------------------------------------------------------------------------------
     def rate_limit(self, who: Identity, *, query, body) -> Answer:
-        used, reset = self.state.usage.get(who.login, (0, time.time() + 3600))
+        used, reset = self.state.usage.get(who.login, (0, self.state.clock() + 3600))
         core = {
             "limit": 5000,
             "remaining": 5000 - used,
@@ -117,6 +127,7 @@ class Rest:
 
     def create_pull(self, who, owner, name, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         head, base = str(body.get("head", "")), str(body.get("base", ""))
         head = head.split(":", 1)[1] if ":" in head else head
         if not body.get("title"):
@@ -127,11 +138,14 @@ class Rest:
             raise validation("head is invalid", field="head", code="invalid")
         if head == base:
             raise validation(f"No commits between {base} and {head}", code="custom")
+        if body.get("draft") and not repo.drafts_supported:
+            # GitHub's answer, word for word: a top-level message, no "errors" list.
+            raise HttpError(422, "Draft pull requests are not supported in this repository.")
         with self.state.lock:
             for pr in repo.pulls.values():
                 if pr.state == "open" and pr.head == head and pr.base == base:
                     raise validation(f"A pull request already exists for {repo.owner}:{head}.", code="custom")
-            now = time.time()
+            now = self.state.clock()
             pr = Pull(
                 number=max(repo.pulls, default=0) + 1,
                 id=self.state.new_id(),
@@ -157,6 +171,7 @@ class Rest:
 
     def update_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
             for key in ("title", "body", "base"):
@@ -168,12 +183,13 @@ class Rest:
                 if pr.merged:
                     raise validation("Cannot change the state of a merged pull request", code="custom")
                 pr.state = body["state"]
-                pr.closed_at = time.time() if pr.state == "closed" else None
-            pr.updated_at = time.time()
+                pr.closed_at = self.state.clock() if pr.state == "closed" else None
+            pr.updated_at = self.state.clock()
         return 200, {}, self.urls.pull(self.state, repo, pr)
 
     def merge_pull(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         with self.state.lock:
             pr = self.pull(repo, number)
             if pr.state != "open" or pr.draft:
@@ -186,14 +202,18 @@ class Rest:
             sha = self.state.merge(repo, pr, message)
             if sha is None:
                 raise HttpError(405, "Pull Request is not mergeable")
-            now = time.time()
+            now = self.state.clock()
             pr.state, pr.merged, pr.merged_at, pr.closed_at = "closed", True, now, now
             pr.merge_commit_sha, pr.updated_at = sha, now
         return 200, {}, {"sha": sha, "merged": True, "message": "Pull Request successfully merged"}
 
     def request_reviewers(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         users, teams = list(body.get("reviewers") or []), list(body.get("team_reviewers") or [])
+        if teams and who.kind == "installation" and "members" not in who.permissions:
+            # Requesting a team needs the App's organization "members" permission.
+            raise HttpError(403, "Resource not accessible by integration")
         unknown = [u for u in users if u not in repo.collaborators] + [
             t for t in teams if t not in repo.teams
         ]
@@ -216,6 +236,7 @@ class Rest:
 
     def create_comment(self, who, owner, name, number, *, query, body) -> Answer:
         repo = self.repo(who, owner, name)
+        self.require_write(who, "pull_requests")
         self.pull(repo, number)
         comment_id = self.state.new_id()
         comment = {
@@ -225,8 +246,8 @@ class Rest:
             "html_url": f"{self.urls.base}/{repo.full_name}/pull/{number}#issuecomment-{comment_id}",
             "body": str(body.get("body", "")),
             "user": self.urls.user(who.login),
-            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "updated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created_at": iso(self.state.clock()),
+            "updated_at": iso(self.state.clock()),
         }
         with self.state.lock:
             repo.comments.setdefault(int(number), []).append(comment)
@@ -270,6 +291,14 @@ class Rest:
             repo.statuses.setdefault(sha, []).append(status)
         return 201, {}, status
 
+    def list_check_runs(self, who, owner, name, ref, *, query, body) -> Answer:
+        repo = self.repo(who, owner, name)
+        sha = self.state.branch_sha(repo, ref) or ref
+        runs = repo.check_runs.get(sha, [])
+        if query.get("filter", ["latest"])[0] == "latest":  # GitHub's default: the newest run per name
+            runs = list({run["name"]: run for run in runs}.values())
+        return 200, {}, {"total_count": len(runs), "check_runs": list(reversed(runs))}
+
     # -- GraphQL: only the mutation PyGithub uses to take a PR out of draft -------------------------
     def graphql(self, who: Identity, body: dict) -> Answer:
         query = str(body.get("query", ""))
@@ -280,7 +309,7 @@ class Rest:
             for repo in self.state.repos.values():
                 for pr in repo.pulls.values():
                     if f"PR_{pr.id}" == node_id and who.can_access(repo.full_name):
-                        pr.draft, pr.updated_at = False, time.time()
+                        pr.draft, pr.updated_at = False, self.state.clock()
                         result = {"clientMutationId": None, "pullRequest": {"isDraft": False}}
                         return 200, {}, {"data": {"markPullRequestReadyForReview": result}}
         return 200, {}, {"errors": [{"type": "NOT_FOUND", "message": f"Could not resolve node {node_id}"}]}

@@ -14,6 +14,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -33,8 +34,8 @@ MAX_JWT_LIFETIME_SECONDS = 660  # GitHub: at most 10 minutes, plus the usual 60 
 class GithubDouble:
     """Start with ``with GithubDouble(tmp_path) as gh:``; add repositories, tokens and Apps."""
 
-    def __init__(self, root: Path) -> None:
-        self.state = State(Path(root))
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        self.state = State(Path(root), clock)
         self.faults = fault_kinds.Faults()
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status) of every request
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
@@ -70,20 +71,71 @@ class GithubDouble:
     def repo_url(self, owner: str, name: str) -> str:
         return f"{self.base_url}/{owner}/{name}.git"
 
-    def add_token(self, token: str, login: str = "leviathan-bot", repos: set[str] | None = None) -> None:
-        self.state.tokens[token] = Identity(login=login, kind="token", repos=repos)
+    def add_token(
+        self,
+        token: str,
+        login: str = "leviathan-bot",
+        repos: set[str] | None = None,
+        permissions: dict[str, str] | None = None,
+    ) -> None:
+        """A fine-grained token; ``permissions`` default to contents and pull requests write."""
+        identity = Identity(login=login, kind="token", repos=repos)
+        if permissions is not None:
+            identity.permissions = dict(permissions)
+        self.state.tokens[token] = identity
 
     def add_app(
-        self, app_id: int, public_key_pem: bytes, installations: dict[int, set[str]], ttl: int = 3600
+        self,
+        app_id: int,
+        public_key_pem: bytes,
+        installations: dict[int, set[str]],
+        ttl: int = 3600,
+        permissions: dict[str, str] | None = None,
     ):
-        self.state.apps[app_id] = App(app_id, public_key_pem, installations, ttl)
+        app = App(app_id, public_key_pem, installations, ttl)
+        if permissions is not None:
+            app.permissions = dict(permissions)
+        self.state.apps[app_id] = app
+
+    def revoke_token(self, token: str) -> None:
+        """GitHub stops honouring ``token`` now (revoked, App uninstalled or its permissions changed)."""
+        with self.state.lock:
+            self.state.tokens.pop(token, None)
 
     def exhaust_rate_limit(self, login: str, reset_in: float) -> None:
         """The next REST call of ``login`` hits the primary rate limit until ``reset_in`` seconds pass."""
-        self.state.usage[login] = (RATE_LIMIT, time.time() + reset_in)
+        self.state.usage[login] = (RATE_LIMIT, self.state.clock() + reset_in)
 
-    def reject_next_push(self, message: str = "GH006: Protected branch update failed") -> None:
-        self.faults.push_rejections.append(message)
+    def reject_next_push(
+        self,
+        message: str = "GH006: Protected branch update failed",
+        reason: str = "protected branch hook declined",
+    ) -> None:
+        """The next push is refused: ``remote: error: <message>`` and ``[remote rejected] (<reason>)``."""
+        self.faults.push_rejections.append({"lines": [f"error: {message}"], "reason": reason})
+
+    def restrict_ref_creation(self, owner: str, name: str, ref_pattern: str) -> None:
+        """A ruleset that forbids creating refs matching ``ref_pattern`` (GH013 on push)."""
+        self.state.repos[f"{owner}/{name}"].rulesets.append({"rule": "creation", "ref": ref_pattern})
+
+    def add_check_run(
+        self,
+        owner: str,
+        name: str,
+        sha: str,
+        check_name: str,
+        *,
+        status: str = "completed",
+        conclusion: str | None = "success",
+    ) -> dict:
+        """A check run on ``sha``, as GitHub Actions (another App) reports one; newest last."""
+        repo = self.state.repos[f"{owner}/{name}"]
+        run = self.urls.check_run(
+            repo, self.state.new_id(), sha, check_name, status, conclusion, self.state.clock()
+        )
+        with self.state.lock:
+            repo.check_runs.setdefault(sha, []).append(run)
+        return run
 
     def pulls(self, owner: str, name: str) -> list:
         return sorted(self.state.repos[f"{owner}/{name}"].pulls.values(), key=lambda p: p.number)
@@ -105,7 +157,8 @@ class GithubDouble:
                 return None
         elif scheme.lower() not in ("token", "bearer"):
             return None
-        if not git and credential.count(".") == 2:
+        # An App's JWT has two dots; so has an installation token (ghs_<app>_<jwt>), told apart by prefix.
+        if not git and credential.count(".") == 2 and not credential.startswith("ghs_"):
             return self._verify_app_jwt(credential)
         return self.state.identity_for_token(credential.strip())
 
@@ -143,7 +196,7 @@ class GithubDouble:
                 {
                     "token": token,
                     "expires_at": iso(expires),
-                    "permissions": {"contents": "write", "pull_requests": "write", "metadata": "read"},
+                    "permissions": dict(app.permissions),
                     "repository_selection": "selected",
                 },
             )
@@ -218,7 +271,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
         if fault is not None and fault.status is not None and not fault.after:
-            self._send_json(fault.status, fault.headers, {"message": fault.message, "documentation_url": ""})
+            self._send_json(fault.status, fault.headers, self._fault_body(fault))
             return
         if ".git/" in split.path:
             status, headers, payload = self._git(split.path, split.query, body)
@@ -228,8 +281,14 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, headers, data = self._rest(split.path, split.query, body)
         if fault is not None and fault.status is not None:  # after=True: the work is done, the answer lost
-            status, headers, data = fault.status, fault.headers, {"message": fault.message}
+            status, headers, data = fault.status, fault.headers, self._fault_body(fault)
         self._send_json(status, headers, data)
+
+    @staticmethod
+    def _fault_body(fault) -> object:
+        if fault.body is not None:
+            return fault.body
+        return {"message": fault.message, "documentation_url": "https://docs.github.com/rest"}
 
     def _git(self, path: str, query: str, body: bytes) -> tuple[int, dict[str, str], bytes]:
         who = self.double.identify(self.headers.get("Authorization"), git=True)
@@ -239,8 +298,22 @@ class _Handler(BaseHTTPRequestHandler):
             return 401, challenge, b"Authentication required\n"
         if repo_name not in self.double.state.repos or not who.can_access(repo_name):
             return 404, {"Content-Type": "text/plain"}, b"Repository not found.\n"
-        pushing = path.endswith("/git-receive-pack")
-        reject = self.double.faults.take_push_rejection() if pushing else None
+        receive = path.endswith("/git-receive-pack") or "service=git-receive-pack" in query
+        if receive and not who.can_write("contents"):
+            # GitHub refuses a read-only credential before any pack is sent; git prints the text.
+            message = f"Permission to {repo_name}.git denied to {who.login}.\n"
+            return 403, {"Content-Type": "text/plain; charset=utf-8"}, message.encode()
+        policy = None
+        if path.endswith("/git-receive-pack"):
+            repo = self.double.state.repos[repo_name]
+            policy = {
+                "kind": who.kind,
+                "workflows": who.can_write("workflows"),
+                "rulesets": repo.rulesets,
+                "push_protection": repo.push_protection,
+                "rules_url": f"{self.double.base_url}/{repo_name}/rules",
+                "armed": self.double.faults.take_push_rejection(),
+            }
         headers = {k.lower(): v for k, v in self.headers.items()}
         return run_http_backend(
             self.double.state.git_root,
@@ -250,7 +323,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers,
             body,
             remote_user=who.login,
-            reject_push=reject,
+            push_policy=policy,
         )
 
     def _rest(self, path: str, query: str, raw: bytes) -> tuple[int, dict[str, str], object]:

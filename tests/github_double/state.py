@@ -11,9 +11,12 @@ import secrets
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import jwt
 
 RATE_LIMIT = 5000
 RATE_WINDOW_SECONDS = 3600
@@ -58,10 +61,21 @@ class Repo:
     pulls: dict[int, Pull] = field(default_factory=dict)
     comments: dict[int, list[dict]] = field(default_factory=dict)
     statuses: dict[str, list[dict]] = field(default_factory=dict)
+    # Push rulesets ({"rule": "creation", "ref": "refs/heads/agent/*"}) and secret push protection.
+    rulesets: list[dict] = field(default_factory=list)
+    push_protection: bool = True
+    # False: a private repository on GitHub Free/Pro, where a draft PR is a 422.
+    drafts_supported: bool = True
+    check_runs: dict[str, list[dict]] = field(default_factory=dict)  # head sha -> check runs, oldest first
 
     @property
     def full_name(self) -> str:
         return f"{self.owner}/{self.name}"
+
+
+# What a fine-grained token or an App installation gets unless a test says otherwise: what the README
+# asks for (Contents and Pull requests read/write), and nothing more: no `workflows`, no `members`.
+DEFAULT_PERMISSIONS = {"contents": "write", "pull_requests": "write", "metadata": "read"}
 
 
 @dataclass
@@ -70,6 +84,7 @@ class App:
     public_key_pem: bytes
     installations: dict[int, set[str]]  # installation id -> repository full names
     token_ttl_seconds: int = 3600
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
 
 
 @dataclass
@@ -81,13 +96,42 @@ class Identity:
     repos: set[str] | None = None  # None: every repository
     app_id: int | None = None
     expires_at: float | None = None
+    permissions: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_PERMISSIONS))
 
     def can_access(self, full_name: str) -> bool:
         return self.repos is None or full_name in self.repos
 
+    def can_write(self, permission: str) -> bool:
+        return self.permissions.get(permission) == "write"
+
+
+def stateless_installation_token(app: App, installation_id: int, now: float, expires: float) -> str:
+    """GitHub's installation token format since 2026: ``ghs_<APPID>_<JWT>``, about 520 characters with
+    two dots, signed by GitHub itself (clients must treat it as opaque; redaction must hide all of it)."""
+    claims = {
+        "iss": "https://token.actions.githubusercontent.com/s2s",
+        "aud": "api.github.com",
+        "sub": f"installation:{installation_id}",
+        "app_id": app.app_id,
+        "installation_id": installation_id,
+        "permissions": app.permissions,
+        "repository_selection": "selected",
+        "iat": int(now),
+        "nbf": int(now) - 5,
+        "exp": int(expires),
+        "jti": secrets.token_urlsafe(24),
+    }
+    body = jwt.encode(
+        claims, secrets.token_bytes(32), algorithm="HS256", headers={"kid": secrets.token_hex(8)}
+    )
+    return f"ghs_{app.app_id}_{body}"
+
 
 class State:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, clock: Callable[[], float] = time.time) -> None:
+        # The double's "now" (rate-limit windows, token expiry, timestamps): a test that must not sleep
+        # gives the double and the client one fake clock that its sleeper advances.
+        self.clock = clock
         self.root = root
         self.git_root = root / "git"
         self.git_root.mkdir(parents=True, exist_ok=True)
@@ -106,8 +150,8 @@ class State:
 
     # -- credentials ---------------------------------------------------------------------------
     def issue_installation_token(self, app: App, installation_id: int) -> tuple[str, float]:
-        token = "ghs_" + secrets.token_urlsafe(27).replace("-", "a").replace("_", "b")[:36]
-        expires = time.time() + app.token_ttl_seconds
+        expires = self.clock() + app.token_ttl_seconds
+        token = stateless_installation_token(app, installation_id, self.clock(), expires)
         with self.lock:
             self.tokens[token] = Identity(
                 login=f"app-{app.app_id}[bot]",
@@ -115,22 +159,23 @@ class State:
                 repos=set(app.installations[installation_id]),
                 app_id=app.app_id,
                 expires_at=expires,
+                permissions=dict(app.permissions),
             )
             self.issued_installation_tokens.append(token)
         return token, expires
 
     def identity_for_token(self, token: str) -> Identity | None:
         identity = self.tokens.get(token)
-        if identity is None or (identity.expires_at is not None and identity.expires_at <= time.time()):
+        if identity is None or (identity.expires_at is not None and identity.expires_at <= self.clock()):
             return None
         return identity
 
     def count_request(self, login: str) -> tuple[int, int, int]:
         """Count one REST request; (limit, remaining, reset epoch) after it."""
         with self.lock:
-            used, reset = self.usage.get(login, (0, time.time() + RATE_WINDOW_SECONDS))
-            if reset <= time.time():
-                used, reset = 0, time.time() + RATE_WINDOW_SECONDS
+            used, reset = self.usage.get(login, (0, self.clock() + RATE_WINDOW_SECONDS))
+            if reset <= self.clock():
+                used, reset = 0, self.clock() + RATE_WINDOW_SECONDS
             used += 1
             self.usage[login] = (used, reset)
         return RATE_LIMIT, max(0, RATE_LIMIT - used), int(reset)
@@ -253,3 +298,32 @@ class Urls:
                 comments=len(repo.comments.get(pr.number, [])),
             )
         return data
+
+    def check_run(
+        self, repo: Repo, run_id: int, sha: str, name: str, status: str, conclusion: str | None, at: float
+    ) -> dict:
+        now = iso(at)
+        return {
+            "id": run_id,
+            "head_sha": sha,
+            "node_id": f"CR_{run_id}",
+            "external_id": "",
+            "url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}",
+            "html_url": f"{self.base}/{repo.full_name}/runs/{run_id}",
+            "details_url": f"{self.base}/{repo.full_name}/actions/runs/{run_id}/job/{run_id}",
+            "status": status,
+            "conclusion": conclusion if status == "completed" else None,
+            "started_at": now,
+            "completed_at": now if status == "completed" else None,
+            "output": {
+                "title": None,
+                "summary": None,
+                "text": None,
+                "annotations_count": 0,
+                "annotations_url": f"{self.api}/repos/{repo.full_name}/check-runs/{run_id}/annotations",
+            },
+            "name": name,
+            "check_suite": {"id": run_id + 1},
+            "app": None,
+            "pull_requests": [],
+        }

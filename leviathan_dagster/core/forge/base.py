@@ -21,6 +21,11 @@ class Forge(ABC):
         """Environment that authenticates one git command to ``clone_url()`` (never part of the URL)."""
         return {}
 
+    def permanent_push_refusal(self, git_output: str) -> str | None:
+        """Why the forge refused a push for good (with the forge's own message), from git's output;
+        None when the refusal may pass on retry (the default: every push failure is transient)."""
+        return None
+
     @abstractmethod
     def open_pull_request(
         self,

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from github import Github
 
 from leviathan_dagster.core.config_secrets import resolve_secret
-from leviathan_dagster.core.errors import ConfigError, ConflictError
+from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.github_auth import (
     InstallationTokens,
@@ -32,7 +32,12 @@ from leviathan_dagster.core.forge.github_auth import (
     TokenSource,
     git_auth_env,
 )
-from leviathan_dagster.core.forge.github_errors import RetryPolicy, call_github
+from leviathan_dagster.core.forge.github_errors import (
+    GithubAuthError,
+    RetryPolicy,
+    call_github,
+    permanent_push_refusal,
+)
 from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest, TargetConfig
 
@@ -42,6 +47,16 @@ PUBLIC_API_URL = "https://api.github.com"
 # GitHub asks integrators to leave about a second between writes to stay under the secondary limits.
 SECONDS_BETWEEN_WRITES = 1.0
 SECONDS_BETWEEN_REQUESTS = 0.25
+# GitHub's words (422) for a draft where the plan has none, and for a second PR from one head.
+DRAFTS_UNSUPPORTED = "Draft pull requests are not supported in this repository"
+ALREADY_EXISTS = "A pull request already exists"
+# Check run conclusions that let a draft_until_green draft go ready (GitHub's own rule for required
+# checks: neutral and skipped pass).
+GREEN_CONCLUSIONS = ("success", "neutral", "skipped")
+DRAFT_FALLBACK_NOTE = (
+    "GitHub does not support draft pull requests in this repository, so Leviathan opened this one ready "
+    "for review. If the description says tests are failing, do not merge it as is."
+)
 _PATH_RE = re.compile(r"^/([A-Za-z0-9][A-Za-z0-9-]*)/([A-Za-z0-9._-]+?)(?:\.git)?/?$")
 
 
@@ -95,8 +110,19 @@ def derive_location(target: TargetConfig) -> tuple[str, str]:
         )
     if settings.api_url:
         return settings.api_url, repository
-    host = parts.netloc
-    return (PUBLIC_API_URL if host == "github.com" else f"{parts.scheme}://{host}/api/v3"), repository
+    return api_url_for(parts.scheme, parts.netloc), repository
+
+
+def api_url_for(scheme: str, host: str) -> str:
+    """The REST base URL of a GitHub host: github.com, GitHub Enterprise Cloud with data residency
+    (``SUBDOMAIN.ghe.com`` serves its API at ``api.SUBDOMAIN.ghe.com``), or Enterprise Server
+    (``/api/v3`` on the host itself)."""
+    name = host.lower()
+    if name == "github.com":
+        return PUBLIC_API_URL
+    if name.endswith(".ghe.com"):
+        return f"https://api.{name}"
+    return f"{scheme}://{host}/api/v3"
 
 
 class GithubForge(Forge):
@@ -183,7 +209,15 @@ class GithubForge(Forge):
         return [token, base64.b64encode(f"x-access-token:{token}".encode()).decode("ascii")]
 
     def _call(self, what: str, fn):
-        return call_github(fn, what, self._retry, self._secrets)
+        try:
+            return call_github(fn, what, self._retry, self._secrets)
+        except GithubAuthError:
+            # An installation token can be revoked (or its App's permissions changed) before it
+            # expires: drop it, exchange a new one, and try once more. A second 401 is the answer.
+            if not isinstance(self._source, InstallationTokens) or not self._source.invalidate():
+                raise
+            log.info("GitHub answered 401 to the cached installation token: exchanging a new one")
+            return call_github(fn, what, self._retry, self._secrets)
 
     def clone_url(self) -> str:
         return self.repo_url
@@ -191,6 +225,9 @@ class GithubForge(Forge):
     def git_auth_env(self) -> dict[str, str]:
         token = self._call("installation token", self._source.token)
         return git_auth_env(self.repo_url, token)
+
+    def permanent_push_refusal(self, git_output: str) -> str | None:
+        return permanent_push_refusal(git_output)
 
     # -- reads ---------------------------------------------------------------------------------------
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
@@ -235,20 +272,54 @@ class GithubForge(Forge):
                     f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
                 )
 
+        wants_draft = draft or self.settings.draft_until_green
+        try:
+            created = self._create(head, base, title, body, wants_draft)
+        except ConflictError as exc:
+            if wants_draft and DRAFTS_UNSUPPORTED in str(exc):
+                # Private repositories on GitHub Free/Pro have no drafts: open it ready for review
+                # (once) and say so on the PR, rather than failing an attempt whose branch is pushed.
+                created = self._create(head, base, title, body, False)
+                self._note(created.number, DRAFT_FALLBACK_NOTE)
+            elif ALREADY_EXISTS in str(exc):
+                created = self._adopt(head, marker, exc)
+            else:
+                raise
+        # From here on the PR exists: nothing may fail the attempt that opened it.
+        if reviewers:
+            self._request_reviewers(created.number, reviewers)
+        try:
+            return self.get_pull_request(created.number)
+        except LeviathanError as exc:
+            log.warning("pull request #%s opened; reading it back failed: %s", created.number, exc)
+            return created
+
+    def _create(self, head: str, base: str, title: str, body: str, draft: bool) -> PullRequest:
         def create_once():
             # A previous try may have been performed by GitHub with its answer lost: find it first.
             existing = list(self._repo.get_pulls(state="open", head=f"{self.owner}:{head}"))
             if existing:
-                return existing[0]
-            return self._repo.create_pull(
-                base=base, head=head, title=title, body=body, draft=draft or self.settings.draft_until_green
-            )
+                return _to_pull_request(self.target_id, existing[0])
+            pr = self._repo.create_pull(base=base, head=head, title=title, body=body, draft=draft)
+            return _to_pull_request(self.target_id, pr)
 
-        created = self._call(f"open a pull request from {head}", create_once)
-        number = created.number
-        if reviewers:
-            self._request_reviewers(number, reviewers)
-        return self.get_pull_request(number)
+        return self._call(f"open a pull request from {head}", create_once)
+
+    def _adopt(self, head: str, marker: str | None, refused: ConflictError) -> PullRequest:
+        """GitHub says a PR from ``head`` exists (its list had not shown it yet): adopt it if it carries
+        this task's marker; anything else is a real conflict."""
+        for pr in self.list_pull_requests("open"):
+            if pr.head == head and marker and pr.task_marker() == marker:
+                log.info("adopting pull request #%s already open from %s", pr.number, head)
+                return pr
+        raise refused
+
+    def _note(self, number: int, text: str) -> None:
+        """A comment on the PR, best effort: the PR is open and useful without it."""
+        try:
+            self._call(f"comment on #{number}", lambda: self._repo.get_issue(number).create_comment(text))
+        except LeviathanError as exc:
+            log.warning("could not comment on #%s: %s", number, exc)
 
     def _request_reviewers(self, number: int, reviewers: Sequence[str]) -> None:
         users = [r for r in reviewers if "/" not in r]
@@ -260,11 +331,13 @@ class GithubForge(Forge):
                     reviewers=users, team_reviewers=teams
                 ),
             )
-        except ConflictError as exc:
-            # The PR is open and useful without reviewers; say why on the PR instead of failing it.
+        except LeviathanError as exc:
+            # 422 (not a collaborator), 403 (an App without organization members access, for teams),
+            # or GitHub down after the PR was opened: the PR is open and useful without reviewers; say
+            # why on the PR instead of failing the attempt that opened it.
             log.warning("reviewers %s not requested on #%s: %s", reviewers, number, exc)
             note = f"Leviathan could not request review from {', '.join(reviewers)} (task owner): {exc}"
-            self._call(f"comment on #{number}", lambda: self._repo.get_issue(number).create_comment(note))
+            self._note(number, note)
 
     def merge_pull_request(self, number: int) -> PullRequest:
         def merge_once():
@@ -300,10 +373,7 @@ class GithubForge(Forge):
 
             def promote_if_green(number=pr.number) -> bool:
                 live = self._repo.get_pull(number)
-                if (
-                    not live.draft
-                    or self._repo.get_commit(live.head.sha).get_combined_status().state != "success"
-                ):
+                if not live.draft or not self._is_green(live.head.sha):
                     return False
                 live.mark_ready_for_review()
                 return True
@@ -311,3 +381,20 @@ class GithubForge(Forge):
             if self._call(f"mark #{pr.number} ready for review", promote_if_green):
                 promoted.append(self.get_pull_request(pr.number))
         return promoted
+
+    def _is_green(self, sha: str) -> bool:
+        """Every check run on ``sha`` (GitHub Actions and other Apps report these) and every commit
+        status (older integrations) passed, and at least one of them exists.
+
+        The combined status alone is not enough: it is ``pending`` when there are no statuses at all,
+        which is the normal case for a repository that only uses Actions.
+        """
+        commit = self._repo.get_commit(sha)
+        runs = [(run.status, run.conclusion) for run in commit.get_check_runs()]
+        combined = commit.get_combined_status()
+        if not runs and combined.total_count == 0:
+            return False  # nothing has reported yet: CI may not have started
+        runs_green = all(
+            status == "completed" and conclusion in GREEN_CONCLUSIONS for status, conclusion in runs
+        )
+        return runs_green and (combined.total_count == 0 or combined.state == "success")

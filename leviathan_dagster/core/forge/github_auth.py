@@ -87,6 +87,16 @@ class InstallationTokens(TokenSource):
     def close(self) -> None:
         self._integration.close()
 
+    def invalidate(self) -> bool:
+        """Forget the current token here and in the process-wide cache (GitHub refused it); False when
+        there was none, so a 401 on the exchange itself is not retried."""
+        with self._lock:
+            dropped, self._token, self._expires_at = self._token, None, 0.0
+            with _granted_lock:
+                if dropped is not None and _granted.get(self._cache_key, (None,))[0] == dropped:
+                    del _granted[self._cache_key]
+        return dropped is not None
+
     def _refresh(self) -> None:
         with _granted_lock:
             shared = _granted.get(self._cache_key)

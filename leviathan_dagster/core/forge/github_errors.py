@@ -1,14 +1,20 @@
 """PyGithub's and requests' errors translated once into Leviathan's, and the declared retry policy.
 
 Retryable (``TransientError``): 5xx, 429, primary and secondary rate limits, timeouts, connection
-errors; the wait honours ``Retry-After`` and ``X-RateLimit-Reset`` and is otherwise exponential with
-jitter. Never retried: bad credentials and missing permissions (``ConfigError``), 404 (``NotFoundError``),
-405/409/422 (``ConflictError``). A rate-limit wait longer than ``max_wait`` is not slept through here:
-the error goes up as transient (an ``infrastructure`` failure, retried later, never counted).
+errors. The waits follow GitHub's rules for integrators: ``Retry-After`` when GitHub sends it; the
+primary limit (``X-RateLimit-Remaining: 0``) until ``X-RateLimit-Reset``; a secondary limit without
+either at least a minute, then exponentially longer (with jitter, up to a ceiling) while it persists
+(retrying sooner may get the integration banned); anything else exponential with jitter from a second.
+Never retried: bad credentials and missing permissions (``ConfigError``; a 401 is ``GithubAuthError``,
+so the forge can exchange a revoked installation token once), 404 (``NotFoundError``), 405/409/422
+(``ConflictError``). A wait GitHub asks for that is longer than ``max_wait`` is not slept through
+here: the error goes up as transient (an ``infrastructure`` failure, retried later, never counted).
 """
 
 from __future__ import annotations
 
+import random
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -28,15 +34,21 @@ from leviathan_dagster.core.errors import (
 from leviathan_dagster.core.redaction import redact
 
 T = TypeVar("T")
-_RATE_LIMIT_WORDS = ("rate limit", "abuse detection")
+_SECONDARY_WORDS = ("secondary rate limit", "abuse detection")
 
 
 class GithubTransientError(TransientError):
-    """A transient GitHub failure; ``retry_after`` is the wait GitHub asked for (seconds), if any."""
+    """A transient GitHub failure; ``retry_after`` is the wait GitHub asked for (seconds), if any;
+    ``secondary``: GitHub's secondary (abuse) rate limit, which asks for long, growing waits."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, retry_after: float | None = None, *, secondary: bool = False) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.secondary = secondary
+
+
+class GithubAuthError(ConfigError):
+    """401: the credential is missing, expired or revoked."""
 
 
 @dataclass(frozen=True)
@@ -44,9 +56,16 @@ class RetryPolicy:
     attempts: int = 5
     initial_backoff: float = 1.0
     max_backoff: float = 30.0
-    # The longest wait GitHub may ask for that is slept through inside one forge call.
+    # The longest wait GitHub may ask for (Retry-After, X-RateLimit-Reset) slept through in one call.
     max_wait: float = 120.0
+    # Secondary rate limit without Retry-After: GitHub asks for at least a minute, then exponential
+    # backoff; +up to secondary_jitter of each wait, never above secondary_max_wait.
+    secondary_min_wait: float = 60.0
+    secondary_max_wait: float = 300.0
+    secondary_jitter: float = 0.2
     sleep: Callable[[float], None] = time.sleep
+    # What "now" is when X-RateLimit-Reset is read (injected by tests together with ``sleep``).
+    clock: Callable[[], float] = time.time
 
 
 def _retry_after(headers: dict | None, now: float) -> float | None:
@@ -59,7 +78,9 @@ def _retry_after(headers: dict | None, now: float) -> float | None:
     return None
 
 
-def translate(exc: BaseException, what: str, secrets: Iterable[str | None] = ()) -> LeviathanError:
+def translate(
+    exc: BaseException, what: str, secrets: Iterable[str | None] = (), now: float | None = None
+) -> LeviathanError:
     """Leviathan's error for a PyGithub/requests failure of ``what`` (message redacted)."""
     secrets = list(secrets)
     if isinstance(exc, LeviathanError):
@@ -75,12 +96,13 @@ def translate(exc: BaseException, what: str, secrets: Iterable[str | None] = ())
     message = str(data.get("message") or exc.message or exc.data or "")
     detail = "; ".join(str(e.get("message") or e) for e in data.get("errors") or [] if e)
     text = redact(f"GitHub {what}: {status} {message}" + (f" ({detail})" if detail else ""), secrets)
-    wait = _retry_after(exc.headers, time.time())
-    rate_limited = any(word in message.lower() for word in _RATE_LIMIT_WORDS)
-    if status in (429,) or status >= 500 or (status == 403 and (rate_limited or wait is not None)):
-        return GithubTransientError(text, wait)
+    wait = _retry_after(exc.headers, time.time() if now is None else now)
+    secondary = status in (403, 429) and any(word in message.lower() for word in _SECONDARY_WORDS)
+    primary = status in (403, 429) and "rate limit" in message.lower()
+    if status == 429 or status >= 500 or secondary or (status == 403 and (primary or wait is not None)):
+        return GithubTransientError(text, wait, secondary=secondary)
     if status == 401:
-        return ConfigError(
+        return GithubAuthError(
             f"{text}. Fix: check the target's github_token (or github_app_private_key and github.app_id) "
             "secret: it is missing, expired or revoked"
         )
@@ -97,11 +119,21 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
     backoff = tenacity.wait_exponential_jitter(
         multiplier=policy.initial_backoff, max=policy.max_backoff, jitter=policy.initial_backoff
     )
+    secondary_hits = 0
 
     def wait(state: tenacity.RetryCallState) -> float:
+        nonlocal secondary_hits
         exc = state.outcome.exception() if state.outcome else None
-        asked = getattr(exc, "retry_after", None) or 0.0
-        return max(asked, backoff(state))
+        asked = getattr(exc, "retry_after", None)
+        if asked is not None:
+            return max(asked, backoff(state))
+        if getattr(exc, "secondary", False):
+            # At least a minute, doubling while the limit persists; jitter only ever adds, so the
+            # floor holds, and the ceiling bounds what one forge call can spend waiting.
+            secondary_hits += 1
+            base = min(policy.secondary_max_wait, policy.secondary_min_wait * 2 ** (secondary_hits - 1))
+            return min(policy.secondary_max_wait, base * (1 + random.uniform(0, policy.secondary_jitter)))
+        return backoff(state)
 
     return wait
 
@@ -130,5 +162,43 @@ def call_github(
             try:
                 return fn()
             except (GithubException, requests.RequestException) as exc:
-                raise translate(exc, what, secrets()) from None
+                raise translate(exc, what, secrets(), policy.clock()) from None
     raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
+
+
+# Push refusals that a retry cannot cure: each needs a person to change a permission, a ruleset or the
+# change itself. Matched on GitHub's own words (the ref's "[remote rejected]" reason or the "remote:"
+# lines of its pre-receive checks); anything else (5xx, a dropped connection, a lock) stays transient.
+_PERMANENT_PUSH_REFUSALS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    (
+        "the credential may not change workflow files (GitHub App: `workflows` permission; "
+        "token: `workflow` scope)",
+        re.compile(r"refusing to allow an? .{3,40} to create or update workflow"),
+    ),
+    (
+        "secret scanning push protection found a secret in the change (GH009)",
+        re.compile(r"\bGH009\b|push cannot contain secrets", re.IGNORECASE),
+    ),
+    (
+        "a repository ruleset refuses the change (GH013)",
+        re.compile(r"\bGH013\b|push declined due to repository rule violations"),
+    ),
+    (
+        "branch protection refuses the update (GH006)",
+        re.compile(r"\bGH006\b|protected branch hook declined"),
+    ),
+    (
+        "the credential may read but not write the repository",
+        re.compile(r"Permission to \S+ denied to |Write access to repository not granted"),
+    ),
+)
+_FORGE_LINE = re.compile(r"^(remote: .*\S.*|\s*! \[remote rejected\].*|fatal: .*returned error: \d+.*)$")
+
+
+def permanent_push_refusal(git_output: str) -> str | None:
+    """Why GitHub refused a push for good, with GitHub's own message; None when a retry may succeed."""
+    for why, pattern in _PERMANENT_PUSH_REFUSALS:
+        if pattern.search(git_output):
+            said = [line.strip() for line in git_output.splitlines() if _FORGE_LINE.match(line.strip())]
+            return f"{why}. GitHub said: " + " | ".join(dict.fromkeys(said) or [git_output.strip()])
+    return None

@@ -14,6 +14,7 @@ from leviathan_dagster.core.attempt_runner import (
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
+from leviathan_dagster.core.failures import retried_inside_run
 from leviathan_dagster.core.models import TargetConfig
 from leviathan_dagster.core.readiness import BACKOFF, evaluate_task_alone
 from leviathan_dagster.core.scheduling import snapshot_target
@@ -89,7 +90,7 @@ def attempt_outcomes(
             description=f"attempt {record.number} failed ({record.failure_type}): {record.error_summary}",
             metadata=metadata,
             # Infrastructure failures do not count against the task: retry them inside this run.
-            allow_retries=record.failure_type == at.INFRASTRUCTURE,
+            allow_retries=retried_inside_run(record.failure_type),
         )
     return dg.MaterializeResult(metadata=metadata)
 
