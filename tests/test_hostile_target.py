@@ -24,6 +24,7 @@ from support import Project, backlog_yaml, docs_task, make_project
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.executors.base import AttemptSpec
 from leviathan_dagster.core.executors.local import LocalExecutor
+from leviathan_dagster.core.git_hardening import RepositoryTampered
 from leviathan_dagster.core.home import LeviathanHome
 
 PY = sys.executable
@@ -347,7 +348,7 @@ def test_git_refuses_a_repository_whose_config_rewrites_urls(tmp_path: Path) -> 
     subprocess.run(
         ["git", "config", "url.https://evil.example/.insteadOf", "https://github.com/"], cwd=repo, check=True
     )
-    with pytest.raises(gitutil.GitError, match="refusing repository-local setting"):
+    with pytest.raises(RepositoryTampered, match="refusing repository-local setting"):
         gitutil.run_git(["status"], cwd=repo)
 
 
@@ -467,3 +468,18 @@ def test_a_gateway_that_echoes_the_claude_key_gets_it_stored_nowhere(tmp_path: P
     for path in project.home.root.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_the_claude_tool_runs_the_test_command_in_the_sandbox(tmp_path: Path) -> None:
+    from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace
+
+    root = tmp_path / "ws"
+    (root / "lib").mkdir(parents=True)
+    (root / "lib" / "x.py").write_text("X = 1\n")
+    gitutil.run_git(["init", "-q", "-b", "main", str(root)])
+    scoped = ScopedWorkspace(root, ("lib/x.py",), ("lib/",))
+    key = CANARIES["LEVIATHAN_CLAUDE_API_KEY"]
+    probe = "import os; print('key:', os.environ.get('LEVIATHAN_CLAUDE_API_KEY')); open('README.md', 'w')"
+    run = scoped.run_tests((PY, "-c", probe), {"LEVIATHAN_CLAUDE_API_KEY": key}, 30)
+    assert run.exit_code == 1 and "key: None" in run.output and "Read-only file system" in run.output
+    assert not (root / "README.md").exists()

@@ -125,3 +125,14 @@ CMD = '["python", "-m", "pytest", "-q"]'
 def test_an_ordinary_test_command_is_fine():
     config = parse_project_config(TARGET_WITH_COMMAND.format(command=CMD), "x", base_dir=Path("."))
     assert config.targets[0].test_command == ("python", "-m", "pytest", "-q")
+
+
+def test_variables_that_only_name_a_secret_or_count_tokens_are_not_registered():
+    redaction.register_environment_secrets(
+        {
+            "GITHUB_TOKEN_FILE": "/run/secrets/gh",
+            "LEVIATHAN_CLAUDE_MAX_TOKENS": "123456789",
+            "API_KEY": "real-key-123",
+        }
+    )
+    assert redact("/run/secrets/gh 123456789 real-key-123") == f"/run/secrets/gh 123456789 {MASK}"

@@ -153,3 +153,28 @@ def test_missing_bubblewrap_raises_naming_it_and_never_runs_unsandboxed(workspac
         monkeypatch.undo()
         sandbox_problem.cache_clear()
     assert not (workspace / "docs" / "ran.md").exists()
+
+
+def test_validate_warns_when_targets_have_a_test_command_and_no_sandbox(tmp_path: Path, monkeypatch):
+    from click.testing import CliRunner
+    from support import backlog_yaml, docs_task, make_project
+
+    from leviathan_dagster.cli.main import cli
+
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    project = make_project(
+        tmp_path, {"tested": {"files": files, "test_command": ["pytest"]}, "untested": {"files": files}}
+    )
+    args = ["--config", str(project.config_path), "--home", str(project.home.root), "validate"]
+    assert "no sandbox" not in CliRunner().invoke(cli, args).output
+    monkeypatch.setenv(sandbox.bwrap.BWRAP_ENV, str(tmp_path / "no-such-bwrap"))
+    sandbox_problem.cache_clear()
+    try:
+        result = CliRunner().invoke(cli, args)
+    finally:
+        monkeypatch.undo()
+        sandbox_problem.cache_clear()
+    assert result.exit_code == 0, result.output
+    [warning] = [line for line in result.output.splitlines() if "no sandbox" in line]
+    assert "bubblewrap (bwrap) is not installed" in warning and "attempts of tested will fail" in warning
+    assert "untested" not in warning

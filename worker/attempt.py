@@ -38,7 +38,7 @@ from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
 from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
-from leviathan_dagster.core.redaction import RedactingFilter, register_environment_secrets
+from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
 from leviathan_dagster.core.sandbox import files as workspace_files
 from worker import checked_commit, pull_request
@@ -68,15 +68,15 @@ class Outcome:
 
 
 def main() -> int:
+    # Every credential this process holds is redacted by value from here on (events, artifacts, logs).
+    register_environment_secrets(os.environ)
     try:
         env = WorkerEnv.from_environ()
         home = LeviathanHome(env.home)
         events = sink_for(env, home)
     except ConfigError as exc:
-        print(f"worker: error: {exc}", file=sys.stderr)
+        print(f"worker: error: {redact(str(exc))}", file=sys.stderr)
         return 2
-    # Every credential this process holds is redacted by value from here on (events, artifacts, logs).
-    register_environment_secrets(os.environ)
     actor = f"worker-{env.attempt_id}"
     ids = {"attempt_id": env.attempt_id, "target_id": env.target_id, "task_id": env.task_id}
     try:

@@ -2,16 +2,14 @@
 
 Every call goes through ``run_git`` so that git's failures become one of our errors (``GitError``) in one
 place, prompts can never hang an unattended worker, commits carry a fixed identity, and the repository
-cannot make git run code: the target (its checkout, a ``conftest.py``, the model) may have planted
-configuration, so system and global config are ignored, every setting that names a program is overridden
-on the command line (which wins over every file), and drivers the local config defines are switched off.
+cannot make git run code (``git_hardening``: system and global config ignored, every setting that names
+a program overridden on the command line, the local config's drivers switched off).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,6 +18,7 @@ from urllib.parse import unquote, urlparse
 from filelock import FileLock, Timeout
 
 from leviathan_dagster.core.errors import LeviathanError, NotFoundError, TransientError
+from leviathan_dagster.core.git_hardening import ISOLATION_ENV, hardening_args
 from leviathan_dagster.core.redaction import redact
 
 GIT_TIMEOUT_SECONDS = 120.0
@@ -34,42 +33,6 @@ DEFAULT_IDENTITY: Mapping[str, str] = {
     "GIT_COMMITTER_NAME": "Leviathan",
     "GIT_COMMITTER_EMAIL": "leviathan@localhost",
 }
-
-
-# Checked against git 2.39: command-line ``-c`` beats system, global and local config. Each of these
-# would otherwise run a program the repository names (or reach a transport that does).
-HARDENING: tuple[str, ...] = (
-    "core.fsmonitor=false",
-    "core.hooksPath=/dev/null",  # no hook runs: /dev/null/<hook> never exists
-    "core.sshCommand=ssh",
-    "core.askPass=",
-    "core.pager=cat",
-    "core.editor=true",
-    "core.alternateRefsCommand=",
-    "credential.helper=",  # an empty value clears every helper configured before it
-    "diff.external=",
-    "commit.gpgSign=false",
-    "tag.gpgSign=false",
-    "push.gpgSign=false",
-    "protocol.allow=never",  # ext:: and friends run commands; allow only the transports we use
-    "protocol.file.allow=always",
-    "protocol.https.allow=always",
-    "protocol.http.allow=always",
-    "protocol.ssh.allow=always",
-)
-# Settings whose *name* the repository chooses (``filter.<driver>.clean``): found in the local config
-# and emptied, which git 2.39 treats as "no such program" (filters, diff and merge drivers).
-_DRIVER_KEY_RE = re.compile(
-    r"(?i)^(filter\..+\.(clean|smudge|process)|diff\..+\.(command|textconv)|merge\..+\.driver)$"
-)
-_TRANSPORT_KEY_RE = re.compile(r"(?i)^remote\..+\.(uploadpack|receivepack)$")
-_TRANSPORT_DEFAULTS = {"uploadpack": "git-upload-pack", "receivepack": "git-receive-pack"}
-# Local settings git obeys that cannot be neutralised by an override; their presence means something
-# other than the harness wrote .git/config (url rewrites could send the credential elsewhere).
-_REFUSED_KEY_RE = re.compile(r"(?i)^(url\..+\.(insteadof|pushinsteadof)|include\.path|includeif\..+\.path)$")
-# The environment git gets: the process's, minus every GIT_* variable (GIT_SSH_COMMAND, GIT_EXTERNAL_DIFF,
-# GIT_CONFIG_PARAMETERS, ... are programs and config too); callers pass the GIT_* they mean explicitly.
-_ISOLATION_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_GLOBAL": "/dev/null", "GIT_ATTR_NOSYSTEM": "1"}
 
 
 class GitError(TransientError):
@@ -102,45 +65,10 @@ def git_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
     merged.update(DEFAULT_IDENTITY)
     if env:
         merged.update(env)
-    merged.update(_ISOLATION_ENV)
+    merged.update(ISOLATION_ENV)
     # Never prompt for credentials: an unattended worker would wait forever for an answer.
     merged["GIT_TERMINAL_PROMPT"] = "0"
     return merged
-
-
-def hardening_args(cwd: Path | None = None) -> list[str]:
-    """``-c`` overrides that keep git from running anything the repository at ``cwd`` configured.
-
-    GitError when the local config holds a setting that cannot be overridden (``url.*.insteadOf``,
-    includes): only the harness writes .git/config, so that is tampering, and git must not run there.
-    """
-    args = [part for setting in HARDENING for part in ("-c", setting)]
-    for key in _local_config_keys(cwd) if cwd is not None else ():
-        if _DRIVER_KEY_RE.match(key):
-            args += ["-c", f"{key}="]
-        elif _TRANSPORT_KEY_RE.match(key):
-            args += ["-c", f"{key}={_TRANSPORT_DEFAULTS[key.rsplit('.', 1)[1].lower()]}"]
-        elif _REFUSED_KEY_RE.match(key):
-            raise GitError(["git", "config"], None, f"{cwd}: refusing repository-local setting {key!r}")
-    return args
-
-
-def _local_config_keys(cwd: Path) -> list[str]:
-    """Names of the repository-local settings at ``cwd`` (none when it is not a repository). Reading
-    config runs nothing; --no-includes so an include cannot hide a key from this scan (it is refused)."""
-    try:
-        listed = subprocess.run(
-            ["git", "config", "--local", "--no-includes", "--name-only", "--list", "-z"],
-            cwd=cwd,
-            env=git_env(),
-            capture_output=True,
-            timeout=GIT_TIMEOUT_SECONDS,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    if listed.returncode != 0:
-        return []
-    return [key for key in listed.stdout.decode("utf-8", "replace").split("\0") if key]
 
 
 def run_git(

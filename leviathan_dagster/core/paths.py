@@ -20,6 +20,7 @@ from pathlib import Path
 
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import PolicyViolation, TransientError
+from leviathan_dagster.core.git_hardening import hardening_args
 
 # The hash of git's empty tree: what a repository without commits is diffed against.
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -146,7 +147,7 @@ class ChangedPath:
 def _git(workspace: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
     # Raw bytes (paths may not be UTF-8), but as hardened as every other git call: the workspace is the
     # target's, and its config must not get to run a program here.
-    command = ["git", *gitutil.hardening_args(workspace), *args]
+    command = ["git", *hardening_args(workspace), *args]
     return subprocess.run(command, cwd=workspace, env=gitutil.git_env(), capture_output=True, check=False)
 
 

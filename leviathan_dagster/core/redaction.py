@@ -51,6 +51,8 @@ _PEM_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?-----END [A-Z ]*PRIV
 # Environment variables whose value is a credential, by name.
 _SECRET_NAME_RE = re.compile(r"(?i)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|PRIVATE_KEY|CREDENTIAL|_DSN$|^DSN$)")
 
+_REFERENCE_SUFFIXES = ("_FILE", "_PATH", "_DIR", "_URL", "_NAME", "_REF", "_ENV", "_HOST", "_PORT")
+
 _registered: set[str] = set()
 _lock = threading.Lock()
 
@@ -70,13 +72,18 @@ def register_environment_secrets(environ: Mapping[str, str], names: Iterable[str
     """Register the values of ``names`` and of every variable whose name says it holds a credential."""
     wanted = {name for name in names if name}
     for key, value in environ.items():
-        if key in wanted or _SECRET_NAME_RE.search(key):
+        if key in wanted or is_secret_name(key):
             register_secret(value)
 
 
 def is_secret_name(name: str) -> bool:
-    """Whether an environment variable called ``name`` holds a credential by its name."""
-    return bool(_SECRET_NAME_RE.search(name))
+    """Whether an environment variable called ``name`` holds a credential by its name (``GITHUB_TOKEN``
+    does; ``GITHUB_TOKEN_FILE`` names where one is, and ``MAX_TOKENS`` is a number)."""
+    return (
+        bool(_SECRET_NAME_RE.search(name))
+        and not name.upper().endswith(_REFERENCE_SUFFIXES)
+        and not (re.search(r"(?i)TOKENS(_|$)", name))
+    )
 
 
 def registered_secrets() -> frozenset[str]:

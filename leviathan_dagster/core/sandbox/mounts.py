@@ -38,6 +38,8 @@ def system_mounts() -> list[str]:
         elif os.path.isdir(path):
             args += ["--ro-bind", path, path]
     for path in MASKED_ETC:
+        if not os.access(path, os.R_OK, follow_symlinks=False):
+            continue  # not readable to us, so not to the sandbox either (same uid inside)
         if os.path.isdir(path) and not os.path.islink(path):
             args += ["--tmpfs", path, "--remount-ro", path]
         elif os.path.lexists(path):
