@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_readiness.py
 	$(BIN)/python benchmarks/bench_event_log.py
 	$(BIN)/python benchmarks/bench_merkle.py
+	$(BIN)/python benchmarks/bench_agent_cost.py
 
 clean:
 	rm -rf $(VENV) $(LEVIATHAN_HOME) .pytest_cache .ruff_cache

@@ -281,6 +281,10 @@ def test_every_escape_is_refused_and_nothing_is_pushed(tmp_path: Path, name: str
     assert api.errors == [], api.errors
     outcome = ended(project, f"attempt-{name}")
     assert outcome["failure_type"] == "no_changes", outcome
+    agent = outcome["usage"]["agent"]  # the attempt's record, in its terminal event
+    assert agent["bash"] == "sandboxed" and agent["stop"] == "NoChanges"
+    if name.startswith("editor-"):
+        assert agent["refused"] == {"write_out_of_scope": 1}, agent
     assert_nothing_pushed_to(project)
     assert (tmp_path / "secret.txt").read_text() == OUTSIDE_SECRET
     assert proc.returncode != 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -294,3 +295,38 @@ def test_task_text_reaches_the_model_without_hidden_characters_or_html_comments(
     with AnthropicDouble([clean]) as api, pytest.raises(GenerationStopped):
         generate(tmp_path, api, hidden)
     assert api.errors == []
+
+
+def test_a_billing_error_fails_the_attempt_as_model_account_and_pauses_the_target(tmp_path: Path) -> None:
+    from leviathan_dagster.core import lifecycle
+    from leviathan_dagster.core.attempts import AttemptLedger
+    from leviathan_dagster.core.backlog import load_backlog
+    from leviathan_dagster.core.readiness import MODEL_ACCOUNT, evaluate_target
+
+    project = claude_project(tmp_path)
+    created = lifecycle.attempt_created(
+        target_id="site",
+        task_id="slug",
+        attempt_id="attempt-402",
+        attempt_number=1,
+        branch_name="agent/slug-attempt-402",
+        executor="local",
+        actor_id="test",
+    )
+    project.events().append([created])  # as the orchestrator does before launching the worker
+    billing = Status(402, message="Your credit balance is too low to access the Anthropic API.")
+    with AnthropicDouble([billing]) as api:
+        proc = run_claude_worker(project, api, "attempt-402")
+    assert len(api.requests) == 1 and api.errors == []  # never retried
+    assert proc.returncode == EXIT_CODES["model_account"], proc.stderr
+    outcome = ended(project, "attempt-402")
+    assert outcome["failure_type"] == "model_account" and "billing_error" in outcome["error_summary"]
+    assert api.api_key not in outcome["error_summary"]
+    assert_nothing_pushed(project)
+    ledger = AttemptLedger.from_events(project.events().read())
+    clone = tmp_path / "backlog-clone"
+    subprocess.run(["git", "clone", "-q", str(project.repo("site")), str(clone)], check=True)
+    tasks = load_backlog(clone / ".leviathan/backlog.yaml")
+    when = ledger.attempt("attempt-402").ended_at + timedelta(days=1)  # past the task's backoff
+    [readiness] = evaluate_target(project.target("site"), tasks, ledger, [], when)
+    assert readiness.reason == MODEL_ACCOUNT and "billing_error" in readiness.detail

@@ -131,6 +131,15 @@ def test_settings_come_from_the_environment_and_never_show_the_key() -> None:
         ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_MAX_RETRIES": "many"})
     with pytest.raises(ConfigError, match="BASE_URL"):
         ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_BASE_URL": "ftp://x"})
+    assert ClaudeSettings.from_environ(env).thinking is None
+    for raw, parsed in (("adaptive", "adaptive"), ("OFF", "off"), ("4096", 4096)):
+        assert (
+            ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_THINKING_BUDGET": raw}).thinking == parsed
+        )
+    with pytest.raises(
+        ConfigError, match="THINKING_BUDGET must be 'adaptive', 'off' or a number of tokens >= 1024"
+    ):
+        ClaudeSettings.from_environ({**env, "LEVIATHAN_CLAUDE_THINKING_BUDGET": "512"})
 
 
 @pytest.mark.parametrize(
@@ -235,3 +244,29 @@ def test_the_double_rejects_what_the_real_api_rejects() -> None:
         )
     assert message.content[0].text == "unused" and message.stop_reason == "end_turn"
     assert message._request_id.startswith("req_double_") and message.usage.input_tokens > 0
+
+
+def test_the_double_answers_size_limits_and_account_errors_like_the_real_api() -> None:
+    from anthropic_double import Status
+
+    ask = [{"role": "user", "content": "x" * 4_000}]
+    script = [reply(text("unused")), Status(402, message="Your credit balance is too low.")]
+    with AnthropicDouble(script, context_window=500, max_request_bytes=3_000) as api:
+        client = anthropic.Anthropic(api_key=api.api_key, base_url=api.base_url, max_retries=0)
+        with pytest.raises(anthropic.APIStatusError) as too_big:
+            client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=ask)
+        assert too_big.value.status_code == 413 and too_big.value.type == "request_too_large"
+        long = [{"role": "user", "content": "y" * 2_400}]  # ~600 tokens > a 500-token window
+        with pytest.raises(anthropic.BadRequestError, match=r"prompt is too long: \d+ tokens > 500 maximum"):
+            client.messages.create(model="claude-sonnet-4-6", max_tokens=10, messages=long)
+        with pytest.raises(anthropic.PaymentRequiredError) as billing:
+            client.messages.create(
+                model="claude-sonnet-4-6", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+            )
+        client.close()
+    error = billing.value
+    assert error.type == "billing_error" and error.request_id.startswith("req_double_")
+    assert (
+        error.body["request_id"] == error.request_id
+        and error.api_message == "Your credit balance is too low."
+    )

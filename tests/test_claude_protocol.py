@@ -253,10 +253,11 @@ def test_without_a_sandbox_bash_is_not_offered_and_the_record_says_why(tmp_path:
     script = [reply(edit("create", path="lib/textutil.py", file_text=NEW_FILE)), reply(text("done"))]
     try:
         with AnthropicDouble(script) as api:
-            change, _ = generate(tmp_path, api)
+            change, context = generate(tmp_path, api)
     finally:
         sandbox_problem.cache_clear()  # the next test probes the real machine again
     names = [tool["name"] for tool in api.requests[0].body["tools"]]
     assert "bash" not in names and "str_replace_based_edit_tool" in names
     assert change.details["bash"].startswith("not offered: bubblewrap (bwrap) is not installed")
+    assert context.usage.summary()["agent"]["bash"] == change.details["bash"]  # in the attempt's events
     assert "no shell" in api.requests[0].body["system"][0]["text"]

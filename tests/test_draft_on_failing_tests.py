@@ -76,7 +76,11 @@ def test_failing_tests_fail_the_attempt_without_the_key(tmp_path: Path) -> None:
 def test_claude_out_of_repair_rounds_becomes_a_draft_when_allowed(tmp_path: Path) -> None:
     project = claude_project(tmp_path, max_repair_rounds=0, allow_draft_on_failing_tests=True)
     edit = tool_use(
-        "replace_in_file", path="lib/textutil.py", old_text="return text", new_text="return text.strip()"
+        "str_replace_based_edit_tool",
+        command="str_replace",
+        path="lib/textutil.py",
+        old_str="return text",
+        new_str="return text.strip()",
     )
     with AnthropicDouble([reply(edit), reply(text("Done."))]) as api:
         proc = run_claude_worker(project, api, "attempt-d3")

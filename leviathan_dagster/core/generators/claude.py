@@ -18,10 +18,11 @@ from leviathan_dagster.core.generators import claude_prompts as prompts
 from leviathan_dagster.core.generators import claude_stops as stops
 from leviathan_dagster.core.generators.base import GenerationContext, Generator
 from leviathan_dagster.core.generators.claude_bash import SandboxedBash, bash_unavailable_reason
+from leviathan_dagster.core.generators.claude_commands import TestRun, run_tests
 from leviathan_dagster.core.generators.claude_conversation import Conversation
 from leviathan_dagster.core.generators.claude_settings import MIN_THINKING_BUDGET
 from leviathan_dagster.core.generators.claude_toolbox import MAX_REFUSED_WRITES, Toolbox
-from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, TestRun
+from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace
 from leviathan_dagster.core.generators.usage import CallUsage
 from leviathan_dagster.core.models import GeneratedChange, Task
 
@@ -86,6 +87,11 @@ class AgentRun:
         digest = hashlib.sha256(f"{system}\0{first}".encode()).hexdigest()
         context.usage.describe(
             model=self.settings.model, template_version=prompts.template_version(), prompt_sha256=digest
+        )
+        context.usage.note(
+            tools=[tool["name"] for tool in self.tools.definitions()],
+            bash="sandboxed" if bash else f"not offered: {self.bash_unavailable}",
+            thinking=str(self.settings.thinking or "model default"),
         )
         self.repairs, self.last_tests, self.truncations = 0, None, 0
         self.room: int | None = None  # max_tokens wanted after a truncated reply
@@ -222,13 +228,20 @@ class AgentRun:
         if left < 1:
             raise stops.OutOfTime("no time left to run the tests")
         timeout = min(self.settings.test_timeout_seconds, left)
-        self.last_tests = self.workspace.run_tests(
-            self.context.test_command, self.context.test_environment, timeout
+        self.last_tests = run_tests(
+            self.workspace, self.context.test_command, self.context.test_environment, timeout
         )
         return self.last_tests
 
     def final_record(self, stop: stops.AgentStop) -> dict:
         tests = None if self.last_tests is None else ("passed" if self.last_tests.passed else "failed")
+        self.context.usage.note(
+            stop=type(stop).__name__,
+            tool_calls=dict(self.tools.calls),
+            refused=dict(self.tools.refusals),
+            truncated_replies=self.truncations,
+            context_clears=self.conversation.clears,
+        )
         return {
             "stop": type(stop).__name__,
             "turns": len(self.context.usage.calls),

@@ -14,12 +14,10 @@ backlog, is reverted and reported: nothing a command wrote out of scope can reac
 
 from __future__ import annotations
 
-import subprocess
-
 from leviathan_dagster.core.generators.base import GenerationContext
+from leviathan_dagster.core.generators.claude_commands import keep_scope
 from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
 from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace, ToolError
-from leviathan_dagster.core.models import BACKLOG_PATH
 
 OUTPUT_CAP = 30_000
 STATELESS_NOTE = "(each command runs in a fresh sandboxed shell: no state carries over between commands)"
@@ -39,7 +37,6 @@ class SandboxedBash:
         self.workspace, self.settings = workspace, settings
         path = context.test_environment.get("PATH")
         self.env = {"PATH": path} if path else {}
-        self.reverted: list[str] = []
 
     def run(self, args: dict) -> str:
         from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
@@ -60,7 +57,7 @@ class SandboxedBash:
             )
         except SandboxUnavailable as exc:  # never run it unsandboxed
             raise ToolError(f"the sandbox failed, the command did not run: {exc}") from None
-        reverted = self.keep_scope()
+        reverted = keep_scope(self.workspace)
         status = (
             f"timed out after {self.settings.bash_timeout_seconds:g}s (killed)"
             if result.timed_out
@@ -72,29 +69,3 @@ class SandboxedBash:
         if reverted:
             parts.append(f"[reverted writes outside the paths this task may change: {', '.join(reverted)}]")
         return "\n".join(part for part in parts if part)
-
-    def keep_scope(self) -> list[str]:
-        """Revert every change outside the scope (and to the backlog); note the ones inside as written."""
-        status = subprocess.run(
-            ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
-            cwd=self.workspace.root,
-            capture_output=True,
-            check=True,
-        ).stdout.decode("utf-8", "surrogateescape")
-        reverted = []
-        for entry in filter(None, status.split("\0")):
-            code, path = entry[:2], entry[3:]
-            if not path:
-                continue
-            if path != BACKLOG_PATH and self.workspace.in_scope(path):
-                self.workspace.written.add(path)
-                continue
-            if code == "??":
-                (self.workspace.root / path).unlink(missing_ok=True)
-            else:
-                subprocess.run(
-                    ["git", "checkout", "-q", "HEAD", "--", path], cwd=self.workspace.root, check=False
-                )
-            reverted.append(path)
-        self.reverted += reverted
-        return reverted

@@ -51,7 +51,7 @@ class ClaudeSettings:
     #: One sandboxed bash command.
     bash_timeout_seconds: float = 120.0
     #: Past this many conversation tokens, old tool results are cleared (they can be fetched again).
-    context_clear_tokens: int = 80_000
+    context_clear_tokens: int = 60_000
     #: LEVIATHAN_CLAUDE_THINKING_BUDGET: unset = the model's default; ``adaptive``; ``off``; or a
     #: manual budget in tokens (>= 1024), interleaved with tool use.
     thinking: str | int | None = None

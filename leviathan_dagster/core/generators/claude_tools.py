@@ -15,18 +15,15 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
-from leviathan_dagster.core.errors import GeneratorError, PolicyViolation
+from leviathan_dagster.core.errors import PolicyViolation
 from leviathan_dagster.core.models import BACKLOG_PATH
 from leviathan_dagster.core.paths import normalize_repo_path, path_matches
 
 # The checkout as the model sees it: paths are relative to the root, or absolute under this name.
 VIRTUAL_ROOT = "/repo"
 MAX_VIEW_CHARS = 60_000
-TEST_OUTPUT_TAIL = 8_000
-TEST_OUTPUT_CAP = 1_000_000
 DIRECTORY_DEPTH = 2
 
 
@@ -36,17 +33,6 @@ class ToolError(Exception):
 
 class OutOfScope(ToolError):
     """A write outside the task's scope (or to the backlog, or into .git): refused, never executed."""
-
-
-@dataclass(frozen=True)
-class TestRun:
-    __test__ = False  # not a pytest class
-    exit_code: int | None  # None: timed out
-    output: str
-
-    @property
-    def passed(self) -> bool:
-        return self.exit_code == 0
 
 
 def _in_git_dir(relative: str) -> bool:
@@ -233,7 +219,12 @@ class ScopedWorkspace:
             raise ToolError(f"{normalized or '.'!r} has no files")
         return f"files in {normalized or '.'} (up to {DIRECTORY_DEPTH} levels deep):\n" + "\n".join(shown)
 
-    # -- the harness's test run ---------------------------------------------------------------------
+    def run_tests(self, command: tuple[str, ...], env: Mapping[str, str], timeout: float):
+        """The target's test command in the sandbox (``claude_commands.run_tests``)."""
+        from leviathan_dagster.core.generators.claude_commands import run_tests
+
+        return run_tests(self, command, env, timeout)
+
     @property
     def writable(self) -> list[str]:
         """The scope as sandbox-writable entries: each task path inside a prefix, or the prefix inside it."""
@@ -245,46 +236,3 @@ class ScopedWorkspace:
                 elif path_matches(prefix, task_path):
                     scope.append(prefix)
         return [entry for entry in dict.fromkeys(scope) if entry != BACKLOG_PATH]
-
-    def run_tests(self, command: tuple[str, ...], env: Mapping[str, str], timeout: float) -> TestRun:
-        """The target's test command in the sandbox, as the worker's final run does (never unsandboxed:
-        GeneratorError when no sandbox can be created); what it wrote is discarded afterwards."""
-        from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
-
-        if not command:
-            return TestRun(0, "no test command is configured for this target")
-        path = env.get("PATH")
-        try:
-            result = run_sandboxed(
-                list(command),
-                workspace=self.root,
-                writable=self.writable,
-                timeout=timeout,
-                output_cap=TEST_OUTPUT_CAP,
-                env={"PATH": path} if path else {},
-            )
-        except SandboxUnavailable as exc:
-            raise GeneratorError(f"no sandbox for the test command: {exc}") from None
-        finally:
-            self.discard_leftovers()
-        if result.timed_out:
-            return TestRun(None, f"the test command did not finish within {timeout:.0f}s")
-        return TestRun(result.returncode, result.output[-TEST_OUTPUT_TAIL:])
-
-    def discard_leftovers(self) -> None:
-        """Undo what a command wrote (caches, reports), keeping the model's own edits: the diff checked
-        by the worker must be the model's change and nothing else."""
-        status = subprocess.run(
-            ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all"],
-            cwd=self.root,
-            capture_output=True,
-            check=True,
-        ).stdout.decode("utf-8", "surrogateescape")
-        for entry in filter(None, status.split("\0")):
-            code, path = entry[:2], entry[3:]
-            if path in self.written or not path:
-                continue
-            if code == "??":
-                (self.root / path).unlink(missing_ok=True)
-            else:
-                subprocess.run(["git", "checkout", "-q", "HEAD", "--", path], cwd=self.root, check=False)

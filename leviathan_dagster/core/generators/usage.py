@@ -46,10 +46,18 @@ class UsageRecorder:
         self.template_version: str | None = None
         self.prompt_sha256: str | None = None
         self.usd: float | None = None
+        # What the agent had and did (tools offered, bash or why not, refusals, stop): counts and names only.
+        self.agent: dict = {}
         self._lock = threading.Lock()
 
     def describe(self, *, model: str, template_version: str, prompt_sha256: str) -> None:
         self.model, self.template_version, self.prompt_sha256 = model, template_version, prompt_sha256
+        self._flush()
+
+    def note(self, **facts: object) -> None:
+        """Add facts about the attempt's agent to the record (never a prompt or a response)."""
+        with self._lock:
+            self.agent.update(facts)
         self._flush()
 
     def record(self, call: CallUsage, *, usd: float | None = None) -> None:
@@ -78,6 +86,8 @@ class UsageRecorder:
         }
         if self.usd is not None:
             summary["usd"] = self.usd
+        if self.agent:
+            summary["agent"] = dict(self.agent)
         return summary
 
     def _flush(self) -> None:
