@@ -121,8 +121,11 @@ def test_rbac_grants_every_call_dagster_k8s_and_the_executor_make_and_nothing_mo
         {"kind": "ServiceAccount", "name": "leviathan-dagster", "namespace": "leviathan"}
     ]
     assert objects[("ServiceAccount", "leviathan-worker")]["automountServiceAccountToken"] is False
-    # The private image reaches every pod through both accounts.
-    for account in ("leviathan-dagster", "leviathan-worker"):
+    # The private image reaches every pod through its account (a pod without one runs as "default").
+    for (kind, name), obj in objects.items():
+        if kind == "Deployment":
+            assert obj["spec"]["template"]["spec"].get("serviceAccountName"), name
+    for account in ("leviathan-dagster", "leviathan-worker", "leviathan-control-plane"):
         assert objects[("ServiceAccount", account)]["imagePullSecrets"] == [{"name": "leviathan-registry"}]
 
 

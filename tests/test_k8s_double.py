@@ -8,8 +8,10 @@ import json
 from pathlib import Path
 
 import kubernetes
+import kubernetes_validate
 import pytest
-from k8s_double import TEST_IMAGE, running_double
+from k8s_double import TEST_IMAGE, project_image, running_double
+from k8s_double.server import K8S_VERSION
 
 from leviathan_dagster.core.executors.k8s_api import KubernetesApi
 from leviathan_dagster.core.models import KubernetesSettings
@@ -46,13 +48,14 @@ def job(name: str, script: str, *, image: str = TEST_IMAGE, container: dict | No
 
 @pytest.fixture
 def cluster(tmp_path: Path):
-    images = {PRIVATE_IMAGE: None}
-    with running_double(tmp_path, visible=()) as (double, kubeconfig):
-        from k8s_double import project_image
-
-        images[PRIVATE_IMAGE] = project_image()
-        double.cluster.images.update(images)
-        double.cluster.private_registries["ghcr.io"] = "bot:s3cret"
+    # Pods here see nothing of the host beyond the image: no test folder stands in for the network.
+    images = {TEST_IMAGE: project_image(), PRIVATE_IMAGE: project_image()}
+    with running_double(
+        tmp_path, visible=(), images=images, private_registries={"ghcr.io": "bot:s3cret"}
+    ) as (
+        double,
+        kubeconfig,
+    ):
         client = kubernetes.config.new_client_from_config(str(kubeconfig))
         yield double, client
         client.close()
@@ -93,12 +96,10 @@ def test_a_missing_secret_key_is_create_container_config_error_until_it_exists(c
     assert pod.waiting[1] == "couldn't find key token in Secret leviathan/app"
     api_pod = kubernetes.client.CoreV1Api(client).read_namespaced_pod(pod.name, "leviathan")
     assert api_pod.status.container_statuses[0].state.waiting.reason == "CreateContainerConfigError"
-    double.cluster.create_secret("app2", {"token": "t0k"})
-    double.cluster.put(
-        "Secret",
-        "leviathan",
-        {**double.cluster.get("Secret", "leviathan", "app2"), "metadata": {"name": "app"}},
-    )
+    # The operator fixes the Secret (delete and re-create it); the kubelet's retry starts the pod.
+    core = kubernetes.client.CoreV1Api(client)
+    core.delete_namespaced_secret("app", "leviathan")
+    core.create_namespaced_secret("leviathan", {"metadata": {"name": "app"}, "stringData": {"token": "t0k"}})
     j, log = finished(double, "needs-key")
     assert j.finished[0] == "Complete" and "got t0k" in log
 
@@ -208,6 +209,9 @@ def test_a_job_past_its_deadline_is_failure_target_then_failed_then_expires(clus
         ("Failed", "DeadlineExceeded"),
     ]
     assert j.pod.process.poll() is not None and j.pod.deleted  # the controller deleted the pod
+    # What the double serves has the API's own field names (status included).
+    for obj in (j.to_api(), j.pod.to_api()):
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
     api = KubernetesApi(KubernetesSettings(), client)
     double.cluster.wait_until(lambda: api.read_job("slow") is None, 10)  # the TTL controller
 

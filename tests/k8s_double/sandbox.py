@@ -99,8 +99,11 @@ def bwrap_argv(spec: SandboxSpec) -> list[str]:
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), _host_real(mount.target)]
     if spec.read_only_root:
-        args += ["--remount-ro", "/", "--remount-ro", "/tmp"]
-        args += [arg for parent in sorted(rebuilt) for arg in ("--remount-ro", parent)]
+        # Every mount of the image's own (the root, /tmp, rebuilt folders) read-only; a volume
+        # mounted on one of those paths replaced it and stays writable.
+        volumes = {_host_real(m.target) for m in spec.mounts}
+        own = ["/", "/tmp", *sorted(rebuilt)]
+        args += [arg for path in own if path not in volumes for arg in ("--remount-ro", path)]
     args += ["--chdir", spec.workdir, "--clearenv"]
     for name, value in spec.env.items():
         args += ["--setenv", name, value]

@@ -11,9 +11,11 @@ Verbs: create, get, list, delete (PATCH, PUT and watch are answered 405: nothing
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
+import shutil
 import ssl
 import threading
 import time
@@ -188,13 +190,16 @@ class KubernetesApiDouble:
         self._server.shutdown()
         self._server.server_close()
         self.cluster.close()
+        # Pod logs and volumes: gone with the cluster (read them before stopping it).
+        shutil.rmtree(self.cluster.root, ignore_errors=True)
 
     def write_kubeconfig(self, path: Path, namespace: str = "leviathan") -> Path:
+        ca = base64.b64encode(self.cert.read_bytes()).decode()  # inline: the file outlives the double
         config = {
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "double", "cluster": {"server": self.url, "certificate-authority": str(self.cert)}}
+                {"name": "double", "cluster": {"server": self.url, "certificate-authority-data": ca}}
             ],
             "users": [{"name": "admin", "user": {"token": self.token}}],
             "contexts": [
