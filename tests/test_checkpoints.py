@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from test_merkle import ref_mth
 
+from leviathan_dagster.cli.events import verify
 from leviathan_dagster.cli.events_proofs import EVENTS_COMMANDS, checkpoint, prove, verify_checkpoint
 from leviathan_dagster.cli.main import CliContext
 from leviathan_dagster.core.errors import NotFoundError
@@ -238,6 +239,51 @@ def test_broken_chain_forged_note_and_other_log_are_named(home: LeviathanHome, t
 # -- event proofs ------------------------------------------------------------------------------------
 
 
+def test_deleting_latest_note_does_not_let_the_signer_contradict_itself(
+    home: LeviathanHome, tmp_path: Path
+) -> None:
+    # The fault: with latest.note deleted, `events checkpoint` signed a history contradicting an
+    # earlier checkpoint. Every numbered note counts, and so does the state kept beside the key.
+    store = open_log(home)
+    store.append(make_events(5))
+    create_checkpoint(store, home)
+    store.append(make_events(3, start=5))
+    create_checkpoint(store, home)
+    rewrite_log(home, tmp_path, make_events(4) + make_events(6, tag="forged"))
+    (checkpoints_dir(home) / "latest.note").unlink()
+    with pytest.raises(CheckpointError, match="rewritten"):
+        create_checkpoint(open_log(home), home)
+    state = keys_dir(home) / "checkpoint.state"
+    saved = state.read_bytes()
+    state.unlink()  # the numbered notes alone still remember
+    with pytest.raises(CheckpointError, match=r"000000000005\.note: the log was rewritten"):
+        create_checkpoint(open_log(home), home)
+    state.write_bytes(saved)
+    shutil.rmtree(checkpoints_dir(home))  # all the notes gone: the key's state still remembers
+    with pytest.raises(CheckpointError, match="checkpoint.state.*rewritten"):
+        create_checkpoint(open_log(home), home)
+    truncate_log(home, 6)
+    with pytest.raises(CheckpointError, match="checkpoint.state signed 8: truncated"):
+        create_checkpoint(open_log(home), home)
+    assert not checkpoints_dir(home).exists() or not list(checkpoints_dir(home).glob("*.note"))
+
+
+def test_a_note_by_another_key_among_the_checkpoints_stops_the_signer(home: LeviathanHome) -> None:
+    store = open_log(home)
+    store.append(make_events(3))
+    create_checkpoint(store, home)
+    stranger = NoteSigner.generate("leviathan/log-a")
+    forged = sign_checkpoint(Checkpoint("leviathan/log-a", 2, b"\x07" * 32), stranger)
+    (checkpoints_dir(home) / "000000000002.note").write_text(forged, encoding="utf-8")
+    with pytest.raises(CheckpointError, match="000000000002.note does not verify"):
+        create_checkpoint(store, home)
+
+
+def test_an_empty_log_is_not_checkpointed(home: LeviathanHome) -> None:
+    with pytest.raises(CheckpointError, match="empty"):
+        create_checkpoint(open_log(home), home)
+
+
 def test_prove_event_without_and_with_checkpoints(home: LeviathanHome) -> None:
     store = open_log(home)
     store.append(make_events(9))
@@ -317,6 +363,46 @@ def test_cli_checkpoint_prove_and_verify(home: LeviathanHome) -> None:
     assert failed.exit_code == 1 and "FAILED (truncated)" in failed.output
     refused = run(home, checkpoint)
     assert refused.exit_code == 1 and "REFUSED" in refused.output
+
+
+def test_events_verify_checks_the_latest_checkpoint_and_never_says_verified_after_a_failure(
+    home: LeviathanHome, tmp_path: Path
+) -> None:
+    store = open_log(home)
+    store.append(make_events(95))
+    assert run(home, checkpoint).exit_code == 0
+    ok = run(home, verify)
+    assert (
+        ok.exit_code == 0 and "chain verified: 95 events" in ok.output and "checkpoint verified" in ok.output
+    )
+    truncate_log(home, 50)
+    cut = run(home, verify)
+    assert cut.exit_code == 1 and "truncated" in cut.output and "verified" not in cut.output
+    as_json = json.loads(run(home, verify, "--json").output)
+    assert as_json["ok"] is True and as_json["checkpoint"]["finding"] == "truncated"
+
+
+def test_verify_with_a_pinned_key_catches_a_home_whose_key_was_replaced(
+    home: LeviathanHome, tmp_path: Path
+) -> None:
+    store = open_log(home)
+    store.append(make_events(6))
+    assert run(home, checkpoint).exit_code == 0
+    pinned = load_verifier(home).to_key()
+    pin_file = tmp_path / "pinned.pub"
+    pin_file.write_text(pinned + "\n", encoding="utf-8")
+    # Someone with write access to the home rewrites the log, replaces the key and re-signs.
+    rewrite_log(home, tmp_path, make_events(6, tag="forged"))
+    shutil.rmtree(keys_dir(home))
+    shutil.rmtree(checkpoints_dir(home))
+    assert run(home, checkpoint).exit_code == 0
+    assert run(home, verify).exit_code == 0  # the home's own key vouches for its own forgery
+    for key in (pinned, str(pin_file)):
+        result = run(home, verify, "--verifier-key", key)
+        assert result.exit_code == 1 and "bad-checkpoint" in result.output, result.output
+        assert "verified" not in result.output
+    bad_key = run(home, verify, "--verifier-key", "not-a-key")
+    assert bad_key.exit_code == 1 and "bad-checkpoint" in bad_key.output
 
 
 def test_cli_commands_have_help_with_an_example() -> None:

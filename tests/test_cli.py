@@ -144,6 +144,33 @@ def test_run_once_json_reports_the_cycles_attempts_on_stdout_progress_on_stderr(
     assert again["attempts"] == [] and again["skipped"]
 
 
+def test_a_removed_final_newline_is_reported_by_verify_and_kept(project: Project) -> None:
+    # The repro: removing only the final newline of an acknowledged attempt.succeeded made
+    # `events verify` cut the event and report success.
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    log = project.home.events_path
+    last = log.read_bytes().splitlines()[-1]
+    assert b"attempt.succeeded" in last or b"pr.created" in last
+    log.write_bytes(log.read_bytes()[:-1])
+    damaged = log.read_bytes()
+    result = invoke(project, "events", "verify")
+    assert result.exit_code == 1 and "torn" in result.output and "verified" not in result.output
+    assert "complete and chained" in result.output and "bytes " in result.output
+    tail = invoke(project, "events", "tail", "-n", "1")
+    assert last.split(b'"event_type":"')[1].split(b'"')[0].decode() in tail.stdout
+    assert "torn tail" in tail.stderr
+    assert log.read_bytes() == damaged
+
+
+def test_read_commands_never_create_a_log(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    args = ["--config", str(tmp_path / "none.yaml"), "--home", str(home)]
+    for command in (["events", "verify"], ["events", "tail"]):
+        result = CliRunner().invoke(cli, [*args, *command])
+        assert result.exit_code == 2 and f"no event log at {home}" in result.stderr, result.output
+    assert not (home / "events.ndjson").exists() and not list(home.rglob("*.ndjson*"))
+
+
 def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project: Project) -> None:
     assert run_worker(project, "site", "a", "attempt-1").returncode == 0
     assert invoke(project, "events", "checkpoint").exit_code == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from support import backlog_yaml, docs_task, make_project, run_worker
 from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
+from leviathan_dagster.core.events.access import Principal, mint_worker_token
 from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from worker.event_sink import ControlPlaneSink
@@ -165,7 +167,43 @@ SCHEMA_CASES = {
         lambda b: b["events"][2].pop("timestamp"),
         "events[2].timestamp: required",
     ),
-    "bad timestamp": (lambda b: b["events"][0].update(timestamp="yesterday"), "events[0].timestamp: must be"),
+    "bad timestamp": (
+        lambda b: b["events"][0].update(timestamp="yesterday"),
+        "events[0].timestamp: 'yesterday'",
+    ),
+    # The issue's poison: each was accepted with 200, then crashed every later reader for good.
+    "timezone-less timestamp": (
+        lambda b: b["events"][0].update(timestamp="2026-01-01T00:00:00"),
+        "events[0].timestamp: '2026-01-01T00:00:00' is not an RFC 3339 time with an offset",
+    ),
+    "completed_at not a time": (
+        lambda b: b["events"][2]["payload"].update(completed_at="not-a-time"),
+        "events[2].payload.completed_at: 'not-a-time' is not an RFC 3339 time",
+    ),
+    "year 9999": (
+        lambda b: b["events"][2]["payload"].update(completed_at="9999-12-31T00:00:00Z"),
+        "events[2].payload.completed_at: '9999-12-31T00:00:00Z'",
+    ),
+    "created_at an object": (
+        lambda b: b["events"][0]["payload"].update(created_at={}),
+        "events[0].payload.created_at: must be a string, got an object",
+    ),
+    "id with a trailing newline": (
+        lambda b: b["events"][0]["payload"].update(task_id="intro\n"),
+        "events[0].payload.task_id: 'intro\\n' must match",
+    ),
+    "id of 300 characters": (
+        lambda b: b["events"][0]["payload"].update(attempt_id="a" * 300),
+        "events[0].payload.attempt_id:",
+    ),
+    "unknown event type": (
+        lambda b: b["events"][1].update(event_type="attempt.teleported"),
+        "events[1].event_type: 'attempt.teleported' is not a known event type",
+    ),
+    "payload too large": (
+        lambda b: b["events"][1]["payload"].update(blob="x" * 70_000),
+        "events[1].payload: about",
+    ),
     "bad event type": (lambda b: b["events"][1].update(event_type="Attempt Started"), "events[1].event_type"),
     "extra field": (lambda b: b["events"][0].update(seq=4), "events[0].seq: unexpected field"),
     "payload not object": (
@@ -180,17 +218,9 @@ SCHEMA_CASES = {
         lambda b: b["events"][0]["payload"].update(attempt_number="1"),
         "events[0].payload.attempt_number: must be an integer",
     ),
-    "other target": (
-        lambda b: b.update(target="api"),
-        "events[0].payload.target_id: 'site' differs from the bundle's target 'api'",
-    ),
     "integer beyond 2**53": (
         lambda b: b["events"][0]["payload"].update(n=2**60),
-        "events[0]: payload.n: integer",
-    ),
-    "repeated event_id": (
-        lambda b: b["events"][2].update(event_id=b["events"][0]["event_id"]),
-        "events[2].event_id: repeats events[0]",
+        "events[0].payload.n: number 1152921504606846976 is outside ±(2**53 - 1)",
     ),
     "missing bundle_id": (lambda b: b.pop("bundle_id"), "bundle_id: required"),
     "empty events": (lambda b: b.update(events=[]), "events: must be a non-empty list"),
@@ -200,6 +230,33 @@ SCHEMA_CASES = {
         "artifacts[0].sha256: must be 64 lowercase hex digits",
     ),
 }
+
+
+CONFLICT_CASES = {
+    "other target": (
+        lambda b: b.update(target="api"),
+        "events[0].payload.target_id: 'site' differs from the bundle's target 'api'",
+    ),
+    "repeated event_id": (
+        lambda b: b["events"][2].update(event_id=b["events"][0]["event_id"]),
+        "events[2].event_id: repeats events[0]",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONFLICT_CASES))
+def test_a_bundle_that_contradicts_itself_is_409_naming_the_field(
+    client: TestClient, store: NdjsonEventLog, case: str
+) -> None:
+    # Rules across fields, which no JSON Schema can state: kept out of 422 so that the published schema
+    # is exactly what 422 checks (see test_control_plane_fuzz).
+    mutate, problem = CONFLICT_CASES[case]
+    body = bundle(created(), started(), failed("attempt-1"))
+    mutate(body)
+    response = ingest(client, body)
+    assert response.status_code == 409, response.text
+    assert problem in response.json()["detail"]
+    assert store.head()[0] == 0
 
 
 @pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
@@ -331,6 +388,29 @@ def test_healthz_needs_no_token_and_reports_an_unreadable_store(
     monkeypatch.setattr(store, "head", broken)
     down = client.get("/healthz")
     assert down.status_code == 503 and "disk gone" in down.json()["detail"]
+
+
+def test_a_torn_tail_is_reported_and_left_alone_until_the_next_ingest(
+    client: TestClient, store: NdjsonEventLog
+) -> None:
+    ingest(client, bundle(created()))
+    with store.path.open("ab") as handle:
+        handle.write(b'{"seq":2,"prev')
+    damaged = store.path.read_bytes()
+    health = client.get("/healthz").json()
+    assert health["status"] == "torn" and health["head_seq"] == 1
+    assert (health["torn"]["start"], health["torn"]["end"]) == (len(damaged) - 14, len(damaged))
+    page = client.get("/v1/events", headers=AUTH).json()
+    assert page["torn"]["length"] == 14 and [e["seq"] for e in page["events"]] == [1]
+    assert client.get("/v1/graph/summary", headers=AUTH).status_code == 200
+    assert store.path.read_bytes() == damaged  # readers never write
+    assert ingest(client, bundle(started(), bundle_id="b-2")).json()["seqs"] == [3]
+    assert [e.event_type for e in store.read()] == [
+        "attempt.created",
+        "log.tail_quarantined",
+        "attempt.started",
+    ]
+    assert client.get("/healthz").json()["status"] == "ok"
 
 
 def test_metrics_count_ingest_rejections_and_latency(client: TestClient) -> None:
@@ -524,7 +604,7 @@ def test_serve_answers_over_http_with_policy_from_the_config(tmp_path: Path) -> 
         try:
             base = f"http://127.0.0.1:{port}"
             health = _poll(f"{base}/healthz", proc)
-            assert health == {"status": "ok", "head_seq": 0, "head_hash": health["head_hash"]}
+            assert health == {"status": "ok", "head_seq": 0, "head_hash": health["head_hash"], "torn": None}
             request = urllib.request.Request(f"{base}/v1/autonomy/status", headers=AUTH)
             with urllib.request.urlopen(request, timeout=10) as response:
                 status = json.loads(response.read())
@@ -567,3 +647,144 @@ def test_control_plane_and_sink_import_without_dagster() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+# -- scoped tokens -----------------------------------------------------------------------------------
+
+WORKER_KEY = b"k" * 32
+OPERATOR = "operator-secret"
+SCHEDULER = "scheduler-secret"
+
+
+@pytest.fixture
+def scoped(store: NdjsonEventLog) -> TestClient:
+    tokens = {OPERATOR: Principal("alice", "operator"), SCHEDULER: Principal("scheduler", "orchestrator")}
+    return TestClient(create_app(store, tokens=tokens, worker_key=WORKER_KEY))
+
+
+def post_as(client: TestClient, secret: str, body: dict[str, Any]) -> Any:
+    return client.post("/v1/events/ingest", json=body, headers={"Authorization": f"Bearer {secret}"})
+
+
+def test_a_worker_token_appends_only_its_own_attempts_events(
+    scoped: TestClient, store: NdjsonEventLog
+) -> None:
+    assert post_as(scoped, SCHEDULER, bundle(created())).status_code == 200
+    mine = mint_worker_token(WORKER_KEY, "attempt-1")
+    assert post_as(scoped, mine, bundle(started(), bundle_id="b-2")).status_code == 200
+    other = post_as(scoped, mine, bundle(failed("attempt-2"), bundle_id="b-3"))
+    assert other.status_code == 403
+    assert other.json()["detail"] == ["events[0]: this worker token speaks for attempt 'attempt-1' only"]
+    forged = post_as(scoped, mine, bundle(created("attempt-9", number=2), bundle_id="b-4"))
+    assert forged.status_code == 403 and "a worker token may append only" in forged.json()["detail"][0]
+    # A token minted under another key, or for another attempt with this one's MAC, is no token.
+    assert post_as(scoped, mint_worker_token(b"x" * 32, "attempt-1"), bundle(started())).status_code == 401
+    spliced = "wk1.attempt-2." + mine.rpartition(".")[2]
+    assert post_as(scoped, spliced, bundle(started("attempt-2"))).status_code == 401
+    actors = [(e.event_type, e.event.actor_id) for e in store.read()]
+    assert actors == [("attempt.created", "scheduler"), ("attempt.started", "worker:attempt-1")]
+
+
+def test_operator_events_need_an_operator_token(scoped: TestClient, store: NdjsonEventLog) -> None:
+    pause = Event.new("target.paused", {"target_id": "site", "reason": "maintenance"}, actor_id="anyone")
+    refused = post_as(scoped, SCHEDULER, bundle(pause))
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == [
+        "events[0]: target.paused is an operator action: it needs an operator token"
+    ]
+    reset = Event.new("circuit.reset", {"target_id": "site"}, actor_id="anyone")
+    worker = mint_worker_token(WORKER_KEY, "attempt-1")
+    assert post_as(scoped, worker, bundle(reset, bundle_id="b-2")).status_code == 403
+    assert post_as(scoped, OPERATOR, bundle(pause, bundle_id="b-3")).status_code == 200
+    [stored] = list(store.read())
+    assert (stored.event_type, stored.event.actor_id) == ("target.paused", "alice")
+
+
+def test_the_single_unnamed_token_cannot_append_operator_events(client: TestClient) -> None:
+    reset = Event.new("circuit.reset", {"target_id": "site"}, actor_id="operator")
+    assert ingest(client, bundle(reset)).status_code == 403
+
+
+def test_serve_reads_named_tokens_from_the_config(tmp_path: Path) -> None:
+    from leviathan_dagster.cli.context import CliContext
+    from leviathan_dagster.cli.control_plane import _named_tokens
+    from leviathan_dagster.core.home import LeviathanHome
+
+    config = tmp_path / "leviathan.yaml"
+    project = make_project(
+        tmp_path / "p", {"site": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}}}
+    )
+    text = project.config_path.read_text()
+    config.write_text(
+        text
+        + "control_plane:\n  tokens:\n    - {name: alice, role: operator, secret: {env: CP_ALICE}}\n"
+        + "  worker_token_key: {env: CP_WORKERS}\n"
+    )
+    ctx = CliContext(config_path=config, home=LeviathanHome(tmp_path / "home"))
+    tokens, key = _named_tokens(ctx, {"CP_ALICE": "a-secret", "CP_WORKERS": "w" * 40})
+    assert tokens == {"a-secret": Principal("alice", "operator")} and key == b"w" * 40
+    with pytest.raises(ConfigError, match="CP_ALICE is not set"):
+        _named_tokens(ctx, {"CP_WORKERS": "w" * 40})
+    config.write_text(
+        text + "control_plane:\n  tokens:\n    - {name: 'bad id', role: root, secret: literal}\n"
+    )
+    with pytest.raises(ConfigError) as caught:
+        _named_tokens(ctx, {})
+    message = str(caught.value)
+    assert "name must be an id" in message and "role 'root' is unknown" in message and "secret" in message
+
+
+# -- slow and vanishing clients ----------------------------------------------------------------------
+
+
+def _raw_post(url: str, declared: int, sent: bytes) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=10)
+    head = (
+        f"POST /v1/events/ingest HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {TOKEN}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+    )
+    conn.sendall(head.encode() + sent)
+    return conn
+
+
+def test_a_body_that_stops_arriving_is_answered_408(store: NdjsonEventLog) -> None:
+    with serving(create_app(store, token=TOKEN, body_timeout=0.5)) as url:
+        conn = _raw_post(url, 500, b'{"target": "si')
+        with conn:
+            answer = conn.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408") and "request body timeout" in answer
+    assert store.head()[0] == 0
+
+
+def test_a_client_disconnect_is_one_log_line_and_writes_nothing(
+    store: NdjsonEventLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    with serving(create_app(store, token=TOKEN)) as url:
+        _raw_post(url, 500, b'{"target": "si').close()
+        deadline = time.monotonic() + 10
+        while "disconnected before sending the whole body" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.02)
+    assert "Traceback" not in caplog.text and "Exception in ASGI application" not in caplog.text
+    [line] = [r for r in caplog.records if "disconnected" in r.getMessage()]
+    assert "\n" not in line.getMessage() and line.exc_info is None
+    assert store.head()[0] == 0
+
+
+def test_poison_already_in_the_log_is_an_anomaly_not_a_500(client: TestClient, store: NdjsonEventLog) -> None:
+    # Written straight into the store (before validation existed): the issue saw 500s on every read.
+    good = failed("attempt-1")
+    store.append(
+        [
+            created(),
+            Event("p-1", "attempt.failed", good.timestamp, "w", {**good.payload, "completed_at": {}}),
+            Event("p-2", "attempt.started", "2026-01-01T00:00:00", "w", dict(IDS)),
+        ]
+    )
+    assert client.get("/v1/graph/summary", headers=AUTH).status_code == 200
+    assert client.get("/v1/attempts/attempt-1", headers=AUTH).json()["record"]["status"] == "created"
+    site = client.get("/v1/autonomy/status", headers=AUTH).json()["targets"]["site"]
+    assert [(a["seq"], a["attempt_id"]) for a in site["anomalies"]] == [(2, "attempt-1"), (3, "attempt-1")]
+    assert site["anomalies"][0]["problem"] == "payload.completed_at: must be a string, got an object"

@@ -4,6 +4,7 @@ spliced files, a failing disk) and the multi-process lock, tested with real proc
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import math
@@ -16,7 +17,13 @@ from pathlib import Path
 import pytest
 from event_log_contract import EventStoreContract, make_event
 
-from leviathan_dagster.core.errors import ConfigError, EventLogCorrupted, TransientError
+from leviathan_dagster.core.errors import (
+    ConfigError,
+    ConflictError,
+    EventLogCorrupted,
+    NotFoundError,
+    TransientError,
+)
 from leviathan_dagster.core.events.chain import (
     InvalidEvent,
     canonical_event_bytes,
@@ -38,8 +45,8 @@ class UnlockedLog(NdjsonEventLog):
     def _locked(self):  # type: ignore[no-untyped-def]
         return nullcontext()
 
-    def _read_tail(self, fd: int, *, repair: bool) -> tuple[int, str, int]:
-        tail = super()._read_tail(fd, repair=repair)
+    def _read_tail(self, fd: int) -> tuple[int, str, int]:
+        tail = super()._read_tail(fd)
         time.sleep(0.002)
         return tail
 
@@ -180,11 +187,22 @@ def test_line_with_rewritten_links_is_found(five: NdjsonEventLog) -> None:
 
 def test_truncated_last_line(five: NdjsonEventLog) -> None:
     original = five.path.read_bytes()
-    for cut in (1, 10, len(lines_of(five)[-1]) - 1):
+    last = len(lines_of(five)[-1])
+    for cut in (1, 10, last - 1):
         five.path.write_bytes(original[:-cut])
         report = five.verify()
-        assert (report.first_bad_seq, report.events, report.kind) == (5, 4, "torn")
-        assert report.reason.startswith("torn tail")
+        # Only the newline gone: seq 5 is whole and still counts, but the tail is reported all the same.
+        complete = cut == 1
+        assert (report.ok, report.first_bad_seq, report.events, report.kind) == (
+            False,
+            5,
+            4 + complete,
+            "torn",
+        )
+        assert report.byte_range == (len(original) - last, len(original) - cut)
+        assert report.reason.startswith("torn tail: bytes ")
+        assert ("complete and chained" in report.reason) == complete
+        assert five.path.read_bytes() == original[:-cut]  # verify never writes
     # A whole last line removed leaves a shorter, valid chain: only a head recorded elsewhere shows it.
     five.path.write_bytes(b"".join(original.splitlines(keepends=True)[:4]))
     assert five.verify().ok and five.verify().events == 4
@@ -205,56 +223,112 @@ def test_log_spliced_from_another_log_has_a_bad_genesis(tmp_path: Path) -> None:
 # -- torn tails and failed writes --------------------------------------------------------------------
 
 
-def test_torn_tail_is_invisible_to_readers_and_trimmed_by_the_next_append(five: NdjsonEventLog) -> None:
+def test_readers_never_change_a_torn_tail(five: NdjsonEventLog, caplog: pytest.LogCaptureFixture) -> None:
     acknowledged = list(five.read())
     with five.path.open("ab") as handle:  # a crash in the middle of an append's write
         handle.write(b'{"seq":6,"event_id":"half-writ')
-    assert list(five.read()) == acknowledged
-    assert five.head() == (5, acknowledged[-1].hash)
-    assert five.verify().reason.startswith("torn tail")
-    assert five.append_one(make_event(6)).prev_hash == acknowledged[-1].hash
-    report = five.verify()
-    assert report.ok and report.events == 6
-    assert b"half-writ" not in five.path.read_bytes()
+    damaged = five.path.read_bytes()
+    caplog.set_level(logging.WARNING, logger="leviathan_dagster.core.events.ndjson")
+    reader = NdjsonEventLog(five.path, read_only=True)
+    for store in (five, reader, NdjsonEventLog(five.path)):
+        assert list(store.read()) == acknowledged
+        assert store.head() == (5, acknowledged[-1].hash)
+        report = store.verify()
+        assert (report.ok, report.kind, report.byte_range) == (
+            False,
+            "torn",
+            (len(damaged) - 30, len(damaged)),
+        )
+        assert store.torn_tail().complete is None
+    assert "torn tail: bytes" in caplog.text
+    assert five.path.read_bytes() == damaged
 
 
-def test_every_cut_of_the_last_bundle_is_repaired_on_open(
-    five: NdjsonEventLog, caplog: pytest.LogCaptureFixture
-) -> None:
-    # A crash can leave any prefix of the last bundle's single write on disk. Opening the log keeps
-    # every complete line (the acknowledged events and any whole lines of the torn bundle) and cuts
-    # the partial one, so the log verifies, nothing acknowledged is lost, and appends chain on.
+def test_removing_the_last_newline_of_an_acknowledged_event_loses_nothing(five: NdjsonEventLog) -> None:
+    # The issue's repro: an acknowledged attempt.succeeded whose final newline was removed was cut by
+    # the next reader, and verify then reported success.
+    succeeded = five.append_one(make_event(6, kind="attempt.succeeded"))
+    five.path.write_bytes(five.path.read_bytes()[:-1])
+    reader = NdjsonEventLog(five.path, read_only=True)
+    assert [e.seq for e in reader.read()][-1] == 6 and reader.head() == (6, succeeded.hash)
+    assert reader.get(succeeded.event.event_id) == succeeded
+    report = reader.verify()
+    assert (report.ok, report.kind, report.events) == (False, "torn", 6)
+    # The appender keeps the event and adds the newline; nothing is quarantined.
+    assert five.append_one(make_event(7)).prev_hash == succeeded.hash
+    assert five.verify().ok and five.verify().events == 7
+    assert not list(five.path.parent.glob("*.quarantine-*"))
+
+
+def test_the_appender_quarantines_a_fragment_and_records_it(five: NdjsonEventLog) -> None:
+    acknowledged = five.head()
+    fragment = b'{"seq":6,"event_id":"half-writ'
+    with five.path.open("ab") as handle:
+        handle.write(fragment)
+    offset = five.path.stat().st_size - len(fragment)
+    stored = five.append([make_event(6)])
+    # The caller's event comes after the record of the repair, which chains onto the last good event.
+    assert stored[0].seq == 7
+    record = five.get(stored[0].event.event_id)
+    assert record is not None and record.seq == 7
+    repair = list(five.read(after_seq=5))[0]
+    assert repair.event_type == "log.tail_quarantined" and repair.prev_hash == acknowledged[1]
+    quarantine = five.path.parent / repair.payload["quarantine_file"]
+    assert quarantine.read_bytes() == fragment
+    assert repair.payload == {
+        "quarantine_file": quarantine.name,
+        "offset": offset,
+        "length": len(fragment),
+        "sha256": hashlib.sha256(fragment).hexdigest(),
+    }
+    assert five.verify().ok and five.verify().events == 7
+    assert fragment not in five.path.read_bytes()
+
+
+def test_every_cut_of_the_last_bundle_is_repaired_by_the_next_append(five: NdjsonEventLog) -> None:
+    # A crash can leave any prefix of the last bundle's single write on disk. Opening the log changes
+    # nothing; the next append keeps every complete line (and a last line missing only its newline),
+    # quarantines a partial one, and chains on: nothing acknowledged is lost, the log verifies.
     acknowledged = five.path.read_bytes()
     bundle = [make_event(i, text="torn ☃") for i in range(6, 10)]
     five.append(bundle)
     full = five.path.read_bytes()
     bundle_lines = full[len(acknowledged) :].splitlines(keepends=True)
-    caplog.set_level(logging.WARNING, logger="leviathan_dagster.core.events.ndjson")
+    ends = [len(acknowledged) + sum(map(len, bundle_lines[:n])) for n in range(len(bundle_lines) + 1)]
     for cut in range(len(acknowledged), len(full)):
+        for old in five.path.parent.glob("*.quarantine-*"):
+            old.unlink()
         five.path.write_bytes(full[:cut])
-        caplog.clear()
         reopened = NdjsonEventLog(five.path)
-        complete = sum(
-            1
-            for n in range(1, len(bundle_lines) + 1)
-            if cut >= len(acknowledged) + sum(map(len, bundle_lines[:n]))
-        )
-        kept = acknowledged + b"".join(bundle_lines[:complete])
-        assert reopened.path.read_bytes() == kept, cut
-        assert ("torn tail" in caplog.text) == (len(kept) != cut)
+        assert reopened.path.read_bytes() == full[:cut], cut  # opening is reading: no change
+        complete = sum(1 for end in ends[1:] if cut >= end - 1)  # a line missing only "\n" is whole
+        fragment = cut not in ends and cut + 1 not in ends
+        stored = reopened.append(bundle)
+        assert [item.seq for item in stored][complete:] == list(range(6 + complete + fragment, 10 + fragment))
         report = reopened.verify(full=False)
-        assert report.ok and report.events == 5 + complete
-        # Retrying the crashed bundle appends exactly the events the crash lost.
-        assert [item.seq for item in reopened.append(bundle)] == [6, 7, 8, 9]
-        assert reopened.path.read_bytes() == full
+        assert report.ok and report.events == 9 + fragment
+        assert len(list(five.path.parent.glob("*.quarantine-*"))) == fragment
 
 
-def test_torn_first_line_is_trimmed_to_an_empty_log(tmp_path: Path) -> None:
+def test_torn_first_line_is_quarantined_by_the_first_append(tmp_path: Path) -> None:
     store = NdjsonEventLog(log_path(tmp_path))
     store.path.write_bytes(b'{"seq":1,')
     assert store.head() == (0, store.genesis)
-    assert store.append_one(make_event(1)).seq == 1
+    assert store.append_one(make_event(1)).seq == 2
     assert store.verify().ok
+
+
+def test_read_only_open_creates_nothing(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="no event log at"):
+        NdjsonEventLog(log_path(tmp_path), read_only=True)
+    assert not (tmp_path / "logs").exists()
+    store = NdjsonEventLog(log_path(tmp_path))
+    store.append_one(make_event(1))
+    store.lock_path.unlink()
+    reader = NdjsonEventLog(store.path, read_only=True)
+    assert reader.verify().ok and not store.lock_path.exists()
+    with pytest.raises(TransientError, match="read-only"):
+        reader.append_one(make_event(2))
 
 
 def test_garbage_last_line_stops_appends(five: NdjsonEventLog) -> None:
@@ -352,3 +426,22 @@ def test_genesis_and_chain_hash_formulas() -> None:
         chain_hash(prev, 1, b"{}")
         == hashlib.sha256(bytes.fromhex(prev) + b"\0" * 7 + b"\1" + inner).hexdigest()
     )
+
+
+def test_a_refused_append_still_records_the_repair_it_made(five: NdjsonEventLog) -> None:
+    first = next(iter(five.read())).event
+    with five.path.open("ab") as handle:
+        handle.write(b"garbage without a newline")
+    with pytest.raises(ConflictError):
+        five.append([replace(first, payload={"other": True})])
+    assert [e.event_type for e in five.read()][-1] == "log.tail_quarantined"
+    assert five.verify().ok
+
+
+def test_an_unreadable_last_line_stops_the_appender_before_it_repairs_anything(five: NdjsonEventLog) -> None:
+    with five.path.open("ab") as handle:
+        handle.write(b"not json\ntorn")
+    damaged = five.path.read_bytes()
+    with pytest.raises(EventLogCorrupted):
+        five.append_one(make_event(7))
+    assert five.path.read_bytes() == damaged and not list(five.path.parent.glob("*.quarantine-*"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -20,13 +21,14 @@ from event_log_contract import EventStoreContract, make_event
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from leviathan_dagster.core.errors import ConfigError, ConflictError, TransientError
+from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.events.postgres import PostgresEventLog
 from leviathan_dagster.core.events.postgres_schema import CONFLICT_SQLSTATE
 from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import EventLogSettings
+from worker.event_sink import StoreSink
 
 ADMIN_DSN_ENV = "LEVIATHAN_TEST_POSTGRES_DSN"
 DEFAULT_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -332,3 +334,51 @@ def test_open_event_log_opens_postgres_from_settings(postgres_dsn: str, tmp_path
     with open_event_log(LeviathanHome(tmp_path), settings, environ={"LOG_DSN": postgres_dsn}) as store:
         assert isinstance(store, PostgresEventLog)
         assert store.append_one(make_event(1)).seq == 1
+
+
+def test_the_workers_sink_retries_through_killed_sessions_and_lands_once(
+    five: PostgresEventLog, postgres_dsn: str
+) -> None:
+    # The fault: a PostgreSQL restart while the test command ran lost a successful attempt,
+    # because the worker's one append was never retried. Here every append's session is killed by the
+    # server until the trigger is dropped (a second later, from another connection); the sink keeps
+    # retrying with backoff, reopening the store, and the bundle lands exactly once.
+    store = PostgresEventLog(postgres_dsn, table_prefix=five.tables.prefix)
+    sink = StoreSink(store, opener=lambda: PostgresEventLog(postgres_dsn, table_prefix=five.tables.prefix))
+    bundle = [make_event(200), make_event(201)]
+    kill_the_session_before_the_head_moves(postgres_dsn, five)
+    disarmer = threading.Timer(1.0, disarm, (postgres_dsn, five))
+    disarmer.start()
+    try:
+        assert sink.append(bundle) == [6, 7]
+    finally:
+        disarmer.join()
+    assert sink.append(bundle) == [6, 7]  # a replay of an acknowledged bundle writes nothing
+    assert five.head()[0] == 7 and five.verify().ok
+
+
+def test_the_sink_gives_up_after_its_bounded_retries(five: PostgresEventLog, postgres_dsn: str) -> None:
+    waits: list[float] = []
+    sink = StoreSink(PostgresEventLog(postgres_dsn, table_prefix=five.tables.prefix), sleep=waits.append)
+    kill_the_session_before_the_head_moves(postgres_dsn, five)
+    try:
+        with pytest.raises(TransientError, match="append failed"):
+            sink.append([make_event(300)])
+    finally:
+        disarm(postgres_dsn, five)
+    assert waits == [0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    assert five.head()[0] == 5
+
+
+def test_a_read_only_open_creates_no_tables(postgres_dsn: str, tmp_path: Path) -> None:
+    prefix = prefix_for(tmp_path)
+    with pytest.raises(NotFoundError, match=f"no event log at PostgreSQL table {prefix}_head"):
+        PostgresEventLog(postgres_dsn, table_prefix=prefix, read_only=True)
+    with psycopg.connect(postgres_dsn) as conn:
+        assert conn.execute("SELECT to_regclass(%s)", (f"{prefix}_head",)).fetchone() == (None,)
+    writer = PostgresEventLog(postgres_dsn, table_prefix=prefix)
+    writer.append([make_event(1)])
+    reader = PostgresEventLog(postgres_dsn, table_prefix=prefix, read_only=True)
+    assert reader.log_id == writer.log_id and reader.verify().ok and reader.head() == writer.head()
+    with pytest.raises(TransientError, match="read-only"):
+        reader.append([make_event(2)])

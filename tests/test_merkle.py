@@ -154,11 +154,35 @@ def test_wrong_consistency_inputs_are_rejected(trees) -> None:
 
 def test_edge_sizes_for_consistency(trees) -> None:
     root = trees[9].root()
-    assert trees[9].consistency_proof(9) == [] and trees[9].consistency_proof(0) == []
+    assert trees[9].consistency_proof(9) == []
     assert verify_consistency(9, 9, root, root, [])
     assert not verify_consistency(9, 9, root, trees[8].root(), [])
-    assert verify_consistency(0, 9, EMPTY_ROOT, root, [])
+    # RFC 9162 defines no proof from the empty tree, nor any proof over size 0: all refused.
+    with pytest.raises(ValueError):
+        trees[9].consistency_proof(0)
+    assert not verify_consistency(0, 9, EMPTY_ROOT, root, [])
     assert not verify_consistency(0, 9, root, root, [])
+    assert not verify_consistency(0, 0, EMPTY_ROOT, EMPTY_ROOT, [])
+    assert not verify_inclusion(0, 0, leaf_hash(DATA[0]), [], EMPTY_ROOT)
+
+
+def test_hashes_of_the_wrong_length_never_verify(trees) -> None:
+    m, n, i = 6, 27, 9
+    root_m, root_n = trees[m].root(), trees[n].root()
+    proof = trees[n].consistency_proof(m)
+    path = trees[n].inclusion_proof(i)
+    leaf = leaf_hash(DATA[i])
+    assert verify_consistency(m, n, root_m, root_n, proof) and verify_inclusion(i, n, leaf, path, root_n)
+    for bad in (b"", root_n[:31], root_n + b"\x00", "not bytes"):
+        assert not verify_consistency(m, n, bad, root_n, proof)
+        assert not verify_consistency(m, n, root_m, bad, proof)
+        assert not verify_consistency(m, n, root_m, root_n, [*proof[:-1], bad])
+        assert not verify_inclusion(i, n, bad, path, root_n)
+        assert not verify_inclusion(i, n, leaf, path, bad)
+        assert not verify_inclusion(i, n, leaf, [bad, *path[1:]], root_n)
+    # A single-leaf tree: the leaf hash is the root; the same bytes cut short must not pass.
+    one = trees[1].root()
+    assert verify_inclusion(0, 1, one, [], one) and not verify_inclusion(0, 1, one[:16], [], one[:16])
 
 
 def test_out_of_range_requests_raise(trees) -> None:

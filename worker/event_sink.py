@@ -20,6 +20,7 @@ from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
 from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.events.registry import open_event_log
+from leviathan_dagster.core.events.retry import RetryingAppender
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
 from worker.environment import WorkerEnv
@@ -43,13 +44,25 @@ class EventSink(Protocol):
 
 
 class StoreSink:
-    """Appends straight to an event store (the embedded default)."""
+    """Appends straight to an event store (the embedded default), retrying transient failures (a
+    database restart, a killed connection, a busy head lock) with backoff: the worker's bundle is what
+    proves its PR, so one failed try must not lose it. ``opener`` reopens the store between tries."""
 
-    def __init__(self, store: EventStore) -> None:
-        self.store = store
+    def __init__(
+        self,
+        store: EventStore | None = None,
+        *,
+        opener: Callable[[], EventStore] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._appender = RetryingAppender(store, opener=opener, sleep=sleep)
+
+    @property
+    def store(self) -> EventStore:
+        return self._appender.store
 
     def append(self, events: Sequence[Event]) -> list[int]:
-        return [stored.seq for stored in self.store.append(events)]
+        return [stored.seq for stored in self._appender.append(events)]
 
 
 class ControlPlaneSink:
@@ -154,7 +167,8 @@ def sink_for(env: WorkerEnv, home: LeviathanHome) -> EventSink:
     # The same backend the orchestrator writes to (leviathan.yaml's ``event_log``), so the worker's
     # events and the orchestrator's land in one chain.
     settings = load_project_config(env.config_path).event_log if env.config_path.exists() else None
-    return StoreSink(open_event_log(home, settings))
+    # Opened now, so that a bad event_log setting is the worker's first error, and again after a failure.
+    return StoreSink(open_event_log(home, settings), opener=lambda: open_event_log(home, settings))
 
 
 def _retry_after(value: str | None) -> float | None:

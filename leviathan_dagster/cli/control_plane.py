@@ -11,6 +11,7 @@ import click
 from leviathan_dagster.cli.context import CliContext, pass_ctx
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.events.access import Principal
 
 TOKEN_ENV = "LEVIATHAN_CONTROL_PLANE_TOKEN"
 
@@ -43,20 +44,49 @@ def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
 
     from leviathan_dagster.control_plane import create_app
 
-    token = os.environ.get(TOKEN_ENV, "").strip()
-    if not token:
+    tokens, worker_key = _named_tokens(ctx, os.environ)
+    token = os.environ.get(TOKEN_ENV, "").strip() or None
+    if not token and not tokens and not worker_key:
         raise ConfigError(
-            f"{TOKEN_ENV} is not set; the control plane refuses to start without a bearer token "
-            f"(e.g. export {TOKEN_ENV}=$(openssl rand -hex 32))"
+            f"{TOKEN_ENV} is not set and leviathan.yaml names no control_plane tokens; the control plane "
+            f"refuses to start without one (e.g. export {TOKEN_ENV}=$(openssl rand -hex 32))"
         )
     app = create_app(
         ctx.event_log(),
         token=token,
+        tokens=tokens,
+        worker_key=worker_key,
         max_bundle_bytes=max_bundle_bytes,
         targets_status=lambda: _policies(ctx),
     )
     click.echo(f"control plane on http://{host}:{port} (events: {ctx.home.events_path})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", ws="none", lifespan="off")
+
+
+def _named_tokens(ctx: CliContext, environ: Mapping[str, str]) -> tuple[dict[str, Principal], bytes | None]:
+    """The ``control_plane:`` tokens of leviathan.yaml, each read from its environment variable."""
+    if not ctx.config_path.exists():
+        return {}, None
+    settings = load_project_config(ctx.config_path).control_plane
+    tokens: dict[str, Principal] = {}
+    for spec in settings.tokens:
+        secret = environ.get(spec.secret_env, "").strip()
+        if not secret:
+            raise ConfigError(
+                f"control_plane token {spec.name!r}: environment variable {spec.secret_env} is not set. "
+                f"Fix: export {spec.secret_env}=$(openssl rand -hex 32)"
+            )
+        tokens[secret] = Principal(spec.name, spec.role)
+    worker_key = None
+    if settings.worker_key_env:
+        raw = environ.get(settings.worker_key_env, "").strip()
+        if len(raw) < 32:
+            raise ConfigError(
+                f"control_plane.worker_token_key: {settings.worker_key_env} must hold at least 32 "
+                f"characters. Fix: export {settings.worker_key_env}=$(openssl rand -hex 32)"
+            )
+        worker_key = raw.encode("utf-8")
+    return tokens, worker_key
 
 
 def _policies(ctx: CliContext) -> Mapping[str, Mapping[str, Any]]:

@@ -26,6 +26,7 @@ from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import leviathan_run_records, run_info
+from leviathan_dagster.defs.platform.runs import process_tags
 
 Echo = Callable[[str], None]
 # The runs' full event logs (and failures) are in the instance and the UI; the terminal gets our summary.
@@ -113,7 +114,7 @@ def _run_cycle(
         run = attempt_job.execute_in_process(
             instance=instance,
             partition_key=request.partition_key,
-            tags={**request.tags, "dagster/run_key": request.run_key},
+            tags={**request.tags, "dagster/run_key": request.run_key, **process_tags()},
             run_config=run_config,
             raise_on_error=False,
         )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from pathlib import Path
 
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
 from leviathan_dagster.cli.events_proofs import EVENTS_COMMANDS, verify_checkpoint
 from leviathan_dagster.cli.events_transfer import TRANSFER_COMMANDS
+from leviathan_dagster.core.events.proofs import LATEST_FILE, checkpoints_dir
 
 
 @click.group()
@@ -23,13 +25,14 @@ def events() -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (NDJSON).")
 @pass_ctx
 def tail(ctx: CliContext, lines: int, event_type: str | None, as_json: bool) -> None:
-    """Show the last events.
+    """Show the last events (and, on stderr, any torn tail after them; reading changes nothing).
 
     \b
     Example:
       leviathan events tail -n 50 --type attempt.failed
     """
-    last = deque((e for e in ctx.event_log().read() if event_type in (None, e.event_type)), maxlen=lines)
+    store = ctx.event_log(read_only=True)
+    last = deque((e for e in store.read() if event_type in (None, e.event_type)), maxlen=lines)
     for stored in last:
         if as_json:
             click.echo(json.dumps(stored.to_dict(), sort_keys=True))
@@ -38,6 +41,9 @@ def tail(ctx: CliContext, lines: int, event_type: str | None, as_json: bool) -> 
             subject = p.get("attempt_id") or p.get("task_id") or p.get("pr_number") or ""
             extra = p.get("failure_type") or p.get("pr_url") or p.get("status") or ""
             click.echo(f"{stored.seq:>6} {stored.event.timestamp} {stored.event_type:<18} {subject} {extra}")
+    torn = store.torn_tail()
+    if torn is not None:
+        click.secho(f"warning: {torn.describe()}", fg="yellow", err=True)
 
 
 @events.command()
@@ -45,30 +51,49 @@ def tail(ctx: CliContext, lines: int, event_type: str | None, as_json: bool) -> 
     "--checkpoint",
     "checkpoint_file",
     type=click.Path(exists=True, dir_okay=False),
-    help="Also check the log against this signed checkpoint (detects truncation and re-hashing).",
+    help="Check the log against this signed checkpoint [default: <home>/checkpoints/latest.note if any].",
+)
+@click.option(
+    "--verifier-key",
+    help="The checkpoint key to trust: a verifier key (name+id+key) or a file holding one "
+    "[default: <home>/keys/checkpoint.pub]. Pin it when the home itself is what you are checking.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
 @pass_ctx
-def verify(ctx: CliContext, checkpoint_file: str | None, as_json: bool) -> None:
-    """Re-hash the whole chain; exit 1 and name the first bad seq if anything was changed.
+def verify(ctx: CliContext, checkpoint_file: str | None, verifier_key: str | None, as_json: bool) -> None:
+    """Re-hash the whole chain and check it against the latest signed checkpoint; exit 1 and name
+    the first bad seq (or the checkpoint finding) if anything was changed, cut or torn.
 
     \b
     Example:
       leviathan events verify
-      leviathan events verify --checkpoint ~/.leviathan/checkpoints/latest.note
+      leviathan events verify --checkpoint copy-of-latest.note --verifier-key leviathan/…+1a2b3c4d+AQ…
     """
-    report = ctx.event_log().verify()
-    checked = (
-        verify_checkpoint(ctx, checkpoint_file, as_json=as_json, exit_on_failure=False)
-        if (checkpoint_file and report.ok)
-        else None
-    )
+    store = ctx.event_log(read_only=True)
+    report = store.verify()
+    note = Path(checkpoint_file) if checkpoint_file else checkpoints_dir(ctx.home) / LATEST_FILE
+    checked = None
+    if report.ok and (checkpoint_file or note.exists()):
+        checked = verify_checkpoint(ctx, note, verifier_key=verifier_key, store=store, quiet=True)
     if as_json:
         emit_json({**report.__dict__, "checkpoint": checked.to_dict() if checked else None})
-    elif report.ok:
-        click.secho(f"chain verified: {report.events} events, head {report.head_hash}", fg="green")
+    elif not report.ok:
+        where = f" (bytes {report.byte_range[0]}..{report.byte_range[1]})" if report.byte_range else ""
+        click.secho(
+            f"chain BROKEN at seq {report.first_bad_seq} [{report.kind}]{where}: {report.reason}", fg="red"
+        )
+    elif checked is not None and not checked.ok:
+        click.secho(f"log FAILED the checkpoint check ({checked.finding}): {checked.detail}", fg="red")
+        click.echo(
+            f"note: {note}; the hash chain alone is self-consistent ({report.events} events), "
+            "as a cut or re-hashed log is"
+        )
     else:
-        click.secho(f"chain BROKEN at seq {report.first_bad_seq}: {report.reason}", fg="red")
+        click.secho(f"chain verified: {report.events} events, head {report.head_hash}", fg="green")
+        if checked is not None:
+            click.secho(f"checkpoint verified: {checked.detail} ({note})", fg="green")
+        else:
+            click.echo("no checkpoint yet: `leviathan events checkpoint` signs one, so truncation shows too")
     if not report.ok or (checked is not None and not checked.ok):
         raise SystemExit(1)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
-from leviathan_dagster.core.errors import ConfigError, NotFoundError
+from leviathan_dagster.core.errors import LeviathanError, NotFoundError
 from leviathan_dagster.core.events.checkpoint import CheckpointError, NoteVerifier
 from leviathan_dagster.core.events.proofs import (
     CheckpointReport,
@@ -18,6 +18,8 @@ from leviathan_dagster.core.events.proofs import (
     verify_against_checkpoint,
     verify_event_proof,
 )
+from leviathan_dagster.core.events.store import EventStore
+from leviathan_dagster.core.home import LeviathanHome
 
 
 @click.command()
@@ -62,7 +64,7 @@ def prove(ctx: CliContext, event_id: str, as_json: bool) -> None:
       leviathan events prove --event 0b6f3c1e-2d4a-4c8e-9f10-5a7d2e9c4b11 --json > proof.json
     """
     try:
-        proof = prove_event(ctx.event_log(), event_id, ctx.home)
+        proof = prove_event(ctx.event_log(read_only=True), event_id, ctx.home)
         verify_event_proof(proof, load_verifier(ctx.home) if proof["checkpoint"] else None)
     except (CheckpointError, NotFoundError) as exc:
         click.secho(f"cannot prove event {event_id}: {exc}", fg="red")
@@ -88,29 +90,43 @@ def verify_checkpoint(
     path: str | Path,
     *,
     verifier_key: str | None = None,
-    as_json: bool = False,
+    store: EventStore | None = None,
+    quiet: bool = False,
     exit_on_failure: bool = True,
 ) -> CheckpointReport:
-    """Check the log against the signed checkpoint in ``path`` (for ``events verify --checkpoint``).
+    """Check the log against the signed checkpoint in ``path`` (``events verify``'s checkpoint half).
 
-    Uses the home's verifier key unless ``verifier_key`` is given. Prints one line (nothing with
-    ``as_json``: the caller puts ``report.to_dict()`` into its own JSON) and exits 1 if the
-    checkpoint is forged or the log was truncated or rewritten since it was signed.
+    ``verifier_key`` pins the key to trust (a key string or a file holding one); without it the home's
+    ``keys/checkpoint.pub`` is used. A missing or unreadable key or note is a failed check
+    (``bad-checkpoint``), never a pass. Prints one line unless ``quiet``, and exits 1 on failure unless
+    ``exit_on_failure`` is False (``quiet`` callers report themselves and never exit here).
     """
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read checkpoint {path}: {exc}") from None
-    verifier = NoteVerifier.from_key(verifier_key) if verifier_key else load_verifier(ctx.home)
-    report = verify_against_checkpoint(ctx.event_log(), text, verifier)
-    if not as_json:
-        if report.ok:
-            click.secho(f"checkpoint verified: {report.detail}", fg="green")
-        else:
-            click.secho(f"checkpoint check FAILED ({report.finding}): {report.detail}", fg="red")
+        verifier = resolve_verifier(ctx.home, verifier_key)
+    except (OSError, UnicodeDecodeError, LeviathanError) as exc:
+        report = CheckpointReport(False, "bad-checkpoint", f"cannot check {path}: {exc}")
+    else:
+        report = verify_against_checkpoint(store or ctx.event_log(read_only=True), text, verifier)
+    if quiet:
+        return report
+    if report.ok:
+        click.secho(f"checkpoint verified: {report.detail}", fg="green")
+    else:
+        click.secho(f"checkpoint check FAILED ({report.finding}): {report.detail}", fg="red")
     if not report.ok and exit_on_failure:
         raise SystemExit(1)
     return report
+
+
+def resolve_verifier(home: LeviathanHome, verifier_key: str | None) -> NoteVerifier:
+    """The pinned verifier key (a key, or a file holding one), else the home's own."""
+    if verifier_key is None:
+        return load_verifier(home)
+    candidate = Path(verifier_key).expanduser()
+    if candidate.is_file():
+        return NoteVerifier.from_key(candidate.read_text(encoding="utf-8"))
+    return NoteVerifier.from_key(verifier_key)
 
 
 EVENTS_COMMANDS = [checkpoint, prove]

@@ -41,7 +41,7 @@ def export(ctx: CliContext, out_path: str | None) -> None:
       leviathan events export --out events.export.ndjson
       leviathan events export | gzip > events.export.ndjson.gz
     """
-    store = ctx.event_log()
+    store = ctx.event_log(read_only=True)
     try:
         if out_path is None:
             with click.open_file("-", "wb") as stdout:  # binary standard output, left open

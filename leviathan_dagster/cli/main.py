@@ -3,6 +3,7 @@ broken chain, failed attempt), 2 usage or configuration error."""
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -13,7 +14,8 @@ from leviathan_dagster.core.home import resolve_config_path, resolve_home
 
 
 class LeviathanGroup(click.Group):
-    """Turns Leviathan's own errors into one clear line and exit code 2, never a traceback."""
+    """Turns Leviathan's own errors into one clear line and exit code 2, never a traceback; so too a
+    full disk and a failing database under Dagster's storage (the operator's to fix, not a bug)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -21,6 +23,28 @@ class LeviathanGroup(click.Group):
         except LeviathanError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
             sys.exit(2)
+        except Exception as exc:
+            message = storage_failure(exc)
+            if message is None:
+                raise
+            click.secho(f"error: {message}", fg="red", err=True)
+            sys.exit(2)
+
+
+def storage_failure(exc: BaseException) -> str | None:
+    """One line for a disk or database failure (anywhere in the exception's chain), else None."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno == errno.ENOSPC:
+            return f"disk full: {seen}. Fix: free space under the Leviathan and Dagster homes, then rerun."
+        module = type(seen).__module__
+        if module.startswith(("sqlalchemy", "sqlite3", "psycopg")) and "Error" in type(seen).__name__:
+            first = str(seen).strip().splitlines()[0] if str(seen).strip() else type(seen).__name__
+            full = "full" in first.lower()
+            fix = "free disk space" if full else "check that the database is up and reachable"
+            return f"Dagster's storage failed ({type(seen).__name__}: {first[:300]}). Fix: {fix}, then rerun."
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 @click.group(cls=LeviathanGroup)

@@ -9,6 +9,9 @@ with different content. Store calls are blocking (fsync, SQL), so they run in th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import replace
+
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -18,8 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from leviathan_dagster.control_plane.bundle import InvalidBundle, MalformedBody, parse_json, validate_bundle
+from leviathan_dagster.control_plane.bundle import (
+    Bundle,
+    InvalidBundle,
+    MalformedBody,
+    inconsistencies,
+    parse_json,
+    validate_bundle,
+)
 from leviathan_dagster.control_plane.http import (
+    BODY_TIMEOUT_SECONDS,
     ApiError,
     api_error,
     corrupted,
@@ -42,27 +53,49 @@ from leviathan_dagster.core.errors import (
     LeviathanError,
     TransientError,
 )
+from leviathan_dagster.core.events.access import Principal, refusal
 from leviathan_dagster.core.events.chain import InvalidEvent
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.redaction import register_secret
 
+LEGACY_TOKEN = "control-plane"  # the principal of the single unnamed token (LEVIATHAN_CONTROL_PLANE_TOKEN)
 MAX_PAGE = 1000
+MAX_SEQ = 2**53 - 1  # as the OpenAPI document says (and far beyond any real log)
 DEFAULT_PAGE = 100
 
 
 def create_app(
     store: EventStore,
     *,
-    token: str,
+    token: str | None = None,
+    tokens: Mapping[str, Principal] | None = None,
+    worker_key: bytes | None = None,
     max_bundle_bytes: int = 1_048_576,
+    body_timeout: float = BODY_TIMEOUT_SECONDS,
     targets_status: TargetsStatus | None = None,
 ) -> Starlette:
     """The control-plane ASGI app over ``store``; every route but /healthz and /metrics needs
     ``Authorization: Bearer <token>``. ``targets_status`` adds per-target config (policy) to
-    /v1/autonomy/status."""
-    if not isinstance(token, str) or not token.strip():
-        raise ConfigError("control plane token is empty; set LEVIATHAN_CONTROL_PLANE_TOKEN")
-    register_secret(token)  # redacted by value from every event, log and error
+    /v1/autonomy/status.
+
+    Tokens (see ``core.events.access``): ``tokens`` maps each named token's secret to its
+    :class:`Principal` (operator or orchestrator; its name becomes the ``actor_id`` of what it appends);
+    ``worker_key`` accepts per-attempt worker tokens minted from it. ``token`` is the unnamed token of
+    a single-token setup: it may append everything but operator actions, under the producer's actor_id.
+    """
+    principals = [(secret.encode("utf-8"), who) for secret, who in (tokens or {}).items()]
+    if token is not None:
+        if not isinstance(token, str) or not token.strip():
+            raise ConfigError("control plane token is empty; set LEVIATHAN_CONTROL_PLANE_TOKEN")
+        principals.append((token.encode("utf-8"), Principal(LEGACY_TOKEN, "orchestrator")))
+    if any(not secret.strip() for secret, _ in principals):
+        raise ConfigError("a control plane token is empty; set its environment variable")
+    if not principals and not worker_key:
+        raise ConfigError("control plane has no token; set LEVIATHAN_CONTROL_PLANE_TOKEN")
+    for secret, _ in principals:  # redacted by value from every event, log and error
+        register_secret(secret.decode("utf-8"))
+    if worker_key:  # a key that is not text cannot appear in text
+        register_secret(worker_key.decode("utf-8", errors="ignore"))
     if not isinstance(max_bundle_bytes, int) or max_bundle_bytes < 1:
         raise ConfigError(f"max_bundle_bytes must be a positive integer, got {max_bundle_bytes!r}")
     metrics = Metrics()
@@ -91,8 +124,10 @@ def create_app(
     app.state.store = store
     app.state.view = LogView(store, targets_status)
     app.state.metrics = metrics
-    app.state.token = token.encode("utf-8")
+    app.state.principals = principals
+    app.state.worker_key = worker_key
     app.state.max_bundle_bytes = max_bundle_bytes
+    app.state.body_timeout = body_timeout
     return app
 
 
@@ -101,13 +136,17 @@ def create_app(
 
 async def ingest(request: Request) -> Response:
     state = request.app.state
-    body = await read_body(request, state.max_bundle_bytes)
+    body = await read_body(request, state.max_bundle_bytes, state.body_timeout)
     try:
         bundle = validate_bundle(parse_json(body))
     except MalformedBody as exc:
         raise ApiError(400, "malformed JSON", str(exc)) from None
     except InvalidBundle as exc:
         raise ApiError(422, str(exc), exc.problems) from None
+    conflicts = inconsistencies(bundle)
+    if conflicts:
+        raise ApiError(409, "bundle contradicts itself; nothing was written", conflicts)
+    bundle = _as_principal(request.state.principal, bundle)
     head_before, _ = await run_in_threadpool(state.store.head)
     try:
         stored = await run_in_threadpool(state.store.append, bundle.events)
@@ -136,15 +175,38 @@ async def ingest(request: Request) -> Response:
     )
 
 
+def _as_principal(principal: Principal, bundle: Bundle) -> Bundle:
+    """The bundle as ``principal`` may append it (403 naming each refused event): a named token's name
+    becomes each event's ``actor_id``, so the log records who really sent it."""
+    refused = [
+        f"events[{index}]: {why}"
+        for index, event in enumerate(bundle.events)
+        if (why := refusal(principal, event)) is not None
+    ]
+    if refused:
+        raise ApiError(403, f"token {principal.name!r} ({principal.role}) may not append this", refused)
+    if principal.name == LEGACY_TOKEN:
+        return bundle
+    return replace(bundle, events=[replace(event, actor_id=principal.name) for event in bundle.events])
+
+
 async def list_events(request: Request) -> Response:
     params = query_params(request, ("after", "limit"))
-    after = int_param(params, "after", 0, minimum=0)
+    after = int_param(params, "after", 0, minimum=0, maximum=MAX_SEQ)
     limit = int_param(params, "limit", DEFAULT_PAGE, minimum=1, maximum=MAX_PAGE)
     store = request.app.state.store
     events = await run_in_threadpool(read_page, store, after, limit)
     head_seq, _ = await run_in_threadpool(store.head)
+    torn = await run_in_threadpool(store.torn_tail)
     next_after = events[-1]["seq"] if events else after
-    return JSONResponse({"events": events, "next_after": next_after, "head_seq": head_seq})
+    return JSONResponse(
+        {
+            "events": events,
+            "next_after": next_after,
+            "head_seq": head_seq,
+            "torn": torn.to_dict() if torn is not None else None,
+        }
+    )
 
 
 async def graph_summary(request: Request) -> Response:
@@ -168,11 +230,16 @@ async def openapi(request: Request) -> Response:
 
 
 async def healthz(request: Request) -> Response:
+    store = request.app.state.store
     try:
-        seq, head_hash = await run_in_threadpool(request.app.state.store.head)
+        seq, head_hash = await run_in_threadpool(store.head)
+        torn = await run_in_threadpool(store.torn_tail)
     except Exception as exc:  # any failure to read the head means "not healthy", whatever its type
         raise ApiError(503, "event store unavailable", f"{type(exc).__name__}: {exc}") from None
-    return JSONResponse({"status": "ok", "head_seq": seq, "head_hash": head_hash})
+    # A torn tail is reported, not repaired (only an append repairs): the service still answers.
+    body = {"status": "ok" if torn is None else "torn", "head_seq": seq, "head_hash": head_hash}
+    body["torn"] = None if torn is None else {**torn.to_dict(), "detail": torn.describe()}
+    return JSONResponse(body)
 
 
 async def prometheus_metrics(request: Request) -> Response:

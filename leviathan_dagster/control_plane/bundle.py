@@ -12,36 +12,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_bytes
-from leviathan_dagster.core.events.model import Event, parse_timestamp
+from leviathan_dagster.core.events.model import Event
+from leviathan_dagster.core.events.schemas import MAX_INT, event_problems
 
 MAX_PROBLEMS = 50
 MAX_ID_LENGTH = 200
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_EVENT_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # full-matched: "abc\n" is not an id
+_EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 _EVENT_FIELDS = ("event_id", "event_type", "timestamp", "actor_id", "payload")
 _BUNDLE_FIELDS = ("target", "bundle_id", "events", "artifacts")
-
-# Payload fields the projections (attempt ledger, graph) need for the lifecycle events they fold. An
-# event without them would be stored forever and then ignored, or worse trip up a reader, so it is
-# refused at the door instead. Other event types are stored as they come.
-_STR, _INT = "a non-empty string", "an integer"
-REQUIRED_PAYLOAD: dict[str, dict[str, str]] = {
-    ev.ATTEMPT_CREATED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "attempt_number": _INT},
-    ev.ATTEMPT_STARTED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR},
-    ev.ATTEMPT_SUCCEEDED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR},
-    ev.ATTEMPT_FAILED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "failure_type": _STR},
-    ev.PR_CREATED: {"attempt_id": _STR, "target_id": _STR, "task_id": _STR, "pr_number": _INT},
-    ev.PR_MERGED: {"target_id": _STR, "pr_number": _INT},
-    ev.PR_CLOSED: {"target_id": _STR, "pr_number": _INT},
-    ev.RETRY_SCHEDULED: {"target_id": _STR, "task_id": _STR, "retry_number": _INT},
-    ev.TASK_COMPLETED: {"target_id": _STR, "task_id": _STR},
-    ev.TASK_ESCALATED: {"target_id": _STR, "task_id": _STR},
-    ev.CIRCUIT_OPENED: {"target_id": _STR},
-    "circuit.reset": {"target_id": _STR},
-}
 
 
 class MalformedBody(ValueError):
@@ -95,22 +76,36 @@ def validate_bundle(data: Any) -> Bundle:
     elif not isinstance(raw_events, list) or not raw_events:
         problems.append(_must("events", raw_events, "a non-empty list"))
     else:
-        seen: dict[str, int] = {}
         for index, raw in enumerate(raw_events):
-            event = _check_event(raw, f"events[{index}]", target, problems)
-            if event is None:
-                continue
-            if event.event_id in seen:
-                problems.append(f"events[{index}].event_id: repeats events[{seen[event.event_id]}]")
-            seen.setdefault(event.event_id, index)
-            events.append(event)
+            event = _check_event(raw, f"events[{index}]", problems)
+            if event is not None:
+                events.append(event)
     artifacts = _check_artifacts(data.get("artifacts", []), problems)
     if problems:
         raise InvalidBundle(problems)
     return Bundle(target=str(target), bundle_id=str(bundle_id), events=events, artifacts=artifacts)
 
 
-def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) -> Event | None:
+def inconsistencies(bundle: Bundle) -> list[str]:
+    """What makes a schema-valid bundle contradict itself (HTTP 409): rules across fields that a JSON
+    Schema cannot state, kept apart so that the published schema is exactly the 422 check."""
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for index, event in enumerate(bundle.events):
+        if event.event_id in seen:
+            problems.append(f"events[{index}].event_id: repeats events[{seen[event.event_id]}]")
+        seen.setdefault(event.event_id, index)
+        # One bundle speaks for one target: an event about another target in it is a producer bug.
+        target_id = event.payload.get("target_id")
+        if target_id is not None and target_id != bundle.target:
+            problems.append(
+                f"events[{index}].payload.target_id: {target_id!r} differs from the bundle's target "
+                f"{bundle.target!r}"
+            )
+    return problems[:MAX_PROBLEMS]
+
+
+def _check_event(raw: Any, where: str, problems: list[str]) -> Event | None:
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be an object, got {_kind(raw)}")
         return None
@@ -122,40 +117,26 @@ def _check_event(raw: Any, where: str, target: str | None, problems: list[str]) 
     timestamp = raw.get("timestamp")
     if timestamp is None:
         problems.append(f"{where}.timestamp: required")
-    elif not isinstance(timestamp, str) or not _is_timestamp(timestamp):
-        problems.append(_must(f"{where}.timestamp", timestamp, "an ISO 8601 timestamp"))
+    elif not isinstance(timestamp, str):
+        problems.append(_must(f"{where}.timestamp", timestamp, "an RFC 3339 timestamp"))
     payload = raw.get("payload")
     if payload is None:
         problems.append(f"{where}.payload: required")
     elif not isinstance(payload, dict):
         problems.append(_must(f"{where}.payload", payload, "an object"))
-    else:
-        _check_payload(str(event_type), payload, f"{where}.payload", target, problems)
     if len(problems) > before:
         return None
     event = Event(str(event_id), str(event_type), str(timestamp), str(actor_id), payload)
+    # The event type's own schema (core.events.schemas): the same check every reader makes before folding.
+    problems += event_problems(event, where)
+    if len(problems) > before:
+        return None
     try:
         canonical_event_bytes(event)  # what the store would refuse (integers beyond 2**53, ...)
     except InvalidEvent as exc:
         problems.append(f"{where}: {exc}")
         return None
     return event
-
-
-def _check_payload(
-    event_type: str, payload: dict[str, Any], where: str, target: str | None, problems: list[str]
-) -> None:
-    for name, wanted in REQUIRED_PAYLOAD.get(event_type, {}).items():
-        value = payload.get(name)
-        ok = (isinstance(value, str) and bool(value)) if wanted == _STR else _is_int(value)
-        if value is None:
-            problems.append(f"{where}.{name}: required for {event_type}")
-        elif not ok:
-            problems.append(_must(f"{where}.{name}", value, wanted))
-    # One bundle speaks for one target: an event about another target in it is a producer bug.
-    target_id = payload.get("target_id")
-    if target and target_id is not None and target_id != target:
-        problems.append(f"{where}.target_id: {target_id!r} differs from the bundle's target {target!r}")
 
 
 def _check_artifacts(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
@@ -169,10 +150,10 @@ def _check_artifacts(raw: Any, problems: list[str]) -> list[dict[str, Any]]:
             continue
         problems += [f"{where}.{k}: unexpected field" for k in entry if k not in ("name", "sha256", "bytes")]
         _check_id(entry, "name", where, problems)
-        if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.match(entry["sha256"]):
+        if not isinstance(entry.get("sha256"), str) or not _SHA256_RE.fullmatch(entry["sha256"]):
             problems.append(_must(f"{where}.sha256", entry.get("sha256"), "64 lowercase hex digits"))
-        if not _is_int(entry.get("bytes")) or entry["bytes"] < 0:
-            problems.append(_must(f"{where}.bytes", entry.get("bytes"), "a non-negative integer"))
+        if not _is_int(entry.get("bytes")) or not 0 <= entry["bytes"] <= MAX_INT:
+            problems.append(_must(f"{where}.bytes", entry.get("bytes"), f"an integer in 0..{MAX_INT}"))
     return raw
 
 
@@ -185,23 +166,17 @@ def _check_id(
         problems.append(f"{path}: required")
     elif not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         problems.append(_must(path, value, f"a non-empty string of at most {MAX_ID_LENGTH} characters"))
-    elif pattern is not None and not pattern.match(value):
+    elif pattern is not None and not pattern.fullmatch(value):
         problems.append(f"{path}: {value!r} must match {pattern.pattern}")
     else:
         return value
     return None
 
 
-def _is_timestamp(text: str) -> bool:
-    try:
-        parse_timestamp(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    # As JSON Schema counts integers: 493.0 is one.
+    integral = isinstance(value, float) and value.is_integer()
+    return (isinstance(value, int) or integral) and not isinstance(value, bool)
 
 
 def _must(path: str, value: Any, wanted: str) -> str:

@@ -5,16 +5,23 @@ Every error leaves as ``{"error": <what>, "detail": <exactly what>}`` with its s
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from leviathan_dagster.core.events.access import Principal, worker_principal
+
 RETRY_AFTER_SECONDS = "1"
+BODY_TIMEOUT_SECONDS = 30.0
+
+logger = logging.getLogger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -33,34 +40,63 @@ class ApiError(Exception):
 
 
 def protected(endpoint: Endpoint) -> Endpoint:
-    """``endpoint`` answering 401 unless the request carries the app's bearer token."""
+    """``endpoint`` answering 401 unless the request carries one of the app's tokens; the
+    :class:`Principal` it names is left in ``request.state.principal``."""
 
     @functools.wraps(endpoint)
     async def checked(request: Request) -> Response:
-        _check_token(request)
+        request.state.principal = _check_token(request)
         return await endpoint(request)
 
     return checked
 
 
-def _check_token(request: Request) -> None:
+def _check_token(request: Request) -> Principal:
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not credentials.strip():
         raise ApiError(401, "bearer token required", headers={"WWW-Authenticate": 'Bearer realm="leviathan"'})
     # compare_digest takes time independent of where the first differing byte is, so a client cannot
     # find the token byte by byte from response times.
     # Starlette decodes headers as latin-1; encoding back gives the bytes the client actually sent.
-    if not hmac.compare_digest(credentials.strip().encode("latin-1"), request.app.state.token):
+    # Every configured token is compared (no early exit), so timing does not tell which one was close.
+    presented = credentials.strip().encode("latin-1")
+    found = None
+    for secret, principal in request.app.state.principals:
+        if hmac.compare_digest(presented, secret):
+            found = principal
+    if found is None:
+        found = worker_principal(request.app.state.worker_key, presented.decode("latin-1"))
+    if found is None:
         raise ApiError(
             401,
             "invalid bearer token",
             headers={"WWW-Authenticate": 'Bearer realm="leviathan", error="invalid_token"'},
         )
+    return found
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float = BODY_TIMEOUT_SECONDS) -> bytes:
     """The body, refusing more than ``limit`` bytes before reading it (declared length) and while
-    reading it (chunked bodies, or a Content-Length that lies)."""
+    reading it (chunked bodies, or a Content-Length that lies), and answering 408 when the whole body
+    has not arrived within ``timeout`` seconds: a client that trickles bytes (or stops sending) would
+    otherwise hold a connection and a request slot for as long as it likes.
+
+    A client that disconnects mid-body is logged in one line (not a traceback) and nothing is written.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            return await _read_body(request, limit)
+    except TimeoutError:
+        raise ApiError(408, "request body timeout", f"the body did not arrive within {timeout:g} s") from None
+    except ClientDisconnect:
+        client = f"{request.client.host}:{request.client.port}" if request.client else "client"
+        logger.info(
+            "%s %s: %s disconnected before sending the whole body", request.method, request.url.path, client
+        )
+        raise ApiError(400, "client disconnected", None) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not _is_decimal(declared):

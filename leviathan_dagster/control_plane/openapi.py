@@ -1,16 +1,23 @@
-"""The control plane's OpenAPI 3.1 document, written by hand: the API is small, and a hand-written
-document states the contract (every error code included) rather than whatever a framework infers."""
+"""The control plane's OpenAPI 3.1 document. Routes and error codes are written here; the event schema
+is generated from ``core.events.schemas``, the very table the ingest route validates against, so the
+published contract and the server cannot drift apart (a Schemathesis test checks them against each
+other)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from leviathan_dagster.core.events.schemas import ID_PATTERN, JSON_VALUE_SCHEMA, MAX_INT, event_json_schema
+
 _ERRORS = {
     400: "Malformed request: invalid JSON, a duplicate key, NaN/Infinity, or a bad query parameter.",
     401: "Missing or wrong bearer token (see the WWW-Authenticate header).",
     404: "Not found.",
-    409: "An event_id already in the log with different content; nothing was written.",
+    409: "Nothing was written: an event_id already in the log with other content, an event_id twice in "
+    "the bundle, or an event about another target than the bundle's (`detail` names each).",
     413: "Body larger than the configured limit; nothing was read further or written.",
+    403: "The token may not append these events (operator actions, or another attempt's events).",
+    408: "The request body did not arrive within the read timeout; nothing was written.",
     422: "Valid JSON that does not match the bundle schema; `detail` lists each bad field by path.",
     503: "The event store is unavailable; retry later.",
 }
@@ -46,42 +53,28 @@ def _query(name: str, description: str, minimum: int, maximum: int | None = None
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 
-_EVENT = {
-    "type": "object",
-    "additionalProperties": False,
-    "required": ["event_id", "event_type", "timestamp", "actor_id", "payload"],
-    "properties": {
-        "event_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "event_type": {"type": "string", "pattern": r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"},
-        "timestamp": {"type": "string", "description": "ISO 8601, e.g. 2026-01-28T12:00:00.000000Z"},
-        "actor_id": {"type": "string", "minLength": 1, "maxLength": 200},
-        "payload": {
-            "type": "object",
-            "description": "Lifecycle events (attempt.*, pr.*, task.*, retry.scheduled, circuit.*) must "
-            "carry the ids their projections need (attempt_id, target_id, task_id, pr_number, ...).",
-        },
-    },
-}
+# What the log holds, as read back: any event type (the log also keeps run.*, log.* and events written
+# before validation existed), so this is looser than the ingest schema on purpose.
 _STORED_EVENT = {
-    "allOf": [
-        _ref("Event"),
-        {
-            "type": "object",
-            "required": ["seq", "prev_hash", "hash"],
-            "properties": {
-                "seq": {"type": "integer", "minimum": 1},
-                "prev_hash": {"type": "string"},
-                "hash": {"type": "string"},
-            },
-        },
-    ]
+    "type": "object",
+    "required": ["seq", "event_id", "event_type", "timestamp", "actor_id", "payload", "prev_hash", "hash"],
+    "properties": {
+        "seq": {"type": "integer", "minimum": 1},
+        "event_id": {"type": "string"},
+        "event_type": {"type": "string"},
+        "timestamp": {"type": "string"},
+        "actor_id": {"type": "string"},
+        "payload": {"type": "object"},
+        "prev_hash": {"type": "string"},
+        "hash": {"type": "string"},
+    },
 }
 _BUNDLE = {
     "type": "object",
     "additionalProperties": False,
     "required": ["target", "bundle_id", "events"],
     "properties": {
-        "target": {"type": "string", "pattern": r"^[A-Za-z0-9][A-Za-z0-9._-]*$"},
+        "target": {"type": "string", "pattern": ID_PATTERN},
         "bundle_id": {"type": "string", "minLength": 1, "maxLength": 200},
         "events": {"type": "array", "minItems": 1, "items": _ref("Event")},
         "artifacts": {
@@ -91,9 +84,9 @@ _BUNDLE = {
                 "additionalProperties": False,
                 "required": ["name", "sha256", "bytes"],
                 "properties": {
-                    "name": {"type": "string"},
+                    "name": {"type": "string", "minLength": 1, "maxLength": 200},
                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
-                    "bytes": {"type": "integer", "minimum": 0},
+                    "bytes": {"type": "integer", "minimum": 0, "maximum": MAX_INT},
                 },
             },
         },
@@ -131,12 +124,16 @@ def openapi_document() -> dict[str, Any]:
             "events": {"type": "array", "items": _ref("StoredEvent")},
             "next_after": {"type": "integer", "description": "Pass as `after` for the next page."},
             "head_seq": {"type": "integer"},
+            "torn": {
+                "type": ["object", "null"],
+                "description": "Bytes after the log's last newline (NDJSON), reported and left alone.",
+            },
         },
     }
     ingest = {
         "summary": "Append one event bundle as one transaction (idempotent by event_id).",
         "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("Bundle")}}},
-        "responses": {"200": _json(_ref("Ingested")), **_errors(400, 401, 409, 413, 422, 503)},
+        "responses": {"200": _json(_ref("Ingested")), **_errors(400, 401, 403, 408, 409, 413, 422, 503)},
     }
     return {
         "openapi": "3.1.0",
@@ -149,7 +146,7 @@ def openapi_document() -> dict[str, Any]:
                 _json(page),
                 400,
                 parameters=[
-                    _query("after", "Return events with seq greater than this (default 0).", 0),
+                    _query("after", "Return events with seq greater than this (default 0).", 0, MAX_INT),
                     _query("limit", "Page size (default 100).", 1, 1000),
                 ],
             ),
@@ -179,7 +176,8 @@ def openapi_document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "Bundle": _BUNDLE,
-                "Event": _EVENT,
+                "Event": event_json_schema(),
+                "JsonValue": JSON_VALUE_SCHEMA,
                 "StoredEvent": _STORED_EVENT,
                 "Ingested": _INGESTED,
                 "Error": _ERROR,

@@ -109,6 +109,10 @@ class LogView:
             ],
             "last_attempt_at": history.last_attempt_at,
             "last_events": list(reversed(self._recent.get(target_id, ()))),
+            # Malformed events of this target already in the log: skipped by every reader, shown here.
+            "anomalies": [asdict(a) for a in self.ledger.anomalies if a.target_id == target_id][
+                -RECENT_EVENTS:
+            ],
             "config": dict(extra) if extra is not None else None,
         }
 

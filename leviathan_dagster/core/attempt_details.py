@@ -11,6 +11,7 @@ from pathlib import Path
 
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent
+from leviathan_dagster.core.events.schemas import fold_anomaly
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.metrics import usage_tokens
 
@@ -18,6 +19,8 @@ from leviathan_dagster.core.metrics import usage_tokens
 def terminal_payload(events: Iterable[StoredEvent], attempt_id: str) -> dict:
     """The payload of the attempt's first terminal event (the one the ledger keeps), or {}."""
     for stored in events:
+        if fold_anomaly(stored) is not None:
+            continue  # malformed: the ledger skipped it too, so it is not "the one the ledger keeps"
         ended = stored.event_type in (ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED)
         if ended and stored.payload.get("attempt_id") == attempt_id:
             return stored.payload

@@ -7,22 +7,30 @@ applies the consequences a single worker cannot see: escalation, attempts exhaus
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
 from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempt_recovery import (
+    ORCHESTRATOR,
+    ForgeUnavailable,
+    LostAttempt,
+    recover_outcome,
+)
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
-from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.model import utc_now
+from leviathan_dagster.core.errors import ConfigError, ConflictError
+from leviathan_dagster.core.events.model import Event, utc_now
+from leviathan_dagster.core.events.retry import append_with_retry
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
+from leviathan_dagster.core.forge.base import Forge
+from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
-
-ORCHESTRATOR = "leviathan-orchestrator"
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,15 @@ def execute_attempt(
     ledger = AttemptLedger.from_events(events.read())
     record = ledger.attempt(planned.attempt_id)
     if record is None or record.in_flight:
-        _record_lost_worker(planned, result, events)
+        lost = LostAttempt(target.id, task_id, planned.attempt_id, planned.attempt_number)
+        try:
+            recovered = recover_outcome(lost, home, _forge_or_none(target, home))
+        except ForgeUnavailable as exc:
+            recovered, result = [], replace(result, log_tail=f"{result.log_tail}\n{exc}")
+        if recovered:
+            record_recovered(events, recovered)
+        else:
+            _record_lost_worker(planned, result, events)
         ledger = AttemptLedger.from_events(events.read())
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
@@ -106,7 +122,8 @@ def _record_lost_worker(planned: PlannedAttempt, result: ExecutionResult, events
             at.INFRASTRUCTURE,
             (f"worker ended (exit {result.exit_code}) without recording a result: {result.log_tail[-500:]}"),
         )
-    events.append(
+    append_with_retry(
+        events,
         [
             lifecycle.attempt_failed(
                 attempt_id=planned.attempt_id,
@@ -117,7 +134,7 @@ def _record_lost_worker(planned: PlannedAttempt, result: ExecutionResult, events
                 actor_id=ORCHESTRATOR,
                 attempt_number=planned.attempt_number,
             )
-        ]
+        ],
     )
 
 
@@ -175,16 +192,33 @@ def apply_failure_consequences(
 
 
 def reconcile_lost_attempts(
-    ledger: AttemptLedger, run_is_alive: Callable[[str], bool], events: EventStore
+    ledger: AttemptLedger,
+    run_is_alive: Callable[[str], bool],
+    events: EventStore,
+    recover: Callable[[AttemptRecord], list[Event]] | None = None,
 ) -> list[AttemptRecord]:
-    """Fail attempts whose run ended without a terminal event (run worker killed, pod evicted).
+    """Settle attempts whose run ended without a terminal event (run worker killed, pod evicted).
 
-    Without this, such an attempt would stay "running" forever and block its task. The failure is
-    ``infrastructure``: it does not count against the task.
+    ``recover`` (see :func:`recovery_for`) first asks the forge for the attempt's PR and reads its
+    result.json: what the worker did but could not record is recorded. Only the rest fail, as
+    ``infrastructure`` (not counted against the task); an attempt whose forge cannot be asked now
+    waits for the next tick. Without this, such an attempt would stay "running" forever.
     """
-    lost = [a for a in ledger.attempts() if a.in_flight and a.run_id and not run_is_alive(a.run_id)]
+    lost: list[AttemptRecord] = []
+    for a in ledger.attempts():
+        if not (a.in_flight and a.run_id and not run_is_alive(a.run_id)):
+            continue
+        try:
+            recovered = recover(a) if recover is not None else []
+        except ForgeUnavailable:
+            continue
+        if recovered:
+            record_recovered(events, recovered)
+        else:
+            lost.append(a)
     if lost:
-        events.append(
+        append_with_retry(
+            events,
             [
                 lifecycle.attempt_failed(
                     attempt_id=a.attempt_id,
@@ -196,6 +230,35 @@ def reconcile_lost_attempts(
                     attempt_number=a.number,
                 )
                 for a in lost
-            ]
+            ],
         )
     return lost
+
+
+def recovery_for(
+    targets: Mapping[str, TargetConfig], home: LeviathanHome
+) -> Callable[[AttemptRecord], list[Event]]:
+    """The ``recover`` of :func:`reconcile_lost_attempts` for these targets (by id)."""
+
+    def recover(record: AttemptRecord) -> list[Event]:
+        target = targets.get(record.target_id)
+        lost = LostAttempt(
+            record.target_id, record.task_id, record.attempt_id, record.number, record.branch_name
+        )
+        return recover_outcome(lost, home, _forge_or_none(target, home) if target else None)
+
+    return recover
+
+
+def record_recovered(events: EventStore, recovered: list[Event]) -> None:
+    """Append what was recovered; if the worker's own record landed meanwhile (same event ids, other
+    content: its timestamps), that record stands and the recovered copy is dropped."""
+    with contextlib.suppress(ConflictError):
+        append_with_retry(events, recovered)
+
+
+def _forge_or_none(target: TargetConfig, home: LeviathanHome) -> Forge | None:
+    try:
+        return forge_for(target, home)
+    except ConfigError:  # no credentials here: result.json is all there is to go on
+        return None

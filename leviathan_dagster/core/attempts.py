@@ -15,6 +15,7 @@ from datetime import date, datetime
 from leviathan_dagster.core import failures
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
+from leviathan_dagster.core.events.schemas import Anomaly, fold_anomaly
 
 CREATED, RUNNING, SUCCEEDED, FAILED = "created", "running", "succeeded", "failed"
 TERMINAL = (SUCCEEDED, FAILED)
@@ -157,6 +158,8 @@ class AttemptLedger:
         # (target, PR number) of every PR recorded as merged or closed.
         self.finished_prs: set[tuple[str, int]] = set()
         self.last_seq = 0
+        # Malformed events found in the log: skipped, reported for their attempt or target.
+        self.anomalies: list[Anomaly] = []
 
     @classmethod
     def from_events(cls, events: Iterable[StoredEvent]) -> AttemptLedger:
@@ -198,6 +201,9 @@ class AttemptLedger:
 
     # -- folding -------------------------------------------------------------------------------
     def _apply_one(self, stored: StoredEvent) -> None:
+        if (anomaly := fold_anomaly(stored)) is not None:
+            self.anomalies.append(anomaly)
+            return
         kind, payload, at = stored.event_type, stored.payload, stored.event.timestamp
         if kind == ev.ATTEMPT_CREATED:
             self._on_created(payload, at)

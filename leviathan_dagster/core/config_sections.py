@@ -28,6 +28,7 @@ PROJECT_SECTIONS: dict[str, SectionParser] = {}
 SECTION_MODULES: tuple[str, ...] = (
     "leviathan_dagster.core.config_kubernetes",
     "leviathan_dagster.core.config_github",
+    "leviathan_dagster.core.config_control_plane",
 )
 _loaded = False
 

@@ -19,6 +19,7 @@ import rfc8785
 
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent
+from leviathan_dagster.core.events.schemas import Anomaly, fold_anomaly
 
 TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST = "Target", "Task", "Attempt", "Artifact", "PullRequest"
 NODE_TYPES = (TARGET, TASK, ATTEMPT, ARTIFACT, PULL_REQUEST)
@@ -82,6 +83,7 @@ class GraphProjection:
         self.nodes: dict[str, dict[str, Any]] = {}
         self.edges: set[tuple[str, str, str]] = set()
         self.last_seq = 0
+        self.anomalies: list[Anomaly] = []  # malformed events skipped (see events.schemas)
 
     @classmethod
     def from_events(cls, events: Iterable[StoredEvent]) -> GraphProjection:
@@ -133,6 +135,9 @@ class GraphProjection:
 
     # -- folding -------------------------------------------------------------------------------
     def _apply_one(self, stored: StoredEvent) -> None:
+        if (anomaly := fold_anomaly(stored)) is not None:
+            self.anomalies.append(anomaly)
+            return
         kind, payload = stored.event_type, stored.payload
         if kind in (ev.ATTEMPT_CREATED, ev.ATTEMPT_STARTED, ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED):
             self._on_attempt(kind, payload, stored)

@@ -17,6 +17,7 @@ from statistics import mean, median
 
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
+from leviathan_dagster.core.events.schemas import fold_anomaly
 
 ENDED = (ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED)
 
@@ -69,6 +70,8 @@ def compute_delivery_metrics(events: Iterable[StoredEvent], day: date) -> dict[s
         return out.setdefault(target_id, TargetDayMetrics(target_id, stamp))
 
     for stored in events:
+        if fold_anomaly(stored) is not None:
+            continue  # malformed: reported by fold_anomaly, never counted
         kind, payload, at = stored.event_type, stored.payload, stored.event.timestamp
         target_id = payload.get("target_id")
         if not target_id or at[:10] > stamp:

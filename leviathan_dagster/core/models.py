@@ -165,6 +165,23 @@ class EventLogSettings:
 
 
 @dataclass(frozen=True)
+class ControlPlaneToken:
+    """One named control-plane token: its name is recorded as ``actor_id`` of what it appends."""
+
+    name: str
+    role: str  # operator | orchestrator (see core.events.access)
+    secret_env: str  # the environment variable holding the token
+
+
+@dataclass(frozen=True)
+class ControlPlaneSettings:
+    """The ``control_plane:`` section: named tokens, and the key per-attempt worker tokens derive from."""
+
+    tokens: tuple[ControlPlaneToken, ...] = ()
+    worker_key_env: str | None = None
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     source: str
     targets: tuple[TargetConfig, ...]
@@ -173,6 +190,7 @@ class ProjectConfig:
     warnings: tuple[str, ...] = ()
     event_log: EventLogSettings = field(default_factory=EventLogSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
+    control_plane: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
 
     def target(self, target_id: str) -> TargetConfig | None:
         for target in self.targets:

@@ -92,11 +92,15 @@ class MerkleTree:
         return proof
 
     def consistency_proof(self, old_size: int, size: int | None = None) -> list[bytes]:
-        """PROOF(old_size, D[0:size]) of RFC 6962 §2.1.2; empty when ``old_size`` is 0 or ``size``."""
+        """PROOF(old_size, D[0:size]) of RFC 6962 §2.1.2; empty when ``old_size`` is ``size``.
+
+        ``old_size`` 0 is refused: RFC 9162 defines consistency proofs for 0 < m ≤ n only, and
+        :func:`verify_consistency` rejects m = 0, so such a proof could never be checked.
+        """
         size = self._check_size(size)
-        if not 0 <= old_size <= size:
-            raise ValueError(f"old size {old_size} is outside 0..{size}")
-        if old_size in (0, size):
+        if not 0 < old_size <= size:
+            raise ValueError(f"old size {old_size} is outside 1..{size}")
+        if old_size == size:
             return []
         proof: list[bytes] = []
         start, end, m, complete = 0, size, old_size, True
@@ -154,8 +158,12 @@ def consistency_proof(m: int, leaf_hashes: Sequence[bytes]) -> list[bytes]:
 
 
 def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes], root_hash: bytes) -> bool:
-    """RFC 9162 §2.1.3.2: does ``proof`` show ``leaf`` at ``index`` in the tree of ``size`` with ``root``?"""
-    if not 0 <= index < size:
+    """RFC 9162 §2.1.3.2: does ``proof`` show ``leaf`` at ``index`` in the tree of ``size`` with ``root``?
+
+    Every hash must be 32 bytes: a shorter or longer value could otherwise be folded into a node hash
+    and compared, and "does not verify" must never depend on how a malformed input happens to hash.
+    """
+    if not 0 <= index < size or not _all_hashes(leaf, root_hash, *proof):
         return False
     fn, sn, r = index, size - 1, leaf
     for p in proof:
@@ -174,13 +182,12 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
 def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: Sequence[bytes]) -> bool:
     """RFC 9162 §2.1.4.2: does ``proof`` show the tree of size ``m`` is a prefix of the one of size ``n``?
 
-    The RFC covers 0 < m < n. Here m == n holds with an empty proof and equal roots, and m == 0 with an
-    empty proof (every tree extends the empty one); any other shape of input is False, never an error.
+    The RFC covers 0 < m < n; m == n holds with an empty proof and equal roots. m == 0 (and so n == 0)
+    is not defined by RFC 9162 and is False, as is any hash that is not 32 bytes and any other shape
+    of input: False, never an error.
     """
-    if not 0 <= m <= n:
+    if not 0 < m <= n or not _all_hashes(root_m, root_n, *proof):
         return False
-    if m == 0:
-        return not proof and root_m == EMPTY_ROOT
     if m == n:
         return not proof and root_m == root_n
     if not proof:
@@ -203,3 +210,7 @@ def verify_consistency(m: int, n: int, root_m: bytes, root_n: bytes, proof: Sequ
             sr = node_hash(sr, c)
         fn, sn = fn >> 1, sn >> 1
     return fr == root_m and sr == root_n and sn == 0
+
+
+def _all_hashes(*values: object) -> bool:
+    return all(isinstance(value, bytes) and len(value) == HASH_SIZE for value in values)

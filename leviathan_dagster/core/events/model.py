@@ -111,3 +111,5 @@ class VerifyReport:
     reason: str | None = None
     # One of chain_check.DAMAGE_KINDS: modified, deleted, inserted, reordered, truncated, torn, ...
     kind: str | None = None
+    # For a torn tail (NDJSON): the byte range after the last newline, [start, end).
+    byte_range: tuple[int, int] | None = None

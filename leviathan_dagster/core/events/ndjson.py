@@ -20,8 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from leviathan_dagster.core.errors import EventLogCorrupted, TransientError
-from leviathan_dagster.core.events.chain import chain_hash, genesis_hash
+from leviathan_dagster.core.errors import ConflictError, EventLogCorrupted, TransientError
+from leviathan_dagster.core.events.chain import canonical_event_bytes, chain_hash, genesis_hash
 from leviathan_dagster.core.events.chain_check import ChainWalk, Damage
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
 from leviathan_dagster.core.events.ndjson_files import (
@@ -32,6 +32,7 @@ from leviathan_dagster.core.events.ndjson_files import (
 )
 from leviathan_dagster.core.events.ndjson_index import EventIdIndex, read_line_at
 from leviathan_dagster.core.events.ndjson_lines import BadLine, encode_line, parse_line, split_line
+from leviathan_dagster.core.events.ndjson_tail import TornTail, inspect_tail, repair_tail
 from leviathan_dagster.core.events.store import EventStore, canonical_bundle, check_same_content
 
 FORMAT = "leviathan-ndjson/v2"
@@ -46,22 +47,27 @@ class NdjsonEventLog(EventStore):
     ``append`` holds an exclusive lock on ``<path>.lock`` while it reads the head, writes and fsyncs,
     so any number of processes may append to the same file without forking the chain. Readers
     (``read``, ``head``, ``verify``) take the same lock only to note the file's size, then read without
-    it: they see exactly the events whose append had returned by then. Opening a log whose last line
-    was torn by a crash cuts that line off (it was never acknowledged).
+    it: they see exactly the events whose append had returned by then.
+
+    Readers never write: opening, reading and verifying leave every byte as it was. Bytes after the last
+    newline (a torn tail) are reported (:meth:`torn_tail`, ``verify``'s ``torn`` report with the byte
+    range, a warning from ``read``); only ``append`` repairs them, keeping a complete event that lost
+    its newline and quarantining anything else (see ``ndjson_tail``). ``read_only=True`` also refuses
+    to create anything: a log that does not exist is :class:`NotFoundError`.
     """
 
-    def __init__(self, path: Path | str, *, log_id: str | None = None) -> None:
+    def __init__(self, path: Path | str, *, log_id: str | None = None, read_only: bool = False) -> None:
         self.path = Path(path)
         self.meta_path = Path(f"{self.path}.meta.json")
         self.lock_path = Path(f"{self.path}.lock")
+        self.read_only = read_only
         self._failure: str | None = None
         self._index = EventIdIndex()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # Under the lock: two processes opening a new log at once must agree on one log_id, and a torn
-        # tail must not be cut while another process is appending behind it.
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Under the lock: two processes opening a new log at once must agree on one log_id.
         with self._locked():
-            self.log_id = load_or_create_meta(self.path, self.meta_path, log_id, FORMAT)
-            self._repair_torn_tail()
+            self.log_id = load_or_create_meta(self.path, self.meta_path, log_id, FORMAT, create=not read_only)
         self.genesis = genesis_hash(self.log_id)
 
     def __repr__(self) -> str:
@@ -78,6 +84,8 @@ class NdjsonEventLog(EventStore):
         """
         events = list(events)
         bodies = canonical_bundle(events)  # validate all before touching the file
+        if self.read_only:
+            raise TransientError(f"event log {self.path} was opened read-only; it cannot be appended to")
         if self._failure is not None:
             raise TransientError(
                 f"event log {self.path}: this writer stopped after a failed write ({self._failure}); "
@@ -86,25 +94,40 @@ class NdjsonEventLog(EventStore):
         if not events:
             return []
         with self._locked(), self._opened_for_append() as fd:
-            seq, prev, size = self._read_tail(fd, repair=True)
+            self._read_tail(fd)  # an unreadable last line stops us here, before any repair touches the file
+            quarantined = repair_tail(fd, self.path, self.genesis)
+            seq, prev, size = self._read_tail(fd)
             self._index.catch_up(fd, size)
             result: list[StoredEvent] = []
             new: list[StoredEvent] = []
-            for event, body in zip(events, bodies, strict=True):
-                offset = self._index.offsets.get(event.event_id)
-                if offset is not None:  # already accepted: answer with the original, or refuse
-                    result.append(check_same_content(read_line_at(fd, offset), body))
-                    continue
+            if quarantined is not None:  # the record of the repair goes first, before the caller's events
                 seq += 1
-                new.append(StoredEvent(seq, event, prev, chain_hash(prev, seq, body), body))
-                result.append(new[-1])
+                body = canonical_event_bytes(quarantined)
+                new.append(StoredEvent(seq, quarantined, prev, chain_hash(prev, seq, body), body))
                 prev = new[-1].hash
-            if new:
-                lines = [encode_line(item.seq, item.prev_hash, item.hash, item.body) for item in new]
-                self._write_durably(fd, b"".join(lines), size)
-                for item, line in zip(new, lines, strict=True):
-                    self._index.add(item.event.event_id, line)
+            try:
+                for event, body in zip(events, bodies, strict=True):
+                    offset = self._index.offsets.get(event.event_id)
+                    if offset is not None:  # already accepted: answer with the original, or refuse
+                        result.append(check_same_content(read_line_at(fd, offset), body))
+                        continue
+                    seq += 1
+                    new.append(StoredEvent(seq, event, prev, chain_hash(prev, seq, body), body))
+                    result.append(new[-1])
+                    prev = new[-1].hash
+            except ConflictError:
+                # Nothing of the caller's is written, but the repair already happened: record it.
+                self._write_lines(fd, new[:1] if quarantined is not None else [], size)
+                raise
+            self._write_lines(fd, new, size)
         return result
+
+    def _write_lines(self, fd: int, new: list[StoredEvent], size: int) -> None:
+        if new:
+            lines = [encode_line(item.seq, item.prev_hash, item.hash, item.body) for item in new]
+            self._write_durably(fd, b"".join(lines), size)
+            for item, line in zip(new, lines, strict=True):
+                self._index.add(item.event.event_id, line)
 
     @contextmanager
     def _opened_for_append(self) -> Iterator[int]:
@@ -126,7 +149,7 @@ class NdjsonEventLog(EventStore):
         # at the end, and readers (who only read up to a size noted under the lock) see all of it or none.
         # fsync before the lock is released and before returning: an event is acknowledged only once it
         # is on disk, so a crash can lose only appends that never returned (at most a torn last line,
-        # which the next open or append trims, see _repair_torn_tail). A crash may also leave the first
+        # which the next append repairs, see ndjson_tail). A crash may also leave the first
         # complete lines of an unacknowledged bundle; they verify, and a retry of the bundle finds them
         # by event_id and appends only the rest, so the producer still ends up with its whole bundle once.
         #
@@ -159,7 +182,14 @@ class NdjsonEventLog(EventStore):
     def _read_until(self, end: int, after_seq: int) -> Iterator[StoredEvent]:
         for seq, raw in enumerate(self._lines(end), start=1):
             if not raw.endswith(b"\n"):
-                return  # a torn tail: its append never returned, so it is not an event
+                # A torn tail. Readers leave it alone and say so; a complete event that lost only its
+                # newline is read as the event it is, since the appender will keep it (see ndjson_tail).
+                tail = self._inspect_tail(end)
+                if tail is not None:
+                    logger.warning("event log %s: %s", self.path, tail.describe())
+                    if tail.complete is not None and tail.complete.seq == seq and seq > after_seq:
+                        yield tail.complete
+                return
             if seq <= after_seq:
                 continue  # skipping by position, not by parsing: paging deep into a big log stays cheap
             try:
@@ -182,24 +212,48 @@ class NdjsonEventLog(EventStore):
             except FileNotFoundError:
                 return None
             try:
-                self._index.catch_up(fd, os.fstat(fd).st_size)
+                size = os.fstat(fd).st_size
+                self._index.catch_up(fd, size)
                 offset = self._index.offsets.get(event_id)
-                return None if offset is None else read_line_at(fd, offset)
+                if offset is not None:
+                    return read_line_at(fd, offset)
+                # A complete event that lost only its newline is an event for every reader (see read).
+                tail = inspect_tail(fd, size, self.genesis)
+                found = tail.complete if tail is not None else None
+                return found if found is not None and found.event.event_id == event_id else None
             finally:
                 os.close(fd)
 
     def head(self) -> tuple[int, str]:
-        """(last seq, last hash), or (0, genesis hash) for an empty log; read from the last line only."""
+        """(last seq, last hash), or (0, genesis hash) for an empty log; read from the last line only
+        (a complete event missing only its newline counts, as it does for ``read``)."""
         with self._locked():
             try:
                 fd = self._open_log(os.O_RDONLY)
             except FileNotFoundError:
                 return 0, self.genesis
             try:
-                seq, last_hash, _ = self._read_tail(fd, repair=False)
+                tail = inspect_tail(fd, os.fstat(fd).st_size, self.genesis)
+                if tail is not None and tail.complete is not None:
+                    return tail.complete.seq, tail.complete.hash
+                seq, last_hash, _ = self._read_tail(fd)
             finally:
                 os.close(fd)
         return seq, last_hash
+
+    def torn_tail(self) -> TornTail | None:
+        """The bytes after the last newline, if any (see ``ndjson_tail``); reading changes nothing."""
+        return self._inspect_tail(self._acknowledged_size())
+
+    def _inspect_tail(self, end: int) -> TornTail | None:
+        try:
+            fd = self._open_log(os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return inspect_tail(fd, min(end, os.fstat(fd).st_size), self.genesis)
+        finally:
+            os.close(fd)
 
     def verify(self, *, full: bool = True) -> VerifyReport:
         """Stream the log, recompute every hash, and report the first bad seq and the kind of damage.
@@ -210,15 +264,12 @@ class NdjsonEventLog(EventStore):
         head against one recorded elsewhere (a checkpoint) for that.
         """
         walk = ChainWalk(self.genesis, full=full)
-        lines = self._lines(self._acknowledged_size())
+        end = self._acknowledged_size()
+        lines = self._lines(end)
         for raw in lines:
+            if not raw.endswith(b"\n"):
+                return self._torn_report(walk, end)
             try:
-                if not raw.endswith(b"\n"):
-                    raise Damage(
-                        "torn",
-                        f"torn tail: the last line ({len(raw)} bytes) has no newline; "
-                        "its append never returned",
-                    )
                 try:
                     seq, prev_hash, hash_, body = split_line(raw)
                 except BadLine as exc:
@@ -228,6 +279,20 @@ class NdjsonEventLog(EventStore):
             except Damage as damage:
                 return walk.report(_refine(damage, walk.count + 1, lines))
         return walk.report()
+
+    def _torn_report(self, walk: ChainWalk, end: int) -> VerifyReport:
+        # Never ok: even a complete event missing its newline is reported, so that an operator hears of
+        # damage the appender would otherwise repair silently; it still counts as verified.
+        tail = self._inspect_tail(end) or TornTail(end, end)
+        return VerifyReport(
+            ok=False,
+            events=walk.count + (tail.complete is not None),
+            head_hash=tail.complete.hash if tail.complete is not None else walk.head,
+            first_bad_seq=walk.count + 1,
+            reason=tail.describe(),
+            kind="torn",
+            byte_range=(tail.start, tail.end),
+        )
 
     def verify_or_raise(self, *, full: bool = True) -> VerifyReport:
         """:meth:`verify`, raising :class:`EventLogCorrupted` at the first bad seq."""
@@ -252,8 +317,18 @@ class NdjsonEventLog(EventStore):
         # with its process, and each acquisition opens its own descriptor, so threads of one process
         # exclude each other too. The lock file is never unlinked: a process blocked on an unlinked
         # inode would "win" a lock nobody else contends for.
+        #
+        # A read-only instance opens the lock file without creating it (flock works on a read-only
+        # descriptor); when there is none, no writer has ever opened the log, so there is nothing to
+        # wait for.
+        flags = os.O_RDONLY if self.read_only else os.O_RDWR | os.O_CREAT
         try:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.lock_path, flags | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            if not self.read_only:
+                raise TransientError(f"event log lock {self.lock_path}: directory missing") from None
+            yield
+            return
         except OSError as exc:
             raise TransientError(f"event log lock {self.lock_path}: {exc}") from exc
         try:
@@ -294,30 +369,9 @@ class NdjsonEventLog(EventStore):
                     return
                 yield raw
 
-    def _repair_torn_tail(self) -> None:
-        # Called under the lock when the log is opened. Only the bytes after the last newline are cut:
-        # every append ends its write with b"\n" and fsyncs before releasing the lock, so such bytes can
-        # only come from an append that crashed or raised before returning, and nobody was told those
-        # events exist. A complete line that does not parse is *not* cut: it may be an acknowledged
-        # event damaged later, and deleting evidence is verify's report to make, not ours.
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return
-        except PermissionError:
-            return  # a read-only reader: readers skip a torn tail anyway; the next writer trims it
-        try:
-            _trim_torn_tail(fd, self.path)
-        finally:
-            os.close(fd)
-
-    def _read_tail(self, fd: int, *, repair: bool) -> tuple[int, str, int]:
-        """(seq, hash) of the last complete line and the size after it, reading backwards from the end.
-
-        With ``repair`` (only ever under the lock, in append) a torn tail is cut first, for the reason
-        given in :meth:`_repair_torn_tail`.
-        """
-        size = _trim_torn_tail(fd, self.path) if repair else os.fstat(fd).st_size
+    def _read_tail(self, fd: int) -> tuple[int, str, int]:
+        """(seq, hash) of the last newline-terminated line and the file size, reading backwards."""
+        size = os.fstat(fd).st_size
         end = size if not size or os.pread(fd, 1, size - 1) == b"\n" else after_last_newline(fd, size)
         if end == 0:
             return 0, self.genesis, size
@@ -330,19 +384,6 @@ class NdjsonEventLog(EventStore):
             seq = count_newlines(fd, end)  # the error path only: the file is read once more to name the seq
             raise EventLogCorrupted(seq, f"last line unparseable ({exc}); run verify()") from None
         return seq, hash_.decode("ascii"), size
-
-
-def _trim_torn_tail(fd: int, path: Path) -> int:
-    """Cut the bytes after the last newline (call under the lock); returns the new size."""
-    size = os.fstat(fd).st_size
-    if not size or os.pread(fd, 1, size - 1) == b"\n":
-        return size
-    end = after_last_newline(fd, size)
-    logger.warning(
-        "event log %s: trimming a torn tail of %d bytes (an append that never returned)", path, size - end
-    )
-    os.ftruncate(fd, end)  # no fsync of its own: if the cut is lost in a crash, the next open cuts again
-    return end
 
 
 def _refine(damage: Damage, expected: int, rest: Iterator[bytes]) -> Damage:

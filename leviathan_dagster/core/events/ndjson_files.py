@@ -7,13 +7,19 @@ import os
 import uuid
 from pathlib import Path
 
-from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.errors import ConfigError, NotFoundError
 
 _TAIL_CHUNK = 8192
 
 
-def load_or_create_meta(path: Path, meta_path: Path, log_id: str | None, fmt: str) -> str:
-    """The log_id stored in ``meta_path``, creating the file for a new log (call under the log's lock)."""
+def load_or_create_meta(
+    path: Path, meta_path: Path, log_id: str | None, fmt: str, *, create: bool = True
+) -> str:
+    """The log_id stored in ``meta_path``, creating the file for a new log (call under the log's lock).
+
+    With ``create=False`` (a read-only open) a missing log is :class:`NotFoundError` instead: a read
+    command must never create the log it was asked to read.
+    """
     if log_id is not None and (not isinstance(log_id, str) or not log_id):
         raise ConfigError(f"event log {path}: log_id must be a non-empty string, got {log_id!r}")
     if meta_path.exists():
@@ -32,6 +38,8 @@ def load_or_create_meta(path: Path, meta_path: Path, log_id: str | None, fmt: st
                 "this path belongs to another log"
             )
         return stored_id
+    if not create and not (path.exists() and path.stat().st_size > 0):
+        raise NotFoundError(f"no event log at {path}")
     if log_id is None and path.exists() and path.stat().st_size > 0:
         raise ConfigError(
             f"event log {path} has events but no {meta_path.name}: its log_id (and so its "

@@ -18,7 +18,13 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import IsolationLevel, errors, sql
 
-from leviathan_dagster.core.errors import ConfigError, ConflictError, EventLogCorrupted, TransientError
+from leviathan_dagster.core.errors import (
+    ConfigError,
+    ConflictError,
+    EventLogCorrupted,
+    NotFoundError,
+    TransientError,
+)
 from leviathan_dagster.core.events.chain import genesis_hash
 from leviathan_dagster.core.events.chain_check import ChainWalk, Damage, parse_event_body
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
@@ -47,7 +53,9 @@ class PostgresEventLog(EventStore):
     # variants without the head lock to show what it prevents).
     append_function = "append"
 
-    def __init__(self, dsn: str, *, log_id: str | None = None, table_prefix: str = "leviathan") -> None:
+    def __init__(
+        self, dsn: str, *, log_id: str | None = None, table_prefix: str = "leviathan", read_only: bool = False
+    ) -> None:
         if log_id is not None and (not isinstance(log_id, str) or not log_id):
             raise ConfigError(f"event log log_id must be a non-empty string, got {log_id!r}")
         self.tables = Tables(table_prefix)
@@ -55,6 +63,11 @@ class PostgresEventLog(EventStore):
         self._mutex = threading.Lock()
         self._conn: psycopg.Connection | None = None
         self._append_sql = self.tables.call_append(self.append_function)
+        self.read_only = read_only
+        if read_only:  # a read command: create nothing, and say so when there is no log
+            with self._mutex, self._translated("open the tables"):
+                self.log_id, self.genesis = self._existing_identity(self._connection())
+            return
         with self._mutex, self._translated("create the tables"):
             self.log_id, self.genesis = self._ensure_schema(self._connection(), log_id)
 
@@ -92,6 +105,8 @@ class PostgresEventLog(EventStore):
         """
         events = list(events)
         bodies = canonical_bundle(events)
+        if self.read_only:
+            raise TransientError(f"{self!r} was opened read-only; it cannot be appended to")
         if not events:
             return []
         # One statement, so one round trip and (autocommit) one transaction: the server-side function
@@ -237,6 +252,14 @@ class PostgresEventLog(EventStore):
                 f"event_id {event_id!r} is already in the log at seq {seq} with other content; an "
                 "event_id names one event forever (give the new event a new id)"
             ) from exc
+
+    def _existing_identity(self, conn: psycopg.Connection) -> tuple[str, str]:
+        head = self.tables.name("head")
+        found = conn.execute("SELECT to_regclass(%s)", (head,)).fetchone()
+        row = conn.execute(self.tables.select_identity).fetchone() if found and found[0] else None
+        if row is None:
+            raise NotFoundError(f"no event log at PostgreSQL table {head}")
+        return row[0], row[1]
 
     def _ensure_schema(self, conn: psycopg.Connection, log_id: str | None) -> tuple[str, str]:
         # CREATE TABLE IF NOT EXISTS is not safe against itself: two sessions creating the same table

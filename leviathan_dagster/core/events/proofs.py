@@ -4,8 +4,14 @@ Files under the Leviathan home::
 
     <home>/keys/checkpoint.key              signer key (PRIVATE+KEY+...), mode 0600, made on first use
     <home>/keys/checkpoint.pub              its verifier key, to hand to whoever checks our checkpoints
+    <home>/keys/checkpoint.state            the largest tree head this key ever signed (origin, size, root)
     <home>/checkpoints/<size:012d>.note     every checkpoint signed, by tree size
-    <home>/checkpoints/latest.note          the newest one; the next checkpoint must be consistent with it
+    <home>/checkpoints/latest.note          the newest one
+
+A new checkpoint must be consistent with *every* tree head the key has signed that can still be found:
+the state file (kept beside the key, so deleting ``latest.note`` or the whole checkpoints folder does
+not reset what the signer remembers), every numbered note and ``latest.note``. Two signed checkpoints
+of one log can then never contradict each other, unless the key's own directory is rewritten.
 
 Leaf ``i`` of the tree is the canonical bytes of the event at seq ``i + 1``, in seq order.
 """
@@ -38,6 +44,7 @@ from leviathan_dagster.core.home import LeviathanHome
 
 SIGNER_FILE = "checkpoint.key"
 VERIFIER_FILE = "checkpoint.pub"
+STATE_FILE = "checkpoint.state"
 LATEST_FILE = "latest.note"
 
 
@@ -89,19 +96,21 @@ def load_latest(home: LeviathanHome, verifier: NoteVerifier) -> tuple[Checkpoint
 def create_checkpoint(store: EventStore, home: LeviathanHome) -> tuple[Checkpoint, str]:
     """Sign a checkpoint of the whole log and store it; returns it with its note text.
 
-    Refuses (:class:`CheckpointError`, nothing written) if the chain does not verify, if the latest
-    checkpoint belongs to another log, if the log is shorter than it, or if the consistency proof from
-    its size to the new size does not verify against its root: a log that was rewritten must never
-    get a fresh signature that would launder the rewrite.
+    Refuses (:class:`CheckpointError`, nothing written) an empty log, a chain that does not verify, and
+    a log inconsistent with any tree head this key has signed (see the module docstring): another
+    log's, a longer one (truncated since), or one whose first events no longer hash to its root
+    (rewritten). A log that was rewritten must never get a fresh signature that would launder it.
     """
     origin = log_origin(store)
     folder = checkpoints_dir(home)
     folder.mkdir(parents=True, exist_ok=True)
     # One checkpointer at a time: two could each pass the consistency check against the same
-    # latest.note and then race to replace it, or both create a first key and each sign with its own.
+    # previous heads and then race to replace them, or both create a first key and each sign with its own.
     with FileLock(str(folder / ".lock")):
         signer = _load_or_create_signer(home, origin)
         tree = build_tree(store)
+        if tree.size == 0:
+            raise CheckpointError("the log is empty: there is nothing to checkpoint yet")
         # After reading the tree, so the verified chain covers at least the events hashed into it.
         # Hash-only is enough: the leaves are those same stored bytes, and it finds any changed byte.
         report = store.verify(full=False)
@@ -109,27 +118,57 @@ def create_checkpoint(store: EventStore, home: LeviathanHome) -> tuple[Checkpoin
             raise CheckpointError(
                 f"chain broken at seq {report.first_bad_seq} ({report.reason}); not signing"
             )
-        previous = load_latest(home, signer.verifier())
-        if previous is not None:
-            _check_extends(previous[0], origin, tree)
+        signed = signed_heads(home, signer.verifier())
+        for where, previous in signed:
+            _check_extends(previous, origin, tree, where)
         cp = Checkpoint(origin, tree.size, tree.root())
         note = sign_checkpoint(cp, signer)
+        # The state first: if we crash after it, the signer remembers a head it may not have published,
+        # which only ever makes it stricter.
+        if all(cp.size >= previous.size for _, previous in signed):
+            state = {"origin": cp.origin, "size": cp.size, "root": cp.root.hex()}
+            _write_atomically(keys_dir(home) / STATE_FILE, json.dumps(state).encode() + b"\n")
         _write_atomically(folder / f"{cp.size:012d}.note", note.encode("utf-8"))
         _write_atomically(folder / LATEST_FILE, note.encode("utf-8"))
     return cp, note
 
 
-def _check_extends(previous: Checkpoint, origin: str, tree: MerkleTree) -> None:
+def signed_heads(home: LeviathanHome, verifier: NoteVerifier) -> list[tuple[str, Checkpoint]]:
+    """Every tree head this key is known to have signed: the state file, every numbered note and
+    ``latest.note``, each with where it was found. A note that does not verify under ``verifier`` is
+    refused (:class:`CheckpointError`): it is either forged or by another key, and the signer cannot
+    tell which heads it has promised without reading them all."""
+    heads: list[tuple[str, Checkpoint]] = []
+    state_path = keys_dir(home) / STATE_FILE
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+            heads.append(
+                (str(state_path), Checkpoint(state["origin"], state["size"], bytes.fromhex(state["root"])))
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CheckpointError(f"{state_path} is unreadable ({exc}); restore it before signing") from None
+    for path in sorted(checkpoints_dir(home).glob("*.note")):
+        try:
+            heads.append((str(path), open_checkpoint(path.read_text(encoding="utf-8"), verifier)))
+        except (CheckpointError, OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{path} does not verify with {verifier.to_key()}: {exc}") from None
+    return heads
+
+
+def _check_extends(previous: Checkpoint, origin: str, tree: MerkleTree, where: str) -> None:
     if previous.origin != origin:
-        raise CheckpointError(f"latest checkpoint is for {previous.origin!r}, not {origin!r}; not signing")
+        raise CheckpointError(f"{where} is for {previous.origin!r}, not {origin!r}; not signing")
     if tree.size < previous.size:
         raise CheckpointError(
-            f"log has {tree.size} events, the latest checkpoint {previous.size}: truncated; not signing"
+            f"log has {tree.size} events, {where} signed {previous.size}: truncated; not signing"
         )
+    if previous.size == 0:  # nothing to contradict (only older versions signed empty logs)
+        return
     proof = tree.consistency_proof(previous.size)
     if not verify_consistency(previous.size, tree.size, previous.root, tree.root(), proof):
         raise CheckpointError(
-            f"the first {previous.size} events no longer match the latest checkpoint's root: "
+            f"the first {previous.size} events no longer match the root signed in {where}: "
             "the log was rewritten; not signing"
         )
 
@@ -215,7 +254,7 @@ def prove_event(store: EventStore, event_id: str, home: LeviathanHome | None = N
     }
     has_key = home is not None and (keys_dir(home) / VERIFIER_FILE).exists()
     latest = load_latest(home, load_verifier(home)) if has_key else None
-    if latest is not None:
+    if latest is not None and latest[0].size > 0:
         cp, note = latest
         if cp.size > tree.size or tree.root(cp.size) != cp.root:
             raise CheckpointError(f"the log is not consistent with its latest checkpoint (size {cp.size})")

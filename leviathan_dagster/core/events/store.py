@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
 
 from leviathan_dagster.core.errors import ConflictError
 from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_bytes
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
+
+if TYPE_CHECKING:
+    from leviathan_dagster.core.events.ndjson_tail import TornTail
 
 
 class EventStore(ABC):
@@ -51,6 +55,11 @@ class EventStore(ABC):
 
     def append_one(self, event: Event) -> StoredEvent:
         return self.append([event])[0]
+
+    def torn_tail(self) -> TornTail | None:
+        """Bytes after the last complete record that only the next append may repair (NDJSON only;
+        a transactional backend has none). Readers report it; reading never changes it."""
+        return None
 
 
 def canonical_bundle(events: Sequence[Event]) -> list[bytes]:

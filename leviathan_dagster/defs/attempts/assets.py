@@ -10,6 +10,7 @@ from leviathan_dagster.core.attempt_runner import (
     execute_attempt,
     plan_next_attempt,
     reconcile_lost_attempts,
+    recovery_for,
 )
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.events.model import utc_now
@@ -58,6 +59,7 @@ def attempt_outcomes(
         AttemptLedger.from_events(events.read()),
         lambda other: other == run_id or run_is_alive(context.instance, other),
         events,
+        recovery_for({t.id: t for t in leviathan.project().targets}, leviathan.leviathan_home()),
     )
     ledger = AttemptLedger.from_events(events.read())
     running = ledger.task(target_id, task_id).in_flight()

@@ -4,7 +4,7 @@ import json
 
 import dagster as dg
 
-from leviathan_dagster.core.attempt_runner import reconcile_lost_attempts
+from leviathan_dagster.core.attempt_runner import reconcile_lost_attempts, recovery_for
 from leviathan_dagster.core.attempts import AttemptLedger, task_key
 from leviathan_dagster.core.config_kubernetes import task_resources
 from leviathan_dagster.core.errors import ConfigError
@@ -34,9 +34,15 @@ def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
     except ConfigError as exc:
         return dg.SkipReason(f"leviathan.yaml is invalid: {exc}")
     events = leviathan.event_log()
+    torn = events.torn_tail()
+    if torn is not None:  # reported here, repaired (never cut) by the next append
+        context.log.warning(f"event log: {torn.describe()}")
     instance = context.instance
     reconcile_lost_attempts(
-        AttemptLedger.from_events(events.read()), lambda r: run_is_alive(instance, r), events
+        AttemptLedger.from_events(events.read()),
+        lambda r: run_is_alive(instance, r),
+        events,
+        recovery_for({t.id: t for t in project.targets}, leviathan.leviathan_home()),
     )
     ledger = AttemptLedger.from_events(events.read())
     plan = plan_cycle(
