@@ -182,3 +182,36 @@ def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project:
     log.write_bytes(b"".join(lines[:-1]))
     result = invoke(project, "events", "verify", "--checkpoint", str(note))
     assert result.exit_code == 1 and "truncated" in result.output
+
+
+def test_events_tail_shows_task_attempt_pr_and_the_event_id_prove_takes(project: Project) -> None:
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    assert invoke(project, "prs", "merge", "1").exit_code == 0
+    result = invoke(project, "events", "tail", "--event-id")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["SEQ", "TIME", "TYPE", "TARGET", "TASK", "ATTEMPT", "PR", "EVENT_ID", "DETAIL"]
+    seqs = [int(row.split()[0]) for row in rows]
+    assert seqs == sorted(seqs) and len(seqs) == len(list(project.events().read()))
+    by_type = {row.split()[2]: row.split() for row in rows}
+    # pr.merged names only its PR: the task and attempt come from the events before it.
+    assert by_type["pr.merged"][3:7] == ["site", "a", "attempt-1", "#1"]
+    assert by_type["attempt.started"][3:6] == ["site", "a", "attempt-1"]
+    merged = next(e for e in project.events().read() if e.event_type == "pr.merged")
+    assert by_type["pr.merged"][7] == merged.event.event_id
+    assert invoke(project, "events", "checkpoint").exit_code == 0
+    proved = invoke(project, "events", "prove", "--event", by_type["pr.merged"][7])
+    assert proved.exit_code == 0, proved.output
+
+    as_json = [json.loads(line) for line in invoke(project, "events", "tail", "--json").stdout.splitlines()]
+    assert [e["seq"] for e in as_json] == seqs
+    [merged_json] = [e for e in as_json if e["event_type"] == "pr.merged"]
+    assert merged_json["event_id"] == merged.event.event_id
+    assert merged_json["subject"] == {
+        "target_id": "site",
+        "task_id": "a",
+        "attempt_id": "attempt-1",
+        "pr_number": 1,
+    }
+    only = invoke(project, "events", "tail", "--task", "a", "--type", "pr.created").stdout.splitlines()
+    assert len(only) == 2 and "#1" in only[1]
