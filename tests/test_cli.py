@@ -41,13 +41,14 @@ def project(tmp_path: Path) -> Project:
         ["prs", "merge"],
         ["target", "pause"],
         ["target", "reset-breaker"],
+        ["task", "clear-escalation"],
         ["demo"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
-    if command and command[0] not in ("events", "prs", "target") or len(command) > 1:
+    if command and command[0] not in ("events", "prs", "target", "task") or len(command) > 1:
         assert "Example:" in result.output
 
 
@@ -215,3 +216,39 @@ def test_events_tail_shows_task_attempt_pr_and_the_event_id_prove_takes(project:
     }
     only = invoke(project, "events", "tail", "--task", "a", "--type", "pr.created").stdout.splitlines()
     assert len(only) == 2 and "#1" in only[1]
+
+
+def test_an_escalated_task_is_cleared_from_the_cli_and_runs_again(tmp_path: Path) -> None:
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    failing = {"test_command": ["python3", "-c", "import sys; sys.exit(1)"]}
+    policy = {"max_attempts_per_task": 3, "escalation_after": 1, "backoff_seconds": 0}
+    project = make_project(tmp_path, {"site": {"files": files, "policy": policy, **failing}})
+    assert invoke(project, "run", "--once").exit_code == 1
+    readiness = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    assert [t["reason"] for t in readiness] == ["escalated"]
+    assert invoke(project, "run", "--once").exit_code == 0  # nothing runs: it needs a human
+    # The fix (here: the test command) lands; the escalation still holds until an operator clears it.
+    make_project(tmp_path, {"site": {"policy": policy}})
+    assert [t["reason"] for t in json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]] == [
+        "escalated"
+    ]
+    cleared = invoke(
+        project, "task", "clear-escalation", "site", "a", "--reason", "fixed", "--operator", "ada"
+    )
+    assert cleared.exit_code == 0, cleared.output
+    assert "task.escalation_cleared for site/a (escalated) by operator:ada" in cleared.output
+    [event] = [e for e in project.events().read() if e.event_type == "task.escalation_cleared"]
+    assert (event.event.actor_id, event.payload["reason"], event.payload["attempts_before"]) == (
+        "operator:ada",
+        "fixed",
+        1,
+    )
+    [a] = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    assert (a["ready"], a["next_attempt"]) == (True, 2)
+    [attempt] = json.loads(invoke(project, "run", "--once", "--json").stdout)["attempts"]
+    assert (attempt["number"], attempt["status"]) == (2, "succeeded")
+    # Nothing to clear now, an unknown target: exit 2 with the reason, nothing recorded.
+    again = invoke(project, "task", "clear-escalation", "site", "a")
+    assert again.exit_code == 2 and "nothing to clear" in again.output
+    assert invoke(project, "task", "clear-escalation", "nope", "a").exit_code == 2
+    assert sum(e.event_type == "task.escalation_cleared" for e in project.events().read()) == 1

@@ -275,18 +275,20 @@ def _evaluate_task(
         return verdict(OPEN_PR, f"PR #{pr.number} is open for this task ({pr.url})")
     if history.escalated:
         return verdict(
-            ESCALATED, f"escalated after {history.counted_failures} failed attempts; needs a human"
+            ESCALATED,
+            f"escalated after {history.counted_failures} failed attempts; needs a human: fix the task, "
+            f"then `leviathan task clear-escalation {target.id} {task.id}` (or clear_escalation_job)",
         )
     if history.counted_attempts >= policy.max_attempts_per_task:
         return verdict(
             ATTEMPTS_EXHAUSTED,
             f"{history.counted_attempts} of {policy.max_attempts_per_task} attempts used "
-            "(max_attempts_per_task)",
+            f"(max_attempts_per_task); `leviathan task clear-escalation {target.id} {task.id}` gives "
+            "it a fresh budget",
         )
     streak = history.infrastructure_streak
     if len(streak) >= policy.infrastructure_streak_limit:
-        return _not_ready(
-            base,
+        return verdict(
             INFRASTRUCTURE_STREAK,
             f"{len(streak)} infrastructure failures in a row (infrastructure_streak_limit "
             f"{policy.infrastructure_streak_limit}), last: {(streak[-1].error_summary or '')[:300]}; "
