@@ -172,6 +172,14 @@ def test_read_commands_never_create_a_log(tmp_path: Path) -> None:
     assert not (home / "events.ndjson").exists() and not list(home.rglob("*.ndjson*"))
 
 
+def test_events_verify_without_home_on_a_fresh_machine_says_there_is_no_log(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "LEVIATHAN_HOME": None, "LEVIATHAN_CONFIG": None}
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "none.yaml"), "events", "verify"], env=env)
+    default = tmp_path / ".leviathan"
+    assert result.exit_code == 2 and f"no event log at {default}" in result.stderr, result.output
+    assert "chain verified" not in result.output and not default.exists()
+
+
 def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project: Project) -> None:
     assert run_worker(project, "site", "a", "attempt-1").returncode == 0
     assert invoke(project, "events", "checkpoint").exit_code == 0

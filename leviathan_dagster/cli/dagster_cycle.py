@@ -53,6 +53,12 @@ class CycleReport:
     refreshed: dict[str, bool] = field(default_factory=dict)
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
     skipped: str | None = None
+    # True when a stop was requested during the cycle and what was left of it was not started.
+    stopped: bool = False
+
+
+def _never() -> bool:
+    return False
 
 
 def run_cycle(
@@ -61,12 +67,15 @@ def run_cycle(
     *,
     executor: str | None = None,
     echo: Echo = print,
+    stop_requested: Callable[[], bool] = _never,
 ) -> CycleReport:
+    """One cycle; ``stop_requested`` is asked before each refresh and launch (a stop by signal starts
+    nothing new: the attempt in flight, if any, is settled by its run)."""
     defs = build_definitions(resource)
     report = CycleReport()
     started = datetime.now(UTC)
     try:
-        _run_cycle(defs, instance, resource, report, executor, echo)
+        _run_cycle(defs, instance, resource, report, executor, echo, stop_requested)
     finally:
         # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
         records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
@@ -81,17 +90,24 @@ def _run_cycle(
     report: CycleReport,
     executor: str | None,
     echo: Echo,
+    stop_requested: Callable[[], bool],
 ) -> None:
     targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
     _ensure_partitions(instance, targets_partitions.name, targets)
     refresh = defs.resolve_job_def(REFRESH_JOB)
     for target_id in targets:
+        if stop_requested():
+            report.stopped = True
+            return
         result = refresh.execute_in_process(
             instance=instance, partition_key=target_id, run_config=QUIET, raise_on_error=False
         )
         report.refreshed[target_id] = result.success
         echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if result.success else 'FAILED'}")
 
+    if stop_requested():
+        report.stopped = True
+        return
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
     )
@@ -103,6 +119,9 @@ def _run_cycle(
         return
     attempt_job = defs.resolve_job_def(ATTEMPT_JOB)
     for request in result.run_requests:
+        if stop_requested():
+            report.stopped = True
+            return
         # The daemon drops a run_key it has seen; do the same so two schedulers never double-launch.
         if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
             echo(f"  {request.run_key}: already launched, skipped")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
+from leviathan_dagster.cli.graceful import GracefulStop
+from leviathan_dagster.core.attempt_runner import CANCELED
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
@@ -21,6 +22,7 @@ def cycle_once(
     executor: str | None,
     max_attempts: int | None,
     echo=click.echo,
+    stop_requested=None,
 ):
     from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
     from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -33,7 +35,9 @@ def cycle_once(
         max_attempts_per_task=max_attempts,
     )
     try:
-        return run_cycle(instance, resource, executor=executor, echo=echo)
+        if stop_requested is None:
+            return run_cycle(instance, resource, executor=executor, echo=echo)
+        return run_cycle(instance, resource, executor=executor, echo=echo, stop_requested=stop_requested)
     finally:
         instance.dispose()
 
@@ -96,26 +100,68 @@ def run(
     Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
     attempt of the (last) cycle failed.
 
+    Without --once it runs until stopped: the first SIGINT (Ctrl-C) or SIGTERM starts nothing new,
+    lets the attempt in flight be settled (Dagster interrupts it; it is recorded as canceled, an
+    infrastructure failure that does not count against the task), prints one line saying what
+    happened and exits 0; a second signal stops at once (exit 130 or 143).
+
     \b
     Example:
       leviathan run --target docs-site --once --executor local
       leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    while True:
-        progress(f"cycle at {utc_now():%H:%M:%S}")
-        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts, echo=progress)
-        if report.skipped:
-            progress(f"  {report.skipped}")
-        records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
-        failed = sum(r.status != "succeeded" for r in records)
-        if as_json:
-            click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
-        else:
-            print_attempts(records)
-        if once:
-            raise SystemExit(1 if failed else 0)
-        time.sleep(interval)
+    if once:
+        records = _one_cycle(ctx, target, executor, max_attempts, as_json, progress)
+        raise SystemExit(1 if any(r.status != "succeeded" for r in records) else 0)
+    with GracefulStop(announce=progress) as stop:
+        interrupted: list[AttemptRecord] = []  # the attempts of the cycle a signal arrived in
+        while not stop.poll():
+            records = _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop.poll)
+            if stop.poll():
+                interrupted = records
+                break
+            stop.sleep(interval)
+        progress(stopped_line(stop.signal_name or "signal", interrupted))
+
+
+def _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop_requested=None):
+    """One cycle, printed; returns the attempts it ran."""
+    progress(f"cycle at {utc_now():%H:%M:%S}")
+    report = cycle_once(
+        ctx,
+        target=target,
+        executor=executor,
+        max_attempts=max_attempts,
+        echo=progress,
+        stop_requested=stop_requested,
+    )
+    if report.skipped:
+        progress(f"  {report.skipped}")
+    records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+    if as_json:
+        click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
+    else:
+        print_attempts(records)
+    return records
+
+
+def stopped_line(signal_name: str, last_cycle: list[AttemptRecord]) -> str:
+    """The one line ``run --interval`` prints when a signal stopped it: what became of the attempts
+    the last cycle had in flight."""
+    canceled = [
+        r for r in last_cycle if r.status == "failed" and (r.error_summary or "").startswith(CANCELED)
+    ]
+    if canceled:
+        names = ", ".join(f"{r.target_id}/{r.task_id} #{r.number} ({r.attempt_id})" for r in canceled)
+        what = f"canceled {names}, recorded as {canceled[0].failure_type} (not counted against the task)"
+    elif last_cycle:
+        what = "the cycle's attempts had ended: " + ", ".join(
+            f"{r.target_id}/{r.task_id} #{r.number} {r.status}" for r in last_cycle
+        )
+    else:
+        what = "no attempt was in flight"
+    return f"stopped on {signal_name}: {what}; nothing new started"
 
 
 @click.command()
