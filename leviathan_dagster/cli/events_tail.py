@@ -75,11 +75,12 @@ class _Subjects:
         if attempt:
             task = task or self.task_of_attempt.get(attempt, "")
             pr_number = pr_number if pr_number is not None else self.pr_of_attempt.get(attempt)
-            if task:
-                self.task_of_attempt[attempt] = task
+            # Remembered per PR only (not per attempt or event): a long log's tail stays small in memory.
             if pr_number is not None and stored.event_type == ev.PR_CREATED:
                 self.pr_of_attempt[attempt] = pr_number
                 self.attempt_of_pr[(target, pr_number)] = attempt
+                if task:
+                    self.task_of_attempt[attempt] = task
         detail = p.get("failure_type") or p.get("reason") or p.get("status") or p.get("pr_url") or ""
         return TailRow(
             stored, target, task, attempt, f"#{pr_number}" if pr_number else "", _text(detail)[:200]
