@@ -53,8 +53,6 @@ class CycleReport:
     refreshed: dict[str, bool] = field(default_factory=dict)
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
     skipped: str | None = None
-    # True when a stop was requested during the cycle and what was left of it was not started.
-    stopped: bool = False
 
 
 def _never() -> bool:
@@ -97,7 +95,6 @@ def _run_cycle(
     refresh = defs.resolve_job_def(REFRESH_JOB)
     for target_id in targets:
         if stop_requested():
-            report.stopped = True
             return
         result = refresh.execute_in_process(
             instance=instance, partition_key=target_id, run_config=QUIET, raise_on_error=False
@@ -106,7 +103,6 @@ def _run_cycle(
         echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if result.success else 'FAILED'}")
 
     if stop_requested():
-        report.stopped = True
         return
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
@@ -120,7 +116,6 @@ def _run_cycle(
     attempt_job = defs.resolve_job_def(ATTEMPT_JOB)
     for request in result.run_requests:
         if stop_requested():
-            report.stopped = True
             return
         # The daemon drops a run_key it has seen; do the same so two schedulers never double-launch.
         if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
