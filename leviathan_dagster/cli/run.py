@@ -35,9 +35,8 @@ def cycle_once(
         max_attempts_per_task=max_attempts,
     )
     try:
-        if stop_requested is None:
-            return run_cycle(instance, resource, executor=executor, echo=echo)
-        return run_cycle(instance, resource, executor=executor, echo=echo, stop_requested=stop_requested)
+        stop = stop_requested or (lambda: False)
+        return run_cycle(instance, resource, executor=executor, echo=echo, stop_requested=stop)
     finally:
         instance.dispose()
 
