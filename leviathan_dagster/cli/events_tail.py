@@ -137,6 +137,9 @@ def tail(
     """Show the last events in seq order, with their target, task, attempt and PR (and, on stderr, any
     torn tail after them; reading changes nothing).
 
+    seq is the order of the chain; TIME is each writer's own clock when it made the event (a worker's
+    event may carry an earlier time than the orchestrator's event before it).
+
     \b
     Example:
       leviathan events tail -n 50 --type attempt.failed
