@@ -226,6 +226,12 @@ def test_events_tail_shows_task_attempt_pr_and_the_event_id_prove_takes(project:
     assert len(only) == 2 and "#1" in only[1]
 
 
+def test_events_tail_names_the_target_and_task_of_a_dagster_run(project: Project) -> None:
+    assert invoke(project, "run", "--once").exit_code == 0
+    rows = invoke(project, "events", "tail", "--type", "run.succeeded", "--task", "a").stdout.splitlines()[1:]
+    assert rows and all(row.split()[3:5] == ["site", "a"] for row in rows), rows
+
+
 def test_an_escalated_task_is_cleared_from_the_cli_and_runs_again(tmp_path: Path) -> None:
     files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
     failing = {"test_command": ["python3", "-c", "import sys; sys.exit(1)"]}

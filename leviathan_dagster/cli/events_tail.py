@@ -69,6 +69,9 @@ class _Subjects:
         task = _text(p.get("task_id"))
         if not task and isinstance(p.get("task"), str):  # pr.merged/pr.closed: "target/task"
             task = split_task_key(p["task"])[1]
+        tags = p.get("tags") if isinstance(p.get("tags"), dict) else {}
+        if not target and not task:  # run.*: the Dagster run's tags name its target and task
+            target, task = _text(tags.get("leviathan/target")), _text(tags.get("leviathan/task"))
         pr_number = p.get("pr_number") if isinstance(p.get("pr_number"), int) else None
         if not attempt and pr_number is not None:
             attempt = self.attempt_of_pr.get((target, pr_number), "")
