@@ -206,6 +206,20 @@ def test_budget_stops_before_the_call_that_could_exceed_it(tmp_path: Path) -> No
     assert_nothing_pushed(project)
 
 
+def test_an_edit_made_before_the_budget_stopped_the_model_is_in_diff_patch(tmp_path: Path) -> None:
+    project = claude_project(tmp_path, max_tokens_per_attempt=3000)
+    costly = {"input_tokens": 1000, "output_tokens": 300}
+    change = edit("str_replace", path="lib/textutil.py", old_str="return text", new_str="return text.lower()")
+    with AnthropicDouble([reply(change, usage=costly)]) as api:
+        proc = run_claude_worker(project, api, "attempt-half")
+    assert proc.returncode == EXIT_CODES["budget_exhausted"], proc.stderr
+    outcome = ended(project, "attempt-half")
+    assert "diff.patch" in {a["name"] for a in outcome["artifacts"]}
+    patch = (project.home.artifacts_dir("attempt-half") / "diff.patch").read_text()
+    assert "+++ b/lib/textutil.py" in patch and "+    return text.lower()" in patch
+    assert_nothing_pushed(project)
+
+
 def test_persistent_overload_is_an_infrastructure_failure(tmp_path: Path) -> None:
     project = claude_project(tmp_path)
     with AnthropicDouble([Status(529)] * 3) as api:

@@ -41,13 +41,14 @@ def project(tmp_path: Path) -> Project:
         ["prs", "merge"],
         ["target", "pause"],
         ["target", "reset-breaker"],
+        ["task", "clear-escalation"],
         ["demo"],
     ],
 )
 def test_every_command_has_help_with_an_example(command: list[str]) -> None:
     result = CliRunner().invoke(cli, [*command, "--help"])
     assert result.exit_code == 0
-    if command and command[0] not in ("events", "prs", "target") or len(command) > 1:
+    if command and command[0] not in ("events", "prs", "target", "task") or len(command) > 1:
         assert "Example:" in result.output
 
 
@@ -171,6 +172,14 @@ def test_read_commands_never_create_a_log(tmp_path: Path) -> None:
     assert not (home / "events.ndjson").exists() and not list(home.rglob("*.ndjson*"))
 
 
+def test_events_verify_without_home_on_a_fresh_machine_says_there_is_no_log(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path), "LEVIATHAN_HOME": None, "LEVIATHAN_CONFIG": None}
+    result = CliRunner().invoke(cli, ["--config", str(tmp_path / "none.yaml"), "events", "verify"], env=env)
+    default = tmp_path / ".leviathan"
+    assert result.exit_code == 2 and f"no event log at {default}" in result.stderr, result.output
+    assert "chain verified" not in result.output and not default.exists()
+
+
 def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project: Project) -> None:
     assert run_worker(project, "site", "a", "attempt-1").returncode == 0
     assert invoke(project, "events", "checkpoint").exit_code == 0
@@ -182,3 +191,78 @@ def test_events_checkpoint_then_verify_against_it_and_detect_truncation(project:
     log.write_bytes(b"".join(lines[:-1]))
     result = invoke(project, "events", "verify", "--checkpoint", str(note))
     assert result.exit_code == 1 and "truncated" in result.output
+
+
+def test_events_tail_shows_task_attempt_pr_and_the_event_id_prove_takes(project: Project) -> None:
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0
+    assert invoke(project, "prs", "merge", "1").exit_code == 0
+    result = invoke(project, "events", "tail", "--event-id")
+    assert result.exit_code == 0, result.output
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["SEQ", "TIME", "TYPE", "TARGET", "TASK", "ATTEMPT", "PR", "EVENT_ID", "DETAIL"]
+    seqs = [int(row.split()[0]) for row in rows]
+    assert seqs == sorted(seqs) and len(seqs) == len(list(project.events().read()))
+    by_type = {row.split()[2]: row.split() for row in rows}
+    # pr.merged names only its PR: the task and attempt come from the events before it.
+    assert by_type["pr.merged"][3:7] == ["site", "a", "attempt-1", "#1"]
+    assert by_type["attempt.started"][3:6] == ["site", "a", "attempt-1"]
+    merged = next(e for e in project.events().read() if e.event_type == "pr.merged")
+    assert by_type["pr.merged"][7] == merged.event.event_id
+    assert invoke(project, "events", "checkpoint").exit_code == 0
+    proved = invoke(project, "events", "prove", "--event", by_type["pr.merged"][7])
+    assert proved.exit_code == 0, proved.output
+
+    as_json = [json.loads(line) for line in invoke(project, "events", "tail", "--json").stdout.splitlines()]
+    assert [e["seq"] for e in as_json] == seqs
+    [merged_json] = [e for e in as_json if e["event_type"] == "pr.merged"]
+    assert merged_json["event_id"] == merged.event.event_id
+    assert merged_json["subject"] == {
+        "target_id": "site",
+        "task_id": "a",
+        "attempt_id": "attempt-1",
+        "pr_number": 1,
+    }
+    only = invoke(project, "events", "tail", "--task", "a", "--type", "pr.created").stdout.splitlines()
+    assert len(only) == 2 and "#1" in only[1]
+
+
+def test_events_tail_names_the_target_and_task_of_a_dagster_run(project: Project) -> None:
+    assert invoke(project, "run", "--once").exit_code == 0
+    rows = invoke(project, "events", "tail", "--type", "run.succeeded", "--task", "a").stdout.splitlines()[1:]
+    assert rows and all(row.split()[3:5] == ["site", "a"] for row in rows), rows
+
+
+def test_an_escalated_task_is_cleared_from_the_cli_and_runs_again(tmp_path: Path) -> None:
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    failing = {"test_command": ["python3", "-c", "import sys; sys.exit(1)"]}
+    policy = {"max_attempts_per_task": 3, "escalation_after": 1, "backoff_seconds": 0}
+    project = make_project(tmp_path, {"site": {"files": files, "policy": policy, **failing}})
+    assert invoke(project, "run", "--once").exit_code == 1
+    readiness = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    assert [t["reason"] for t in readiness] == ["escalated"]
+    assert invoke(project, "run", "--once").exit_code == 0  # nothing runs: it needs a human
+    # The fix (here: the test command) lands; the escalation still holds until an operator clears it.
+    make_project(tmp_path, {"site": {"policy": policy}})
+    assert [t["reason"] for t in json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]] == [
+        "escalated"
+    ]
+    cleared = invoke(
+        project, "task", "clear-escalation", "site", "a", "--reason", "fixed", "--operator", "ada"
+    )
+    assert cleared.exit_code == 0, cleared.output
+    assert "task.escalation_cleared for site/a (escalated) by operator:ada" in cleared.output
+    [event] = [e for e in project.events().read() if e.event_type == "task.escalation_cleared"]
+    assert (event.event.actor_id, event.payload["reason"], event.payload["attempts_before"]) == (
+        "operator:ada",
+        "fixed",
+        1,
+    )
+    [a] = json.loads(invoke(project, "tasks", "--json").stdout)["site"]["tasks"]
+    assert (a["ready"], a["next_attempt"]) == (True, 2)
+    [attempt] = json.loads(invoke(project, "run", "--once", "--json").stdout)["attempts"]
+    assert (attempt["number"], attempt["status"]) == (2, "succeeded")
+    # Nothing to clear now, an unknown target: exit 2 with the reason, nothing recorded.
+    again = invoke(project, "task", "clear-escalation", "site", "a")
+    assert again.exit_code == 2 and "nothing to clear" in again.output
+    assert invoke(project, "task", "clear-escalation", "nope", "a").exit_code == 2
+    assert sum(e.event_type == "task.escalation_cleared" for e in project.events().read()) == 1

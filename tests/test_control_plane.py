@@ -700,6 +700,24 @@ def test_operator_events_need_an_operator_token(scoped: TestClient, store: Ndjso
     assert (stored.event_type, stored.event.actor_id) == ("target.paused", "alice")
 
 
+def test_clearing_an_escalation_needs_an_operator_token_and_a_valid_payload(
+    scoped: TestClient, store: NdjsonEventLog
+) -> None:
+    payload = {"target_id": "site", "task_id": "a", "cleared": "escalated", "reason": "fixed"}
+    cleared = Event.new("task.escalation_cleared", payload, actor_id="anyone")
+    refused = post_as(scoped, SCHEDULER, bundle(cleared))
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == [
+        "events[0]: task.escalation_cleared is an operator action: it needs an operator token"
+    ]
+    bad = Event.new("task.escalation_cleared", {"target_id": "site"}, actor_id="anyone")
+    invalid = post_as(scoped, OPERATOR, bundle(bad, bundle_id="b-2"))
+    assert invalid.status_code == 422 and "payload.task_id: required" in str(invalid.json()["detail"])
+    assert post_as(scoped, OPERATOR, bundle(cleared, bundle_id="b-3")).status_code == 200
+    [stored] = list(store.read())
+    assert (stored.event_type, stored.event.actor_id) == ("task.escalation_cleared", "alice")
+
+
 def test_the_single_unnamed_token_cannot_append_operator_events(client: TestClient) -> None:
     reset = Event.new("circuit.reset", {"target_id": "site"}, actor_id="operator")
     assert ingest(client, bundle(reset)).status_code == 403

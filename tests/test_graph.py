@@ -195,3 +195,13 @@ def test_replayed_events_do_not_duplicate_or_change_anything(log: NdjsonEventLog
     assert nodes["attempt:attempt-2"]["status"] == "succeeded"
     assert nodes["attempt:attempt-2"]["attempt_number"] == 2
     assert nodes["pr:site/1"]["state"] == "merged" and nodes["pr:site/1"]["pr_url"] == "file:///pulls/1"
+
+
+def test_a_cleared_escalation_makes_the_task_active_again(tmp_path: Path) -> None:
+    store = NdjsonEventLog(tmp_path / "events.ndjson")
+    store.append([lifecycle.task_escalated(target_id="site", task_id="t", failures=3, actor_id=ACTOR)])
+    assert GraphProjection.from_events(store.read()).nodes["task:site/t"]["status"] == "escalated"
+    cleared = {"target_id": "site", "task_id": "t", "cleared": "escalated", "reason": "fixed"}
+    store.append([Event.new("task.escalation_cleared", cleared, actor_id="operator:ada")])
+    task = GraphProjection.from_events(store.read()).nodes["task:site/t"]
+    assert (task["status"], task["updated_seq"]) == ("active", 2)

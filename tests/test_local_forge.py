@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +249,62 @@ def test_show_file_through_a_fetched_mirror(
     with pytest.raises(NotFoundError, match="ref 'nope' does not exist"):
         gitutil.show_file(url, "nope", "README.md", cache_dir=cache)
     assert len(list(cache.glob("*.git"))) == 1
+
+
+def _opened(forge: LocalForge, work: Path, count: int) -> list[int]:
+    numbers = []
+    for i in range(count):
+        push_branch(work, f"agent/t{i}-a1", {f"docs/t{i}.md": f"# {i}\n"})
+        numbers.append(forge.open_pull_request(head=f"agent/t{i}-a1", base="main", title="t", body="").number)
+    return numbers
+
+
+def test_listing_open_pull_requests_reads_only_the_open_ones(
+    forge: LocalForge, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    numbers = _opened(forge, work, 6)
+    for number in numbers[:5]:
+        forge.close_pull_request(number)
+    reads: list[Path] = []
+    real = LocalForge._read
+    monkeypatch.setattr(LocalForge, "_read", lambda self, path: reads.append(path) or real(self, path))
+    assert [pr.number for pr in forge.list_pull_requests("open")] == [6]
+    assert [p.name for p in reads] == ["000006.json"]
+    assert len(forge.list_pull_requests("closed")) == 5
+
+
+def test_a_home_from_before_the_open_index_gets_it_built(
+    forge: LocalForge, work: Path, tmp_path: Path
+) -> None:
+    _opened(forge, work, 3)
+    forge.merge_pull_request(2)
+    shutil.rmtree(tmp_path / "home" / "forge" / "demo" / "open")  # as written by an older Leviathan
+    assert [pr.number for pr in forge.list_pull_requests("open")] == [1, 3]
+    fresh = LocalForge("demo", forge.repo_url, tmp_path / "home")
+    assert [pr.number for pr in fresh.list_pull_requests("open")] == [1, 3]
+    with pytest.raises(ConflictError, match="#1 is already open"):
+        fresh.open_pull_request(head="agent/t0-a1", base="main", title="t", body="")
+    push_branch(work, "agent/new-a1", {"docs/new.md": "new\n"})
+    assert fresh.open_pull_request(head="agent/new-a1", base="main", title="t", body="").number == 4
+
+
+def test_a_crash_leaves_a_marker_too_many_never_one_too_few(
+    forge: LocalForge, work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (first,) = _opened(forge, work, 1)
+    monkeypatch.setattr(LocalForge, "_unmark_open", lambda self, number: None)  # crash after the write
+    forge.close_pull_request(first)
+    monkeypatch.undo()
+    assert forge.list_pull_requests("open") == []  # the stale marker's record says closed
+    push_branch(work, "agent/x-a1", {"docs/x.md": "x\n"})
+
+    def crash(self, pr):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(LocalForge, "_write", crash)  # crash after the marker, before the record
+    with pytest.raises(OSError):
+        forge.open_pull_request(head="agent/x-a1", base="main", title="t", body="")
+    monkeypatch.undo()
+    assert forge.list_pull_requests("open") == []
+    assert forge.open_pull_request(head="agent/x-a1", base="main", title="t", body="").number == 2
+    assert [pr.number for pr in forge.list_pull_requests("open")] == [2]

@@ -147,3 +147,36 @@ def test_backlog_check_names_tasks_outside_the_target_prefixes(setup) -> None:
     assert checks["backlog_is_valid"].passed
     scope = checks["allowed_paths_in_scope"]
     assert not scope.passed and "| wide | src/x.py |" in scope.metadata["outside"].value
+
+
+def test_clear_escalation_job_records_the_operator_and_frees_the_task(setup) -> None:
+    project, defs, instance = setup
+    nothing = launch(defs, instance, "clear_escalation_job", "clear_escalation", target="site", task="a")
+    assert "nothing to clear" in nothing.failure_data_for_node("clear_escalation").error.message
+    ids = {"target_id": "site", "task_id": "a", "attempt_id": "attempt-x"}
+    project.events().append(
+        [
+            lifecycle.attempt_created(
+                **ids, attempt_number=1, branch_name="b", executor="local", actor_id="t"
+            ),
+            lifecycle.attempt_failed(**ids, failure_type="tests_failed", error_summary="x", actor_id="t"),
+            lifecycle.task_escalated(target_id="site", task_id="a", failures=1, actor_id="t"),
+        ]
+    )
+    refused = launch(defs, instance, "run_task_now_job", "run_task_now", target="site", task="a")
+    assert "escalated" in refused.failure_data_for_node("run_task_now").error.message
+    cleared = launch(
+        defs,
+        instance,
+        "clear_escalation_job",
+        "clear_escalation",
+        tags={"user": "carol"},
+        target="site",
+        task="a",
+        reason="criteria fixed",
+    )
+    assert cleared.success
+    [event] = [e for e in project.events().read() if e.event_type == "task.escalation_cleared"]
+    assert (event.event.actor_id, event.payload["reason"]) == ("operator:carol", "criteria fixed")
+    history = AttemptLedger.from_events(project.events().read()).task("site", "a")
+    assert not history.escalated and history.counted_attempts == 0 and history.next_number == 2

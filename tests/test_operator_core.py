@@ -231,3 +231,66 @@ def test_event_log_health_chain_and_checkpoint(tmp_path: Path) -> None:
     home.events_path.write_bytes(b"".join(lines[:-1]))
     broken = check_event_log(NdjsonEventLog(home.events_path), home)
     assert not broken.ok and "truncated" in broken.summary
+
+
+def test_clear_escalation_gives_a_fresh_budget_and_keeps_the_history(log) -> None:
+    policy = {"max_attempts_per_task": 2, "escalation_after": 2, "circuit_breaker_failures": 9}
+    backlog = Backlog("b", (task("a"),))
+    fail(log, "a", 1, T0 - timedelta(hours=1))
+    fail(log, "a", 2, T0 - timedelta(seconds=30))  # its backoff (60 s) still runs at T0
+    log.append([lifecycle.task_escalated(target_id="site", task_id="a", failures=2, actor_id="orchestrator")])
+    [r] = evaluate_target(target(**policy), backlog, AttemptLedger.from_events(log.read()), [], T0)
+    assert r.reason == "escalated" and "leviathan task clear-escalation site a" in r.detail
+
+    event = op.clear_escalation_event(
+        target(**policy), AttemptLedger.from_events(log.read()), "a", "ada", "criteria fixed"
+    )
+    assert event.actor_id == "operator:ada"
+    assert event.payload == {
+        "target_id": "site",
+        "task_id": "a",
+        "cleared": "escalated",
+        "attempts_before": 2,
+        "reason": "criteria fixed",
+    }
+    log.append([event])
+    ledger = AttemptLedger.from_events(log.read())
+    history = ledger.task("site", "a")
+    # Reset: escalation, the counted budget, the backoff. Kept: the attempts and their numbering.
+    assert (history.escalated, history.counted_attempts, history.counted_failures) == (False, 0, 0)
+    assert [a.number for a in history.attempts] == [1, 2] and history.last is None
+    [r] = evaluate_target(target(**policy), backlog, ledger, [], T0)
+    assert (r.ready, r.next_attempt_number) == (True, 3)
+    # Nothing to clear any more: a clear error, nothing recorded.
+    with pytest.raises(NotFoundError, match="nothing to clear"):
+        op.clear_escalation_event(target(**policy), ledger, "a", "ada")
+    # A new failure counts from the fresh budget: one failure is not yet an escalation or exhaustion.
+    fail(log, "a", 3, T0)
+    history = AttemptLedger.from_events(log.read()).task("site", "a")
+    assert (history.counted_attempts, history.counted_failures, history.last.number) == (1, 1, 3)
+
+
+def test_clear_escalation_frees_an_exhausted_task_but_never_one_in_flight(log) -> None:
+    policy = {"max_attempts_per_task": 1, "circuit_breaker_failures": 9}
+    fail(log, "a", 1, T0 - timedelta(hours=1))
+    ledger = AttemptLedger.from_events(log.read())
+    [r] = evaluate_target(target(**policy), Backlog("b", (task("a"),)), ledger, [], T0)
+    assert r.reason == "attempts_exhausted"
+    assert op.clear_escalation_event(target(**policy), ledger, "a", "ada").payload["cleared"] == (
+        "attempts_exhausted"
+    )
+    log.append(
+        [
+            lifecycle.attempt_created(
+                target_id="site",
+                task_id="b",
+                attempt_id="b1",
+                attempt_number=1,
+                branch_name="x",
+                executor="local",
+                actor_id="t",
+            )
+        ]
+    )
+    with pytest.raises(PolicyViolation, match="attempt 1 \\(b1\\) is created"):
+        op.clear_escalation_event(target(**policy), AttemptLedger.from_events(log.read()), "b", "ada")

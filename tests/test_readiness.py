@@ -223,14 +223,22 @@ def test_escalated_task_needs_a_human(history: History) -> None:
     history.failed("t1", 1)
     history.append(lifecycle.task_escalated(target_id="site", task_id="t1", failures=1, actor_id="test"))
     result = evaluate([make_task("t1")], history, target=make_target(max_attempts_per_task=5, **ROOMY))["t1"]
-    assert why(result) == (rd.ESCALATED, "escalated after 1 failed attempts; needs a human")
+    assert why(result) == (
+        rd.ESCALATED,
+        "escalated after 1 failed attempts; needs a human: fix the task, then "
+        "`leviathan task clear-escalation site t1` (or clear_escalation_job)",
+    )
 
 
 def test_attempts_exhausted_by_counted_failures(history: History) -> None:
     history.failed("t1", 1)
     history.failed("t1", 2, "timeout")
     result = evaluate([make_task("t1")], history)["t1"]
-    assert why(result) == (rd.ATTEMPTS_EXHAUSTED, "2 of 2 attempts used (max_attempts_per_task)")
+    assert why(result) == (
+        rd.ATTEMPTS_EXHAUSTED,
+        "2 of 2 attempts used (max_attempts_per_task); `leviathan task clear-escalation site t1` gives it "
+        "a fresh budget",
+    )
     assert result.next_attempt_number == 3
 
 
@@ -246,7 +254,11 @@ def test_succeeded_attempts_count(history: History) -> None:
     history.succeeded("t1", 1)  # its PR was closed unmerged: the task is pending again
     history.failed("t1", 2)
     result = evaluate([make_task("t1")], history)["t1"]
-    assert why(result) == (rd.ATTEMPTS_EXHAUSTED, "2 of 2 attempts used (max_attempts_per_task)")
+    assert why(result) == (
+        rd.ATTEMPTS_EXHAUSTED,
+        "2 of 2 attempts used (max_attempts_per_task); `leviathan task clear-escalation site t1` gives it "
+        "a fresh budget",
+    )
 
 
 def test_open_pr_for_the_task(history: History) -> None:

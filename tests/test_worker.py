@@ -206,3 +206,48 @@ def test_unreachable_control_plane_is_infrastructure_and_nothing_is_pushed(tmp_p
     assert proc.returncode == EXIT_CODES["infrastructure"]
     assert "cannot record attempt.started" in proc.stderr and "Traceback" not in proc.stderr
     assert_nothing_pushed(project)
+
+
+def _artifact_names(project: Project, attempt_id: str) -> set[str]:
+    [failed] = [
+        e
+        for e in project.events().read()
+        if e.event_type == "attempt.failed" and e.payload["attempt_id"] == attempt_id
+    ]
+    return {a["name"] for a in failed.payload["artifacts"]}
+
+
+@pytest.mark.parametrize(
+    ("failure", "target"),
+    [
+        ("policy_violation", {"policy": {"allowed_path_prefixes": ["tests/"]}}),
+        ("tests_failed", {"test_command": [PY, "-c", "import sys; sys.exit(3)"]}),
+        (
+            "timeout",
+            {
+                "test_command": [PY, "-c", "import time; time.sleep(30)"],
+                "policy": {"attempt_timeout_seconds": 1},
+            },
+        ),
+    ],
+)
+def test_a_failed_attempt_that_changed_something_keeps_its_diff(
+    tmp_path: Path, failure: str, target: dict
+) -> None:
+    project = project_with(tmp_path, docs_task("intro"), **target)
+    proc = run_worker(project, "site", "intro", "attempt-fd")
+    assert proc.returncode == EXIT_CODES[failure], proc.stdout + proc.stderr
+    assert failure_of(project, "attempt-fd")[0] == failure
+    assert "diff.patch" in _artifact_names(project, "attempt-fd")
+    patch = (project.home.artifacts_dir("attempt-fd") / "diff.patch").read_text()
+    assert "+++ b/docs/intro.md" in patch and "+# Write intro" in patch
+    assert_nothing_pushed(project)
+
+
+def test_no_change_leaves_no_diff(tmp_path: Path) -> None:
+    first = project_with(tmp_path / "a", docs_task("intro"))
+    assert run_worker(first, "site", "intro", "attempt-1").returncode == 0
+    existing = first.show("site", "agent/intro-attempt-1", "docs/intro.md")
+    project = project_with(tmp_path / "b", docs_task("intro"), files={"docs/intro.md": existing})
+    assert run_worker(project, "site", "intro", "attempt-nc").returncode == EXIT_CODES["no_changes"]
+    assert "diff.patch" not in _artifact_names(project, "attempt-nc")

@@ -48,6 +48,7 @@ from worker.event_sink import sink_for
 log = logging.getLogger("leviathan.worker")
 
 RESULT_FILE = "result.json"
+DIFF_FILE = "diff.patch"
 
 
 class AttemptFailure(Exception):
@@ -158,14 +159,14 @@ def run_attempt(
             {"generator": generator_name, "files": list(change.files), "summary": change.summary},
         )
         log.info("generator %s: %s", generator_name, change.summary)
-        changes = _checked_changes(workspace, task, target)
+        changes = _checked_changes(workspace, task, target, artifacts)
         checked_tree = checked_commit.write_tree(workspace)
         tests = _run_tests(target, task, workspace, artifacts, deadline)
         discarded = checked_commit.discard_unchecked(workspace, checked_tree)
         if discarded:
             artifacts.write_json("discarded.json", {"after_policy_check": discarded})
         branch = at.branch_name_for(task.id, env.attempt_id)
-        commit_sha = _commit(workspace, task, env, branch, changes, artifacts, checked_tree)
+        commit_sha = _commit(workspace, task, env, branch, changes, checked_tree)
         # Asked again: an App's installation token may have been refreshed since the clone.
         _push(workspace, env.repo_url, branch, forge)
         pr = forge.open_pull_request(
@@ -196,7 +197,26 @@ def run_attempt(
             "tests": tests.status,
         }
     finally:
+        if (workspace / ".git").is_dir() and not artifacts.path(DIFF_FILE).exists():
+            # The generator stopped or failed before the policy check: what it changed is still evidence.
+            _write_diff_of_worktree(workspace, artifacts)
         shutil.rmtree(workspace, ignore_errors=True)
+
+
+def _write_diff_of_worktree(workspace: Path, artifacts: ArtifactDir) -> None:
+    try:
+        if list_changed_paths(workspace):  # stages the whole worktree, as the policy check does
+            _write_diff(workspace, artifacts)
+    except (LeviathanError, OSError) as exc:  # the attempt's own failure is what the record must say
+        log.warning("could not record the diff of the unfinished change: %s", exc)
+
+
+def _write_diff(workspace: Path, artifacts: ArtifactDir) -> None:
+    """``diff.patch``: the staged change against HEAD, exactly what the policy check judges."""
+    diff = gitutil.run_git(
+        ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--binary", "HEAD"], cwd=workspace
+    )
+    artifacts.write_text(DIFF_FILE, diff)
 
 
 def _load_target(env: WorkerEnv) -> TargetConfig:
@@ -226,11 +246,15 @@ def _load_task(workspace: Path, task_id: str) -> Task:
     return task
 
 
-def _checked_changes(workspace: Path, task: Task, target: TargetConfig) -> list[ChangedPath]:
-    """Policy on the *actual* diff: the task's allowed paths, inside the target's prefixes."""
+def _checked_changes(
+    workspace: Path, task: Task, target: TargetConfig, artifacts: ArtifactDir
+) -> list[ChangedPath]:
+    """Policy on the *actual* diff: the task's allowed paths, inside the target's prefixes. The diff is
+    recorded first (``diff.patch``), so a refused or later failing change is there to be read too."""
     changes = list_changed_paths(workspace)
     if not changes:
         raise AttemptFailure(at.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
+    _write_diff(workspace, artifacts)
     violations = check_changed_paths(workspace, changes, task.allowed_paths)
     violations += check_changed_paths(workspace, changes, target.policy.allowed_path_prefixes)
     if violations:
@@ -272,13 +296,9 @@ def _commit(
     env: WorkerEnv,
     branch: str,
     changes: list[ChangedPath],
-    artifacts: ArtifactDir,
     checked_tree: str,
 ) -> str:
-    diff = gitutil.run_git(
-        ["diff", "--cached", "--no-ext-diff", "--no-textconv", "--binary", "HEAD"], cwd=workspace
-    )
-    artifacts.write_text("diff.patch", diff)
+    # diff.patch was written at the policy check: the index holds that checked tree again now.
     # Read and written as bytes-exact text (a CRLF backlog keeps its line ends) and never through a symlink.
     original = workspace_files.read_text(workspace, BACKLOG_PATH)
     if original is None:

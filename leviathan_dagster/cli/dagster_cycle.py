@@ -58,18 +58,25 @@ class CycleReport:
     broken: dict[str, str] = field(default_factory=dict)
 
 
+def _never() -> bool:
+    return False
+
+
 def run_cycle(
     instance: dg.DagsterInstance,
     resource: LeviathanResource,
     *,
     executor: str | None = None,
     echo: Echo = print,
+    stop_requested: Callable[[], bool] = _never,
 ) -> CycleReport:
+    """One cycle; ``stop_requested`` is asked before each refresh and launch (a stop by signal starts
+    nothing new: the attempt in flight, if any, is settled by its run)."""
     defs = build_definitions(resource)
     report = CycleReport()
     started = datetime.now(UTC)
     try:
-        _run_cycle(defs, instance, resource, report, executor, echo)
+        _run_cycle(defs, instance, resource, report, executor, echo, stop_requested)
     finally:
         # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
         records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
@@ -84,6 +91,7 @@ def _run_cycle(
     report: CycleReport,
     executor: str | None,
     echo: Echo,
+    stop_requested: Callable[[], bool],
 ) -> None:
     project = resource.project()
     targets = [t.id for t in project.targets if resource.only_target in (None, t.id)]
@@ -96,6 +104,8 @@ def _run_cycle(
     _ensure_partitions(instance, targets_partitions.name, targets)
     refresh = defs.resolve_job_def(REFRESH_JOB)
     for target_id in targets:
+        if stop_requested():
+            return
         result = refresh.execute_in_process(
             instance=instance, partition_key=target_id, run_config=QUIET, raise_on_error=False
         )
@@ -109,6 +119,8 @@ def _run_cycle(
                 for line in report.broken[target_id].splitlines():
                     echo(f"    {line}")
 
+    if stop_requested():
+        return
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
     )
@@ -120,6 +132,8 @@ def _run_cycle(
         return
     attempt_job = defs.resolve_job_def(ATTEMPT_JOB)
     for request in result.run_requests:
+        if stop_requested():
+            return
         # The daemon drops a run_key it has seen; do the same so two schedulers never double-launch.
         if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
             echo(f"  {request.run_key}: already launched, skipped")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-from collections import deque
 from pathlib import Path
 
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
 from leviathan_dagster.cli.events_proofs import EVENTS_COMMANDS, verify_checkpoint
+from leviathan_dagster.cli.events_tail import tail
 from leviathan_dagster.cli.events_transfer import TRANSFER_COMMANDS
 from leviathan_dagster.core.events.proofs import LATEST_FILE, checkpoints_dir
 
@@ -19,31 +18,7 @@ def events() -> None:
     """Read and verify the hash-chained event log."""
 
 
-@events.command()
-@click.option("-n", "--lines", default=20, show_default=True, help="How many of the last events.")
-@click.option("--type", "event_type", help="Only events of this type, e.g. attempt.failed.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (NDJSON).")
-@pass_ctx
-def tail(ctx: CliContext, lines: int, event_type: str | None, as_json: bool) -> None:
-    """Show the last events (and, on stderr, any torn tail after them; reading changes nothing).
-
-    \b
-    Example:
-      leviathan events tail -n 50 --type attempt.failed
-    """
-    store = ctx.event_log(read_only=True)
-    last = deque((e for e in store.read() if event_type in (None, e.event_type)), maxlen=lines)
-    for stored in last:
-        if as_json:
-            click.echo(json.dumps(stored.to_dict(), sort_keys=True))
-        else:
-            p = stored.payload
-            subject = p.get("attempt_id") or p.get("task_id") or p.get("pr_number") or ""
-            extra = p.get("failure_type") or p.get("pr_url") or p.get("status") or ""
-            click.echo(f"{stored.seq:>6} {stored.event.timestamp} {stored.event_type:<18} {subject} {extra}")
-    torn = store.torn_tail()
-    if torn is not None:
-        click.secho(f"warning: {torn.describe()}", fg="yellow", err=True)
+events.add_command(tail)
 
 
 @events.command()

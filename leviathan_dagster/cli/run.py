@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
-
 import click
 
 from leviathan_dagster.cli.context import (
@@ -14,6 +11,7 @@ from leviathan_dagster.cli.context import (
     emit_json,
     pass_ctx,
 )
+from leviathan_dagster.cli.graceful import GracefulStop
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
@@ -27,6 +25,7 @@ def cycle_once(
     executor: str | None,
     max_attempts: int | None,
     echo=click.echo,
+    stop_requested=None,
 ):
     from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
     from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -39,7 +38,8 @@ def cycle_once(
         max_attempts_per_task=max_attempts,
     )
     try:
-        return run_cycle(instance, resource, executor=executor, echo=echo)
+        stop = stop_requested or (lambda: False)
+        return run_cycle(instance, resource, executor=executor, echo=echo, stop_requested=stop)
     finally:
         instance.dispose()
 
@@ -103,6 +103,11 @@ def run(
     attempt of the (last) cycle failed or a target's backlog was broken (the other targets still ran);
     2 for an unknown --target.
 
+    Without --once it runs until stopped: the first SIGINT (Ctrl-C) or SIGTERM starts nothing new,
+    lets the attempt in flight be settled (Dagster interrupts it; it is recorded as canceled, an
+    infrastructure failure that does not count against the task), prints one line saying what
+    happened and exits 0; a second signal stops at once (exit 130 or 143).
+
     \b
     Example:
       leviathan run --target docs-site --once --executor local
@@ -110,25 +115,18 @@ def run(
     """
     check_target_option(load_project_config(ctx.config_path, isolate_targets=True), target)
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    while True:
-        progress(f"cycle at {utc_now():%H:%M:%S}")
-        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts, echo=progress)
-        if report.skipped:
-            progress(f"  {report.skipped}")
-        records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
-        failed = sum(r.status != "succeeded" for r in records)
-        if as_json:
-            line = {
-                "skipped": report.skipped,
-                "broken": report.broken,
-                "attempts": [r.__dict__ for r in records],
-            }
-            click.echo(json.dumps(line))
-        else:
-            print_attempts(records)
-        if once:
-            raise SystemExit(1 if failed or report.broken else 0)
-        time.sleep(interval)
+    if once:
+        records, broken = _one_cycle(ctx, target, executor, max_attempts, as_json, progress)
+        raise SystemExit(1 if broken or any(r.status != "succeeded" for r in records) else 0)
+    with GracefulStop(announce=progress) as stop:
+        interrupted: list[AttemptRecord] = []  # the attempts of the cycle a signal arrived in
+        while not stop.poll():
+            records, _ = _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop.poll)
+            if stop.poll():
+                interrupted = records
+                break
+            stop.sleep(interval)
+        progress(stopped_line(stop.signal_name or "signal", interrupted))
 
 
 @click.command()

@@ -1,6 +1,6 @@
-"""``leviathan target pause|resume|reset-breaker``: the operator actions that need no Dagster run, for
-scripts and terminals. Each writes the same event as its Dagster job (``pause_target_job`` …), with
-the operator's identity."""
+"""``leviathan target pause|resume|reset-breaker`` and ``leviathan task clear-escalation``: the operator
+actions that need no Dagster run, for scripts and terminals. Each writes the same event as its Dagster
+job (``pause_target_job``, ``clear_escalation_job`` …), with the operator's identity."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import click
 
 from leviathan_dagster.cli.context import CliContext, check_target_option, emit_json, pass_ctx
 from leviathan_dagster.core import operator as op_events
+from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import load_project_config
 
 ACTIONS = {
@@ -54,4 +55,54 @@ def _action(name: str, kind: str) -> click.Command:
 for _name, _kind in ACTIONS.items():
     _action(_name, _kind)
 
-COMMANDS = [target]
+
+@click.group()
+def task() -> None:
+    """Operator actions on one task (recorded in the event log with your identity)."""
+
+
+@task.command("clear-escalation")
+@click.argument("target_id", metavar="TARGET")
+@click.argument("task_id", metavar="TASK")
+@click.option("--reason", default="", help="Why (e.g. what you fixed); recorded with the event.")
+@click.option(
+    "--operator",
+    default=getpass.getuser,
+    show_default="your login name",
+    help="Who acts; recorded as actor operator:<name>.",
+)
+@click.option("--json", "as_json", is_flag=True, help="The recorded event as JSON.")
+@pass_ctx
+def clear_escalation(
+    ctx: CliContext, target_id: str, task_id: str, reason: str, operator: str, as_json: bool
+) -> None:
+    """Give an escalated (or out-of-attempts) task a fresh attempt budget, after fixing it on main.
+
+    Records task.escalation_cleared: the task's earlier attempts no longer count against
+    max_attempts_per_task, escalation_after, the infrastructure streak or the backoff; they stay in the
+    history and the next attempt takes the next number. Refused (exit 2) while an attempt is in flight
+    or when the task is neither escalated nor out of attempts.
+
+    \b
+    Example:
+      leviathan task clear-escalation docs-site write-guide --reason 'criteria fixed in #42'
+    """
+    project = load_project_config(ctx.config_path)
+    config = project.target(target_id)
+    if config is None:
+        raise ConfigError(f"no target '{target_id}' in {project.source}")
+    store = ctx.event_log()
+    event = op_events.clear_escalation_event(
+        config, AttemptLedger.from_events(store.read()), task_id, operator, reason
+    )
+    stored = store.append_one(event)
+    if as_json:
+        emit_json(stored.to_dict())
+    else:
+        click.echo(
+            f"{event.event_type} for {target_id}/{task_id} ({event.payload['cleared']}) by "
+            f"{event.actor_id} (seq {stored.seq}): its next attempt starts a fresh budget"
+        )
+
+
+COMMANDS = [target, task]

@@ -44,6 +44,10 @@ class PlannedAttempt:
         return at.make_attempt_id(self.target.id, self.task_id, self.attempt_number)
 
 
+# How the summary of an attempt canceled by a stopping orchestrator begins (``leviathan run`` names it).
+CANCELED = "canceled:"
+
+
 class DuplicateAttempt(Exception):
     """The attempt already exists in the log: another run launched it. Nothing is done twice."""
 
@@ -88,8 +92,27 @@ def execute_attempt(
         result = ExecutionResult(None, False, f"executor {executor.name}: {exc}", at.EXECUTOR_ERROR)
     except Exception as exc:  # the executor itself broke: still leave a consistent record
         result = ExecutionResult(None, False, f"executor {executor.name} failed: {type(exc).__name__}: {exc}")
+    except BaseException as stop:
+        # The orchestrator is being stopped (Ctrl-C or SIGTERM, which Dagster raises in the op as an
+        # interrupt; a canceled run): end the worker first, then record what became of the attempt,
+        # so nothing stays "running" with nobody left to finish it. Not the task's fault: infrastructure.
+        executor.cleanup(planned.attempt_id)
+        summary = f"{CANCELED} the orchestrator was stopped ({type(stop).__name__}) while the attempt ran"
+        _settle(planned, home, events, ExecutionResult(None, False, summary, at.INFRASTRUCTURE))
+        raise
     finally:
         executor.cleanup(planned.attempt_id)
+    ledger, record = _settle(planned, home, events, result)
+    apply_failure_consequences(record, target, ledger, events)
+    return record
+
+
+def _settle(
+    planned: PlannedAttempt, home: LeviathanHome, events: EventStore, result: ExecutionResult
+) -> tuple[AttemptLedger, AttemptRecord]:
+    """Once the executor is done: the attempt as recorded, recovering from the forge or recording the
+    lost worker if it left no terminal event."""
+    target, task_id = planned.target, planned.task_id
     ledger = AttemptLedger.from_events(events.read())
     record = ledger.attempt(planned.attempt_id)
     if record is None or record.in_flight:
@@ -105,8 +128,7 @@ def execute_attempt(
         ledger = AttemptLedger.from_events(events.read())
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
-    apply_failure_consequences(record, target, ledger, events)
-    return record
+    return ledger, record
 
 
 def _record_lost_worker(planned: PlannedAttempt, result: ExecutionResult, events: EventStore) -> None:

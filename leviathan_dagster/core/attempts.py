@@ -102,21 +102,31 @@ class TaskHistory:
     completed: bool = False
     # Attempts before the operator's last run-now or cancel: each starts a new infrastructure streak.
     streak_start: int = 0
+    # Attempts before the last ``task.escalation_cleared``: they stay in the history (and in attempt
+    # numbering) but no longer count against max_attempts_per_task, escalation_after, the
+    # infrastructure streak or the backoff.
+    budget_start: int = 0
+
+    @property
+    def budget(self) -> list[AttemptRecord]:
+        """The attempts since the task's attempt budget last began (all of them unless an operator
+        cleared its escalation)."""
+        return self.attempts[self.budget_start :]
 
     @property
     def counted_attempts(self) -> int:
-        return sum(1 for a in self.attempts if a.counts_against_task)
+        return sum(1 for a in self.budget if a.counts_against_task)
 
     @property
     def counted_failures(self) -> int:
-        return sum(1 for a in self.attempts if a.status == FAILED and a.counts_against_task)
+        return sum(1 for a in self.budget if a.status == FAILED and a.counts_against_task)
 
     @property
     def infrastructure_streak(self) -> list[AttemptRecord]:
         """The failed attempts at the end of the history that did not count (infrastructure), newest
         last; a counted end, or an operator's run-now or cancel, ends the streak."""
         streak: list[AttemptRecord] = []
-        for record in reversed(self.attempts[self.streak_start :]):
+        for record in reversed(self.attempts[max(self.streak_start, self.budget_start) :]):
             if record.status != FAILED or record.counts_against_task:
                 break
             streak.insert(0, record)
@@ -128,7 +138,8 @@ class TaskHistory:
 
     @property
     def last(self) -> AttemptRecord | None:
-        return self.attempts[-1] if self.attempts else None
+        """The newest attempt of the current budget (its failure sets the backoff)."""
+        return self.budget[-1] if self.budget else None
 
     def in_flight(self) -> AttemptRecord | None:
         return next((a for a in self.attempts if a.in_flight), None)
@@ -211,6 +222,10 @@ class AttemptLedger:
             self._on_progress(kind, payload, at)
         elif kind == ev.TASK_ESCALATED:
             self._history(payload["target_id"], payload["task_id"]).escalated = True
+        elif kind == ev.TASK_ESCALATION_CLEARED:
+            history = self._history(payload["target_id"], payload["task_id"])
+            history.escalated = history.completed = False
+            history.budget_start = history.streak_start = len(history.attempts)
         elif kind == ev.RETRY_SCHEDULED:
             history = self._history(payload["target_id"], payload["task_id"])
             history.retries_scheduled.add(int(payload["retry_number"]))

@@ -202,8 +202,26 @@ def show_file(
     """The text of ``path`` at ``ref`` of a repository; None when the file is not there at that ref.
 
     A local repository (bare or not, path or ``file://``) is read in place. A network URL is read
-    through a bare mirror kept in ``cache_dir`` and fetched on every call, so the answer is current.
+    through a bare mirror kept in ``cache_dir``, brought up to date first (see ``_fetch_mirror``).
     NotFoundError when ``ref`` does not exist.
+    """
+    found = find_blob(repo_url_or_path, ref, path, cache_dir=cache_dir, env=env)
+    return None if found is None else read_blob(*found)
+
+
+def find_blob(
+    repo_url_or_path: str,
+    ref: str,
+    path: str,
+    *,
+    cache_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Path, str] | None:
+    """(repository to read from, blob id) of ``path`` at ``ref``; None when no file is there.
+
+    One ``git ls-tree`` answers both "is it a file" and "which version": a caller that has already
+    parsed that blob id (``backlog_cache``) needs no further git command. NotFoundError when ``ref``
+    does not exist; repositories as for ``show_file``.
     """
     repo = local_path(repo_url_or_path)
     if repo is not None and not repo.exists():
@@ -213,16 +231,20 @@ def show_file(
     if repo is None:
         if cache_dir is None:
             raise ValueError(f"show_file needs cache_dir to read the network repository {repo_url_or_path}")
-        repo = _fetch_mirror(repo_url_or_path, cache_dir, env)
-    if not ref_exists(repo, ref):
-        raise NotFoundError(f"ref {ref!r} does not exist in {repo_url_or_path}")
+        repo = _fetch_mirror(repo_url_or_path, cache_dir, env, branch=ref)
     try:
-        kind = run_git(["cat-file", "-t", f"{ref}:{path}"], cwd=repo).strip()
+        listing = run_git(["ls-tree", "-z", "--full-tree", f"{ref}^{{commit}}", "--", path], cwd=repo)
     except GitError:
-        return None
-    if kind != "blob":
-        return None
-    return run_git(["cat-file", "blob", f"{ref}:{path}"], cwd=repo)
+        if not ref_exists(repo, ref):
+            raise NotFoundError(f"ref {ref!r} does not exist in {repo_url_or_path}") from None
+        raise
+    # "<mode> <type> <id>\t<path>\0"; nothing when the path is absent at that commit.
+    for entry in listing.split("\0"):
+        meta, _, name = entry.partition("\t")
+        parts = meta.split()
+        if name == path and len(parts) == 3 and parts[1] == "blob":
+            return repo, parts[2]
+    return None
 
 
 def _is_repository(path: Path) -> bool:
@@ -233,19 +255,42 @@ def _is_repository(path: Path) -> bool:
     return True
 
 
-def _fetch_mirror(url: str, cache_dir: Path, env: Mapping[str, str] | None) -> Path:
+def read_blob(repo: Path, blob_id: str) -> str:
+    """The text of one blob of the repository at ``repo``."""
+    return run_git(["cat-file", "blob", blob_id], cwd=repo)
+
+
+def _fetch_mirror(
+    url: str, cache_dir: Path, env: Mapping[str, str] | None, *, branch: str | None = None
+) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     mirror = cache_dir / f"{key}.git"
     # Two workers fetching one mirror at once would trip over git's ref locks; take turns.
     try:
         with FileLock(str(cache_dir / f"{key}.lock"), timeout=MIRROR_LOCK_TIMEOUT_SECONDS):
-            if (mirror / "HEAD").exists():
-                run_git(["fetch", "--quiet", "--prune", "origin"], cwd=mirror, env=env)
-            else:
+            if not (mirror / "HEAD").exists():
                 run_git(["clone", "--quiet", "--mirror", "--", url, str(mirror)], env=env)
+            elif branch is None or _remote_moved(mirror, branch, env):
+                run_git(["fetch", "--quiet", "--prune", "origin"], cwd=mirror, env=env)
     except Timeout:
         raise TransientError(
             f"mirror of {url} in {cache_dir} stayed locked for {MIRROR_LOCK_TIMEOUT_SECONDS:g}s"
         ) from None
     return mirror
+
+
+def _remote_moved(mirror: Path, branch: str, env: Mapping[str, str] | None) -> bool:
+    """Whether the remote's ``branch`` head differs from the mirror's (or either is missing).
+
+    ``git ls-remote`` asks for one ref's sha and transfers nothing else, where ``fetch`` negotiates
+    every ref and pack: every scheduler tick reads every target's backlog, and the branch has almost
+    always not moved since the last tick.
+    """
+    ref = branch if branch.startswith("refs/") else f"refs/heads/{branch}"
+    remote = run_git(["ls-remote", "--quiet", "origin", ref], cwd=mirror, env=env).split()
+    try:
+        local = run_git(["rev-parse", "--verify", "--quiet", ref], cwd=mirror).strip()
+    except GitError:
+        return True
+    return not remote or remote[0] != local

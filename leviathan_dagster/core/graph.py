@@ -145,12 +145,13 @@ class GraphProjection:
             self._on_pr_created(payload, stored)
         elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
             self._on_pr_finished(kind, payload, stored)
-        elif kind in (ev.TASK_COMPLETED, ev.TASK_ESCALATED):
+        elif kind in (ev.TASK_COMPLETED, ev.TASK_ESCALATED, ev.TASK_ESCALATION_CLEARED):
             task = self._task(payload.get("target_id"), payload.get("task_id"), stored.seq)
             if task is not None:
-                task["status"] = (
-                    str(payload.get("status") or "completed") if kind == ev.TASK_COMPLETED else "escalated"
-                )
+                task["status"] = {
+                    ev.TASK_COMPLETED: str(payload.get("status") or "completed"),
+                    ev.TASK_ESCALATED: "escalated",
+                }.get(kind, "active")
                 task["updated_seq"] = stored.seq
         elif kind in (ev.CIRCUIT_OPENED, "circuit.reset"):
             target = self._target(payload.get("target_id"), stored.seq)

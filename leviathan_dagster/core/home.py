@@ -5,6 +5,7 @@
 <home>/artifacts/<attempt>/     attempt artifacts with their SHA-256 manifest
 <home>/workspaces/<attempt>/    fresh clone per attempt (removed after the attempt)
 <home>/mirrors/                 bare mirrors used to read backlogs from base branches
+<home>/cache/backlogs/          parsed backlogs by git blob id (safe to delete)
 <home>/dagster/                 DAGSTER_HOME of the embedded Dagster instance
 """
 
@@ -41,6 +42,10 @@ class LeviathanHome:
     @property
     def mirrors(self) -> Path:
         return self.root / "mirrors"
+
+    @property
+    def backlog_cache(self) -> Path:
+        return self.root / "cache" / "backlogs"
 
     @property
     def dagster_home(self) -> Path:

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.errors import NotFoundError, PolicyViolation
+from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import Event, parse_timestamp
 from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
 from leviathan_dagster.core.readiness import (
@@ -28,6 +29,7 @@ TARGET_PAUSED = "target.paused"
 TARGET_RESUMED = "target.resumed"
 RUN_NOW_REQUESTED = "operator.run_now"
 CANCEL_REQUESTED = "attempt.cancel_requested"
+ESCALATION_CLEARED = ev.TASK_ESCALATION_CLEARED
 UNKNOWN_OPERATOR = "unknown"
 
 # What each target action does, for the Dagster op and the CLI command that record it.
@@ -109,3 +111,48 @@ def attempt_to_cancel(ledger: AttemptLedger, target_id: str, task_id: str) -> At
     if record is None:
         raise NotFoundError(f"{target_id}/{task_id} has no attempt in flight (nothing to cancel)")
     return record
+
+
+CLEAR_ESCALATION_SUMMARY = (
+    "Give an escalated (or out-of-attempts) task a fresh attempt budget, after fixing it on the base branch."
+)
+
+
+def clear_escalation_event(
+    target: TargetConfig, ledger: AttemptLedger, task_id: str, operator: str | None, reason: str = ""
+) -> Event:
+    """The ``task.escalation_cleared`` event that makes a stuck task attemptable again.
+
+    What it resets (the ledger's fold): the escalation; the attempt budget (earlier attempts no longer
+    count against ``max_attempts_per_task`` or ``escalation_after``); the infrastructure streak; the
+    backoff of the last failed attempt; and the task's recorded end (``task.completed`` failed), so a
+    new end is recorded again. What it keeps: the attempts themselves (history, artifacts, PRs) and
+    their numbering (the next attempt is the next number, so ids and branches never repeat), the
+    target's circuit breaker and pause (``target reset-breaker``/``resume``), and every other rule of
+    readiness. Refused while an attempt is in flight, and for a task with nothing to clear.
+    """
+    history = ledger.task(target.id, task_id)
+    running = history.in_flight()
+    if running is not None:
+        raise PolicyViolation(
+            f"{target.id}/{task_id}: attempt {running.number} ({running.attempt_id}) is {running.status}; "
+            "wait for it to end or cancel it (cancel_attempt_job) first"
+        )
+    if history.escalated:
+        cleared = "escalated"
+    elif history.counted_attempts >= target.policy.max_attempts_per_task:
+        cleared = "attempts_exhausted"
+    else:
+        raise NotFoundError(
+            f"{target.id}/{task_id} is neither escalated nor out of attempts "
+            f"({history.counted_attempts} of {target.policy.max_attempts_per_task} used): nothing to clear"
+        )
+    return operator_event(
+        ESCALATION_CLEARED,
+        operator,
+        target_id=target.id,
+        task_id=task_id,
+        cleared=cleared,
+        attempts_before=len(history.attempts),
+        reason=reason,
+    )

@@ -234,58 +234,61 @@ def _evaluate_task(
     queued_tasks: Collection[str],
 ) -> Readiness:
     policy = target.policy
-    base = Readiness(
-        target_id=target.id,
-        task_id=task.id,
-        ready=True,
-        reason=READY,
-        detail="ready",
-        priority=task.priority,
-        order=index,
-        next_attempt_number=history.next_number,
-    )
+
+    # Built once per task with its final verdict: this runs for every task on every tick, and copying
+    # a "ready" base with dataclasses.replace for each not-ready task cost a fifth of the decision.
+    def verdict(reason: str, detail: str, not_before: str | None = None) -> Readiness:
+        return Readiness(
+            target.id,
+            task.id,
+            reason == READY,
+            reason,
+            detail,
+            task.priority,
+            index,
+            history.next_number,
+            not_before,
+        )
+
     if task.status != "pending":
-        return _not_ready(base, STATUS, f"status is '{task.status}' (only 'pending' tasks run)")
+        return verdict(STATUS, f"status is '{task.status}' (only 'pending' tasks run)")
     if not task.ready:
-        return _not_ready(base, NOT_READY_FLAG, "'ready' is false in the backlog")
+        return verdict(NOT_READY_FLAG, "'ready' is false in the backlog")
     outside = task_paths_in_scope(task.allowed_paths, target.policy.allowed_path_prefixes)
     if outside:
         prefixes = ", ".join(target.policy.allowed_path_prefixes)
-        return _not_ready(
-            base,
-            OUT_OF_SCOPE,
-            f"allowed_paths {', '.join(outside)} outside the target's prefixes ({prefixes})",
+        return verdict(
+            OUT_OF_SCOPE, f"allowed_paths {', '.join(outside)} outside the target's prefixes ({prefixes})"
         )
     for dep in task.dependencies:
         dep_task = by_id.get(dep)
         if dep_task is None or dep_task.status != "completed":
             status = dep_task.status if dep_task else "missing"
-            return _not_ready(base, DEPENDENCY, f"waits for dependency '{dep}' (status: {status})")
+            return verdict(DEPENDENCY, f"waits for dependency '{dep}' (status: {status})")
     running = history.in_flight()
     if running is not None:
-        return _not_ready(
-            base, IN_PROGRESS, f"attempt {running.number} ({running.attempt_id}) is {running.status}"
-        )
+        return verdict(IN_PROGRESS, f"attempt {running.number} ({running.attempt_id}) is {running.status}")
     if task.id in queued_tasks:
-        return _not_ready(base, IN_PROGRESS, f"attempt {history.next_number} is queued")
+        return verdict(IN_PROGRESS, f"attempt {history.next_number} is queued")
     pr = open_pr_by_marker.get(f"{target.id}/{task.id}")
     if pr is not None:
-        return _not_ready(base, OPEN_PR, f"PR #{pr.number} is open for this task ({pr.url})")
+        return verdict(OPEN_PR, f"PR #{pr.number} is open for this task ({pr.url})")
     if history.escalated:
-        return _not_ready(
-            base, ESCALATED, f"escalated after {history.counted_failures} failed attempts; needs a human"
+        return verdict(
+            ESCALATED,
+            f"escalated after {history.counted_failures} failed attempts; needs a human: fix the task, "
+            f"then `leviathan task clear-escalation {target.id} {task.id}` (or clear_escalation_job)",
         )
     if history.counted_attempts >= policy.max_attempts_per_task:
-        return _not_ready(
-            base,
+        return verdict(
             ATTEMPTS_EXHAUSTED,
             f"{history.counted_attempts} of {policy.max_attempts_per_task} attempts used "
-            "(max_attempts_per_task)",
+            f"(max_attempts_per_task); `leviathan task clear-escalation {target.id} {task.id}` gives "
+            "it a fresh budget",
         )
     streak = history.infrastructure_streak
     if len(streak) >= policy.infrastructure_streak_limit:
-        return _not_ready(
-            base,
+        return verdict(
             INFRASTRUCTURE_STREAK,
             f"{len(streak)} infrastructure failures in a row (infrastructure_streak_limit "
             f"{policy.infrastructure_streak_limit}), last: {(streak[-1].error_summary or '')[:300]}; "
@@ -296,15 +299,9 @@ def _evaluate_task(
         until = last.ended_at + timedelta(seconds=policy.backoff_seconds)
         if now < until:
             stamp = format_timestamp(until)
-            return replace(
-                _not_ready(
-                    base,
-                    BACKOFF,
-                    f"attempt {last.number} failed ({last.failure_type}); backoff until {stamp}",
-                ),
-                not_before=stamp,
-            )
-    return base
+            detail = f"attempt {last.number} failed ({last.failure_type}); backoff until {stamp}"
+            return verdict(BACKOFF, detail, not_before=stamp)
+    return verdict(READY, "ready")
 
 
 def _not_ready(base: Readiness, reason: str, detail: str) -> Readiness:

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.backlog import parse_backlog
+from leviathan_dagster.core.backlog_cache import parse_backlog_cached
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.forge.registry import forge_for
@@ -54,16 +54,24 @@ def read_backlog(target: TargetConfig, home: LeviathanHome) -> BacklogSnapshot:
     try:
         # A network repository (GitHub) is read with the forge's credential, passed per git command.
         auth = forge_for(target, home).git_auth_env() if gitutil.local_path(target.repo_url) is None else {}
-        text = gitutil.show_file(
+        found = gitutil.find_blob(
             target.repo_url, target.branch, BACKLOG_PATH, cache_dir=home.mirrors, env=auth
         )
-        if text is None:
+        if found is None:
             return BacklogSnapshot(
                 target,
                 None,
                 f"{target.repo_url}@{target.branch}: no {BACKLOG_PATH} (create one with `leviathan init`)",
             )
-        return BacklogSnapshot(target, parse_backlog(text, source=f"{target.id}:{BACKLOG_PATH}"))
+        repo, blob_id = found
+        # Parsed once per version of the file (its blob id), whichever process asks.
+        parsed = parse_backlog_cached(
+            blob_id,
+            f"{target.id}:{BACKLOG_PATH}",
+            lambda: gitutil.read_blob(repo, blob_id),
+            cache_dir=home.backlog_cache,
+        )
+        return BacklogSnapshot(target, parsed)
     except LeviathanError as exc:
         return BacklogSnapshot(target, None, str(exc))
     except Exception as exc:  # noqa: BLE001 - one target's bug must not stop the others (see snapshot_target)

@@ -16,6 +16,8 @@ ATTEMPT_FAILED = "attempt.failed"
 RETRY_SCHEDULED = "retry.scheduled"
 TASK_COMPLETED = "task.completed"
 TASK_ESCALATED = "task.escalated"
+# An operator gave an escalated (or out-of-attempts) task a fresh attempt budget (core/operator.py).
+TASK_ESCALATION_CLEARED = "task.escalation_cleared"
 PR_CREATED = "pr.created"
 PR_MERGED = "pr.merged"
 PR_CLOSED = "pr.closed"

@@ -117,6 +117,13 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
     },
     ev.TASK_COMPLETED: {"target_id": _ID, "task_id": _ID, "status": _TEXT},
     ev.TASK_ESCALATED: {"target_id": _ID, "task_id": _ID, "failures": Field("count")},
+    ev.TASK_ESCALATION_CLEARED: {
+        "target_id": _ID,
+        "task_id": _ID,
+        "cleared": _TEXT,
+        "attempts_before": Field("count"),
+        "reason": Field("text", nullable=True),
+    },
     ev.CIRCUIT_OPENED: {
         "target_id": _ID,
         "consecutive_failures": Field("count"),
@@ -136,7 +143,9 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
 }
 # Who may append what through the control plane (see control_plane.tokens): operator actions need an
 # operator token; a worker token only the events of its own attempt.
-OPERATOR_EVENTS = frozenset({"circuit.reset", "target.paused", "target.resumed", "operator.run_now"})
+OPERATOR_EVENTS = frozenset(
+    {"circuit.reset", "target.paused", "target.resumed", "operator.run_now", ev.TASK_ESCALATION_CLEARED}
+)
 WORKER_EVENTS = frozenset({ev.ATTEMPT_STARTED, ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED, ev.PR_CREATED})
 
 

@@ -7,6 +7,13 @@ repository (``git init --bare``): git refuses pushes to the checked-out branch o
 Records live at ``<home>/forge/<target_id>/pulls/<number:06d>.json``. Every write (open, merge, close)
 happens under one file lock per target, so concurrent workers never reuse a number, never open two PRs
 for one head, and never race each other pushing the base branch.
+
+The scheduler asks for the open PRs of every target on every tick, for years: reading every record ever
+written would grow without bound (1.5 s at 10k records). An index, ``<home>/forge/<target_id>/open/``,
+holds one empty file per PR that may be open, so that read costs what is open. The marker is created
+*before* an opening record is written and removed *after* a closing one is, so a crash at any point
+leaves a marker too many (skipped, since the record says it is not open), never one too few. Homes from
+before the index get it built by one full scan (``open/.complete`` says it was).
 """
 
 from __future__ import annotations
@@ -36,6 +43,18 @@ _PUSH_REFUSED_MARKERS = ("refusing to update checked out branch", "denyCurrentBr
 def local_forge_pr_records_dir(home: Path, target_id: str) -> Path:
     """Where the local forge keeps the pull-request records of ``target_id``."""
     return Path(home) / "forge" / target_id / "pulls"
+
+
+_INDEX_COMPLETE = ".complete"
+
+
+def _numbered(folder: Path, suffix: str = "") -> list[str]:
+    """Names in ``folder`` that are a number followed by ``suffix`` (temp files start with '.')."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [n for n in names if n.endswith(suffix) and n[: len(n) - len(suffix)].isdigit()]
 
 
 def _utc_now() -> str:
@@ -68,9 +87,28 @@ class LocalForge(Forge):
             raise ValueError(f"state {state!r} is unknown (available: {', '.join(PR_STATES)}, all)")
         if not self._records.is_dir():
             return []
+        if state == "open":
+            return self._list_open()
         # Zero-padded names sort by number; temp files of in-flight writes start with "." and are skipped.
         pulls = [self._read(path) for path in sorted(self._records.glob("[0-9]*.json"))]
         return [pr for pr in pulls if state == "all" or pr.state == state]
+
+    def _list_open(self, *, locked: bool = False) -> list[PullRequest]:
+        """The open PRs, through the index (``locked``: the caller holds the target's lock)."""
+        if not (self._open_index / _INDEX_COMPLETE).exists():
+            if locked:
+                self._build_open_index()
+            else:
+                with self._locked():
+                    self._build_open_index()
+        pulls = []
+        for number in sorted(int(name) for name in _numbered(self._open_index)):
+            path = self._record_path(number)
+            if path.is_file():  # a marker without its record: an open that crashed before writing it
+                pr = self._read(path)
+                if pr.state == "open":
+                    pulls.append(pr)
+        return pulls
 
     def get_pull_request(self, number: int) -> PullRequest:
         path = self._record_path(number)
@@ -100,12 +138,13 @@ class LocalForge(Forge):
         if head == base:
             raise ConflictError(f"target {self.target_id!r}: head and base are both {head!r}")
         with self._locked():
-            for pr in self.list_pull_requests("open"):
+            for pr in self._list_open(locked=True):
                 if pr.head == head:
                     raise ConflictError(
                         f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
                     )
-            number = max((pr.number for pr in self.list_pull_requests("all")), default=0) + 1
+            # The highest record number, from the file names alone (records are never deleted).
+            number = max((int(name[:-5]) for name in _numbered(self._records, ".json")), default=0) + 1
             pr = PullRequest(
                 target_id=self.target_id,
                 number=number,
@@ -119,6 +158,7 @@ class LocalForge(Forge):
                 draft=draft,
                 reviewers=tuple(reviewers),
             )
+            self._mark_open(number)
             self._write(pr)
         return pr
 
@@ -129,6 +169,7 @@ class LocalForge(Forge):
             sha = self._merge_and_push(pr)
             merged = dataclasses.replace(pr, state="merged", merged_at=_utc_now(), merge_commit_sha=sha)
             self._write(merged)
+            self._unmark_open(number)
         return merged
 
     def close_pull_request(self, number: int) -> PullRequest:
@@ -136,6 +177,7 @@ class LocalForge(Forge):
             pr = self._require_open(number, "close")
             closed = dataclasses.replace(pr, state="closed", closed_at=_utc_now())
             self._write(closed)
+            self._unmark_open(number)
         return closed
 
     # -- internals -----------------------------------------------------------------------------------
@@ -212,6 +254,30 @@ class LocalForge(Forge):
             yield
         finally:
             lock.release()
+
+    @property
+    def _open_index(self) -> Path:
+        return self._records.parent / "open"
+
+    def _build_open_index(self) -> None:
+        """Index the open records of a home written before the index existed (caller holds the lock)."""
+        if (self._open_index / _INDEX_COMPLETE).exists():
+            return  # another process built it while this one waited for the lock
+        self._open_index.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self._records.glob("[0-9]*.json")):
+            pr = self._read(path)
+            if pr.state == "open":
+                self._mark_open(pr.number)
+        (self._open_index / _INDEX_COMPLETE).touch()
+
+    def _mark_open(self, number: int) -> None:
+        self._open_index.mkdir(parents=True, exist_ok=True)
+        (self._open_index / f"{number:06d}").touch()
+        if not (self._open_index / _INDEX_COMPLETE).exists() and len(_numbered(self._records, ".json")) == 0:
+            (self._open_index / _INDEX_COMPLETE).touch()  # a new target: nothing to build
+
+    def _unmark_open(self, number: int) -> None:
+        (self._open_index / f"{number:06d}").unlink(missing_ok=True)
 
     def _record_path(self, number: int) -> Path:
         return self._records / f"{number:06d}.json"

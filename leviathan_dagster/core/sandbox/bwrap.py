@@ -85,7 +85,11 @@ def sandbox_problem() -> str | None:
         return f"bubblewrap (bwrap) is not installed{detail}: {INSTALL_HINT}"
     try:
         probe = _probe(binary, PROC_MOUNT)
-        if probe.returncode != 0 and "mount proc" in probe.stderr and _probe(binary, EMPTY_PROC).returncode == 0:
+        if (
+            probe.returncode != 0
+            and "mount proc" in probe.stderr
+            and _probe(binary, EMPTY_PROC).returncode == 0
+        ):
             # Inside a container (a Kubernetes pod, another sandbox) the kernel may refuse a new proc
             # mount (the outer /proc is partly masked). An empty /proc then: no process of anyone is
             # visible, which is stricter than our own PID namespace's /proc, and commands still run.

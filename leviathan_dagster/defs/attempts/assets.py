@@ -85,6 +85,14 @@ def attempt_outcomes(
         )
     except DuplicateAttempt as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    except dg.DagsterExecutionInterruptedError as exc:
+        # Stopped (Ctrl-C or SIGTERM of `leviathan run`, a terminated run): execute_attempt has recorded
+        # the attempt as canceled. Never retried: a retry would start the attempt again after the stop.
+        raise dg.Failure(
+            description=f"attempt {planned.attempt_number} of {context.partition_key} canceled: the run "
+            "was interrupted",
+            allow_retries=False,
+        ) from exc
     details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
     metadata = attempt_metadata(record, details)
     if record.status != at.SUCCEEDED:

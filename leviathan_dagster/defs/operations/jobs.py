@@ -21,6 +21,7 @@ from leviathan_dagster.defs.operations.config import (
     OperatorConfig,
     RunTaskNowConfig,
     TargetActionConfig,
+    TaskActionConfig,
     operator_name,
 )
 from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -183,6 +184,23 @@ def resume_target(context: dg.OpExecutionContext, config: TargetActionConfig, le
     _target_event(op_events.TARGET_RESUMED, context, config, config.target, leviathan)
 
 
+@dg.op(tags=OPS_TAGS, description=op_events.CLEAR_ESCALATION_SUMMARY)
+def clear_escalation(context: dg.OpExecutionContext, config: TaskActionConfig, leviathan: LeviathanResource):
+    try:
+        target = leviathan.target(config.target)
+        events = leviathan.event_log()
+        ledger = AttemptLedger.from_events(events.read())
+        event = op_events.clear_escalation_event(
+            target, ledger, config.task, operator_name(context, config), config.reason
+        )
+    except LeviathanError as exc:
+        raise _fail(exc) from exc
+    events.append([event])
+    context.log.info(
+        f"{event.event_type} for {target.id}/{config.task} ({event.payload['cleared']}) by {event.actor_id}"
+    )
+
+
 def _job(op_def: dg.OpDefinition, name: str, description: str) -> dg.JobDefinition:
     @dg.job(name=name, description=description, tags=OPS_TAGS)
     def _wrapped():
@@ -213,3 +231,10 @@ pause_target_job = _job(
     pause_target, "pause_target_job", "Pause a target: no new attempts (readiness reason 'paused')."
 )
 resume_target_job = _job(resume_target, "resume_target_job", "Resume a paused target.")
+clear_escalation_job = _job(
+    clear_escalation,
+    "clear_escalation_job",
+    "Clear a task's escalation (event task.escalation_cleared) after fixing it on the base branch: its "
+    "earlier attempts no longer count against max_attempts_per_task, escalation_after, the "
+    "infrastructure streak or the backoff. Config: target, task, reason.",
+)
