@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from leviathan_dagster.cli.context import (
@@ -12,6 +14,7 @@ from leviathan_dagster.cli.context import (
     pass_ctx,
 )
 from leviathan_dagster.cli.graceful import GracefulStop
+from leviathan_dagster.core.attempt_runner import CANCELED
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
@@ -127,6 +130,46 @@ def run(
                 break
             stop.sleep(interval)
         progress(stopped_line(stop.signal_name or "signal", interrupted))
+
+
+def _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop_requested=None):
+    """One cycle, printed; returns the attempts it ran and the targets it found broken."""
+    progress(f"cycle at {utc_now():%H:%M:%S}")
+    report = cycle_once(
+        ctx,
+        target=target,
+        executor=executor,
+        max_attempts=max_attempts,
+        echo=progress,
+        stop_requested=stop_requested,
+    )
+    if report.skipped:
+        progress(f"  {report.skipped}")
+    records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+    if as_json:
+        line = {"skipped": report.skipped, "broken": report.broken, "attempts": [r.__dict__ for r in records]}
+        click.echo(json.dumps(line))
+    else:
+        print_attempts(records)
+    return records, report.broken
+
+
+def stopped_line(signal_name: str, last_cycle: list[AttemptRecord]) -> str:
+    """The one line ``run --interval`` prints when a signal stopped it: what became of the attempts
+    the last cycle had in flight."""
+    canceled = [
+        r for r in last_cycle if r.status == "failed" and (r.error_summary or "").startswith(CANCELED)
+    ]
+    if canceled:
+        names = ", ".join(f"{r.target_id}/{r.task_id} #{r.number} ({r.attempt_id})" for r in canceled)
+        what = f"canceled {names}, recorded as {canceled[0].failure_type} (not counted against the task)"
+    elif last_cycle:
+        what = "the cycle's attempts had ended: " + ", ".join(
+            f"{r.target_id}/{r.task_id} #{r.number} {r.status}" for r in last_cycle
+        )
+    else:
+        what = "no attempt was in flight"
+    return f"stopped on {signal_name}: {what}; nothing new started"
 
 
 @click.command()

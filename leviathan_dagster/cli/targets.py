@@ -12,6 +12,7 @@ from leviathan_dagster.cli.context import CliContext, check_target_option, emit_
 from leviathan_dagster.core import operator as op_events
 from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.errors import ConfigError
 
 ACTIONS = {
     "pause": op_events.TARGET_PAUSED,
