@@ -1,12 +1,14 @@
-"""One scheduler cycle through Dagster, in this process, on the persistent instance.
+"""One scheduler cycle through Dagster, on the persistent instance, as the daemon does it.
 
-It evaluates the real ``attempt_sensor`` and executes the real jobs with ``execute_in_process``, so the
-runs, materializations and checks land in the same instance the Dagster UI shows (``make ui``). The
-daemon does the same thing continuously in production.
+It evaluates the real ``attempt_sensor`` (the one planning API, with this command's ``--target`` and
+``--max-attempts``), submits the runs it requests to the instance's run queue and waits for them
+(``run_queue.RunQueue``): the runs, materializations and checks land in the instance the Dagster UI
+shows (``make ui``), under the same concurrency limits as the daemon's runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -16,7 +18,9 @@ from importlib import resources
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
+from leviathan_dagster.cli.run_queue import RunQueue
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.run_events import record_runs
 from leviathan_dagster.definitions import build_definitions
@@ -60,22 +64,33 @@ def run_cycle(
     *,
     executor: str | None = None,
     echo: Echo = print,
+    queue: RunQueue | None = None,
 ) -> CycleReport:
-    defs = build_definitions(resource)
+    """One cycle: refresh every target's backlog, then one attempt run per task the sensor selects.
+
+    ``queue``: the run queue to submit to, kept open across cycles by a caller that runs several (its
+    code server then starts once); by default one is opened for this cycle.
+    """
     report = CycleReport()
     started = datetime.now(UTC)
-    try:
-        _run_cycle(defs, instance, resource, report, executor, echo)
-    finally:
-        # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
-        records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
-        record_runs(resource.event_log(), [run_info(instance, r) for r in records])
+    with contextlib.ExitStack() as stack:
+        if queue is None:
+            queue = stack.enter_context(
+                RunQueue(instance, config_path=resource.config_path, home=resource.home)
+            )
+        try:
+            _run_cycle(build_definitions(resource), instance, queue, resource, report, executor, echo)
+        finally:
+            # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
+            records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
+            record_runs(resource.event_log(), [run_info(instance, r) for r in records])
     return report
 
 
 def _run_cycle(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
+    queue: RunQueue,
     resource: LeviathanResource,
     report: CycleReport,
     executor: str | None,
@@ -83,13 +98,11 @@ def _run_cycle(
 ) -> None:
     targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
     _ensure_partitions(instance, targets_partitions.name, targets)
-    refresh = defs.resolve_job_def(REFRESH_JOB)
-    for target_id in targets:
-        result = refresh.execute_in_process(
-            instance=instance, partition_key=target_id, run_config=QUIET, raise_on_error=False
-        )
-        report.refreshed[target_id] = result.success
-        echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if result.success else 'FAILED'}")
+    refreshes = {queue.submit(REFRESH_JOB, partition_key=t, run_config=QUIET): t for t in targets}
+    for run_id, status in queue.wait(list(refreshes)).items():
+        ok = status == dg.DagsterRunStatus.SUCCESS
+        report.refreshed[refreshes[run_id]] = ok
+        echo(f"  refreshed backlog and readiness of {refreshes[run_id]}: {'ok' if ok else 'FAILED'}")
 
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
@@ -100,24 +113,30 @@ def _run_cycle(
     if not result.run_requests:
         report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
         return
-    attempt_job = defs.resolve_job_def(ATTEMPT_JOB)
+    overrides = {
+        name: value
+        for name, value in (("executor", executor), ("max_attempts_per_task", resource.max_attempts_per_task))
+        if value is not None
+    }
+    run_config = {**QUIET, "ops": {"attempt_outcomes": {"config": overrides}}} if overrides else QUIET
+    submitted: dict[str, str] = {}
     for request in result.run_requests:
         # The daemon drops a run_key it has seen; do the same so two schedulers never double-launch.
-        if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
+        if instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1):
             echo(f"  {request.run_key}: already launched, skipped")
             continue
-        echo(f"  attempt {request.run_key} ...")
-        run_config = (
-            {**QUIET, "ops": {"attempt_outcomes": {"config": {"executor": executor}}}} if executor else QUIET
-        )
-        run = attempt_job.execute_in_process(
-            instance=instance,
+        echo(f"  attempt {request.run_key}: queued")
+        run_id = queue.submit(
+            ATTEMPT_JOB,
             partition_key=request.partition_key,
-            tags={**request.tags, "dagster/run_key": request.run_key},
+            tags=request.tags,
+            run_key=request.run_key,
             run_config=run_config,
-            raise_on_error=False,
         )
-        report.launched.append((request.run_key, run.run_id, run.success))
+        submitted[run_id] = request.run_key
+    statuses = queue.wait(list(submitted), echo=echo)
+    for run_id, run_key in submitted.items():
+        report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
 
 
 def _ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:

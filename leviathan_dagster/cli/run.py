@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,16 +16,18 @@ from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.scheduling import plan_cycle
 
+if TYPE_CHECKING:  # Dagster is imported only by the commands that run cycles
+    from leviathan_dagster.cli.dagster_cycle import CycleReport
 
-def cycle_once(
-    ctx: CliContext,
-    *,
-    target: str | None,
-    executor: str | None,
-    max_attempts: int | None,
-    echo=click.echo,
-):
+
+@contextlib.contextmanager
+def open_cycles(
+    ctx: CliContext, *, target: str | None = None, max_attempts: int | None = None
+) -> Iterator[Callable[..., CycleReport]]:
+    """The instance and its run queue, open for as many cycles as the caller runs (the code server
+    starts once); yields ``cycle(executor=None, echo=click.echo)``, which runs one cycle."""
     from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
+    from leviathan_dagster.cli.run_queue import RunQueue
     from leviathan_dagster.defs.platform.resources import LeviathanResource
 
     instance = prepare_instance(ctx.home, ctx.config_path)
@@ -33,7 +38,12 @@ def cycle_once(
         max_attempts_per_task=max_attempts,
     )
     try:
-        return run_cycle(instance, resource, executor=executor, echo=echo)
+        with RunQueue(instance, config_path=resource.config_path, home=resource.home) as queue:
+
+            def cycle(*, executor: str | None = None, echo=click.echo) -> CycleReport:
+                return run_cycle(instance, resource, executor=executor, echo=echo, queue=queue)
+
+            yield cycle
     finally:
         instance.dispose()
 
@@ -91,10 +101,11 @@ def run(
     interval: int,
     as_json: bool,
 ) -> None:
-    """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
+    """Run scheduler cycles through Dagster: refresh backlogs, then an attempt run per ready task.
 
-    Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
-    attempt of the (last) cycle failed.
+    Runs are submitted to the run queue of the Dagster instance under <home>/dagster (visible with
+    `make ui`) and waited for, under the instance's concurrency limits; without a running daemon this
+    command takes them off the queue itself. Exit code 1 when an attempt of the (last) cycle failed.
 
     \b
     Example:
@@ -102,20 +113,21 @@ def run(
       leviathan run --once --json | jq -r '.attempts[] | select(.status=="succeeded") | .pr_url'
     """
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    while True:
-        progress(f"cycle at {utc_now():%H:%M:%S}")
-        report = cycle_once(ctx, target=target, executor=executor, max_attempts=max_attempts, echo=progress)
-        if report.skipped:
-            progress(f"  {report.skipped}")
-        records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
-        failed = sum(r.status != "succeeded" for r in records)
-        if as_json:
-            click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
-        else:
-            print_attempts(records)
-        if once:
-            raise SystemExit(1 if failed else 0)
-        time.sleep(interval)
+    with open_cycles(ctx, target=target, max_attempts=max_attempts) as cycle:
+        while True:
+            progress(f"cycle at {utc_now():%H:%M:%S}")
+            report = cycle(executor=executor, echo=progress)
+            if report.skipped:
+                progress(f"  {report.skipped}")
+            records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})
+            failed = sum(r.status != "succeeded" for r in records)
+            if as_json:
+                click.echo(json.dumps({"skipped": report.skipped, "attempts": [r.__dict__ for r in records]}))
+            else:
+                print_attempts(records)
+            if once:
+                raise SystemExit(1 if failed else 0)
+            time.sleep(interval)
 
 
 @click.command()

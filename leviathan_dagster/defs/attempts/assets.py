@@ -1,5 +1,7 @@
 """Attempt outcomes, one partition per task: each materialization is one attempt that opened a PR."""
 
+from dataclasses import replace
+
 import dagster as dg
 from pydantic import Field
 
@@ -28,6 +30,10 @@ class AttemptConfig(dg.Config):
         default=None,
         description="Executor to run the attempt with (local, k8s, k8s-stub); default: the target's.",
     )
+    max_attempts_per_task: int | None = Field(
+        default=None,
+        description="Override the target's max_attempts_per_task for this run (the CLI's --max-attempts).",
+    )
 
 
 # Transient errors only (git remote, lock, disk): a real attempt failure raises Failure(allow_retries=False).
@@ -51,6 +57,9 @@ def attempt_outcomes(
 ) -> dg.MaterializeResult:
     target_id, task_id = at.split_task_key(context.partition_key)
     target = leviathan.target(target_id)
+    if config.max_attempts_per_task is not None:
+        policy = replace(target.policy, max_attempts_per_task=config.max_attempts_per_task)
+        target = replace(target, policy=policy)
     events = leviathan.event_log()
     run_id = context.run.run_id
     reconcile_lost_attempts(
