@@ -151,3 +151,33 @@ def test_attempt_run_rechecks_policy_at_run_time(tmp_path: Path) -> None:
         assert "not attempted: max_open_prs" in failure.step_failure_data.error.message
     ledger = AttemptLedger.from_events(project.events().read())
     assert [a.task_id for a in ledger.attempts("site")] == ["a"]
+
+
+def test_a_cycle_submits_to_the_run_queue_and_honours_its_limits(tmp_path: Path) -> None:
+    """run --once is not a second scheduler: its runs pass through the instance's queue (enqueued,
+    dequeued by the coordinator under the instance's limits), never executed in process."""
+    targets = {
+        name: {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task(f"{name}-a"))}}
+        for name in ("one", "two")
+    }
+    project = make_project(tmp_path, targets)
+    overrides = {"concurrency": {"runs": {"max_concurrent_runs": 1}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        report = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        assert sorted((key, ok) for key, _, ok in report.launched) == [
+            ("one/one-a:1", True),
+            ("two/two-a:1", True),
+        ]
+        records = instance.get_run_records(
+            dg.RunsFilter(run_ids=[run_id for _, run_id, _ in report.launched])
+        )
+        for record in records:
+            kinds = {
+                e.dagster_event.event_type
+                for e in instance.all_logs(record.dagster_run.run_id)
+                if e.dagster_event
+            }
+            assert {dg.DagsterEventType.RUN_ENQUEUED, dg.DagsterEventType.RUN_STARTING} <= kinds
+        # max_concurrent_runs: 1 held: the two attempt runs never overlapped.
+        first, second = sorted(records, key=lambda r: r.start_time)
+        assert first.end_time <= second.start_time
