@@ -7,8 +7,8 @@ completed, a few out of scope or not ready), writes a few thousand attempt lifec
 NDJSON log in a temporary directory and folds them into the ledger, gives every target open pull
 requests, then times ``evaluate_target`` for every target plus ``select_across_targets`` (best and
 median of 3, and the first on its own: it fills the path-normalisation caches a long-lived sensor
-process keeps between ticks). Goal: under 1 s. Building the inputs is timed separately; peak memory comes from tracemalloc in a pass
-of its own, so its overhead does not inflate the timings.
+process keeps between ticks). Goal: under 1 s. Building the inputs is timed separately; peak memory
+comes from tracemalloc in a pass of its own, so its overhead does not inflate the timings.
 """
 
 from __future__ import annotations

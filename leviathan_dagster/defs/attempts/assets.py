@@ -7,6 +7,7 @@ from pydantic import Field
 
 from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core.attempt_details import attempt_details
+from leviathan_dagster.core.attempt_planning import NotAttempted, recheck_before_attempt
 from leviathan_dagster.core.attempt_runner import (
     DuplicateAttempt,
     execute_attempt,
@@ -14,15 +15,15 @@ from leviathan_dagster.core.attempt_runner import (
     reconcile_lost_attempts,
 )
 from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
+from leviathan_dagster.core.errors import NotFoundError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.models import TargetConfig
-from leviathan_dagster.core.readiness import BACKOFF, evaluate_task_alone
-from leviathan_dagster.core.scheduling import snapshot_target
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.assets import task_readiness
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.runs import ATTEMPT_JOB, queued_tasks_by_target, run_is_alive
+from leviathan_dagster.defs.platform.run_view import DagsterRunView
+from leviathan_dagster.defs.platform.runs import run_is_alive
 
 
 class AttemptConfig(dg.Config):
@@ -110,38 +111,27 @@ def _require_still_ready(
     task_id: str,
     ledger: AttemptLedger,
 ) -> None:
-    """The last word before anything is created: readiness again, at run time.
-
-    The sensor decided on a snapshot; by the time this run starts, another run may have opened a PR or
-    taken the target's last slot (two daemons, the CLI, a run queued for long). Only the schedule wait
-    (backoff) is not re-checked: that is the sensor's job, and a re-launched run must not wait for it.
-    The task is judged alone (``evaluate_task_alone``): limits count what really runs, not other tasks
-    that merely became ready since.
-    """
-    live = queued_tasks_by_target(context.instance, ATTEMPT_JOB, ledger, exclude_run=context.run.run_id)
-    queued, now = live.get(target.id, frozenset()), utc_now()
-    snap = snapshot_target(target, leviathan.leviathan_home(), ledger, now, queued_tasks=queued)
-    if not snap.ok:
-        raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)
-    if snap.backlog.get(task_id) is None:
-        raise dg.Failure(description=f"task '{task_id}' is no longer in the backlog", allow_retries=False)
-    # Judged alone: this run already holds the slot the sensor gave it, so a higher-priority task that
-    # became ready since (a backoff just ended) must not push it out.
-    verdict = evaluate_task_alone(
-        target,
-        snap.backlog,
-        ledger,
-        snap.open_prs,
-        now,
-        task_id=task_id,
-        queued_tasks=queued,
-    )
-    if not verdict.ready and verdict.reason != BACKOFF:
-        raise dg.Failure(
-            description=f"not attempted: {verdict.reason}: {verdict.detail}",
-            metadata={"reason": verdict.reason, "detail": verdict.detail},
-            allow_retries=False,
+    """The run-time re-check (``core.attempt_planning.recheck_before_attempt``) as a run failure."""
+    try:
+        recheck_before_attempt(
+            target,
+            leviathan.leviathan_home(),
+            ledger,
+            utc_now(),
+            DagsterRunView(context.instance),
+            task_id=task_id,
+            run_id=context.run.run_id,
         )
+    except NotAttempted as exc:
+        raise dg.Failure(
+            description=f"not attempted: {exc.reason}: {exc.detail}",
+            metadata={"reason": exc.reason, "detail": exc.detail},
+            allow_retries=False,
+        ) from exc
+    except NotFoundError as exc:
+        raise dg.Failure(
+            description=f"task '{task_id}' is no longer in the backlog: {exc}", allow_retries=False
+        ) from exc
 
 
 def attempt_metadata(record: AttemptRecord, details: dict[str, object] | None = None) -> dict[str, object]:

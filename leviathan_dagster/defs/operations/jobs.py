@@ -6,15 +6,13 @@ import dagster as dg
 from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import operator as op_events
 from leviathan_dagster.core.attempt_details import attempt_details
-from leviathan_dagster.core.attempt_runner import ORCHESTRATOR, PlannedAttempt, execute_attempt
+from leviathan_dagster.core.attempt_planning import NotAttempted, recheck_before_attempt
+from leviathan_dagster.core.attempt_runner import PlannedAttempt, execute_attempt
 from leviathan_dagster.core.attempts import AttemptLedger, task_key
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
-from leviathan_dagster.core.lifecycle import attempt_failed
-from leviathan_dagster.core.scheduling import snapshot_target
 from leviathan_dagster.defs.attempts.assets import attempt_metadata, attempt_outcomes
-from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.operations.config import (
     CancelAttemptConfig,
@@ -24,7 +22,8 @@ from leviathan_dagster.defs.operations.config import (
     operator_name,
 )
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.runs import queued_tasks_by_target, run_is_alive
+from leviathan_dagster.defs.platform.run_view import DagsterRunView
+from leviathan_dagster.defs.platform.runs import run_is_alive
 
 OPS_TAGS = {"leviathan/kind": "operator-action"}
 
@@ -42,22 +41,23 @@ def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, levia
         target = leviathan.target(config.target)
         events = leviathan.event_log()
         ledger = AttemptLedger.from_events(events.read())
-        snap = snapshot_target(target, leviathan.leviathan_home(), ledger, utc_now())
-        if not snap.ok:
-            raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)
-        queued = queued_tasks_by_target(context.instance, ATTEMPT_JOB, ledger, exclude_run=context.run.run_id)
-        readiness = op_events.check_run_now(
+        # The run-time re-check every attempt run makes, plus the global limit the scheduler's
+        # selection would have applied (core.attempt_planning: one API for every way to start one).
+        readiness = recheck_before_attempt(
             target,
-            snap.backlog,
+            leviathan.leviathan_home(),
             ledger,
-            snap.open_prs,
             utc_now(),
+            DagsterRunView(context.instance),
             task_id=config.task,
-            queued_tasks=queued.get(target.id, frozenset()),
-            max_concurrent=project.max_concurrent_attempts,
-            running_total=op_events.running_total(ledger, [t.id for t in project.targets], queued),
+            run_id=context.run.run_id,
+            global_limit=(project.max_concurrent_attempts, [t.id for t in project.targets]),
         )
-        op_events.require_run_now(readiness)
+    except NotAttempted as exc:
+        raise dg.Failure(
+            description=f"{config.target}/{config.task} cannot run now: {exc.reason}: {exc.detail}",
+            allow_retries=False,
+        ) from exc
     except LeviathanError as exc:
         raise _fail(exc) from exc
     operator = operator_name(context, config)
@@ -106,50 +106,39 @@ def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, levia
 
 @dg.op(tags=OPS_TAGS, description="Cancel a task's running attempt: terminate its run and what it launched.")
 def cancel_attempt(context: dg.OpExecutionContext, config: CancelAttemptConfig, leviathan: LeviathanResource):
+    operator = operator_name(context, config)
+    actor = op_events.operator_actor(operator)
     try:
         target = leviathan.target(config.target)
-        events = leviathan.event_log()
-        record = op_events.attempt_to_cancel(
-            AttemptLedger.from_events(events.read()), config.target, config.task
+        # The cancel flow is core's (core.operator.cancel_attempt); stopping a Dagster run is ours.
+        outcome = op_events.cancel_attempt(
+            leviathan.event_log(),
+            target,
+            config.task,
+            operator,
+            reason=config.reason,
+            pause_target=config.pause_target,
+            terminate_run=lambda run_id: _terminate_run(context.instance, run_id, actor),
+            cleanup=get_executor(target.executor).cleanup,
         )
     except LeviathanError as exc:
         raise _fail(exc) from exc
-    operator = operator_name(context, config)
-    actor = op_events.operator_actor(operator)
-    ids = {"attempt_id": record.attempt_id, "target_id": target.id, "task_id": config.task}
-    events.append(
-        [op_events.operator_event(op_events.CANCEL_REQUESTED, operator, **ids, reason=config.reason)]
-    )
-    terminated = False
-    if record.run_id and run_is_alive(context.instance, record.run_id):
-        # The run coordinator cancels a queued run directly and asks the run launcher to terminate a
-        # started one; the run's own interrupt then runs the executor's cleanup (kills the worker).
-        run = context.instance.get_run_by_id(record.run_id)
-        if run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED:
-            # Created but never handed to a launcher: nothing runs, so there is nothing to interrupt.
-            context.instance.report_run_canceled(run, message=f"canceled by {actor}")
-            terminated = True
-        else:
-            terminated = context.instance.run_coordinator.cancel_run(record.run_id)
-    # Whatever the attempt launched outside the run (a pod, a worker process) goes too.
-    get_executor(target.executor).cleanup(record.attempt_id)
-    summary = f"canceled by {actor}" + (f": {config.reason}" if config.reason else "")
-    follow_ups = [
-        attempt_failed(
-            failure_type=at.INFRASTRUCTURE,
-            error_summary=summary,
-            actor_id=ORCHESTRATOR,
-            attempt_number=record.number,
-            canceled_by=actor,
-            **ids,
-        )
-    ]
-    if config.pause_target:
-        follow_ups.append(
-            op_events.operator_event(op_events.TARGET_PAUSED, operator, target_id=target.id, reason=summary)
-        )
-    events.append(follow_ups)
-    context.log.info(f"attempt {record.attempt_id}: {summary} (run {record.run_id} terminated: {terminated})")
+    terminated = f"run {outcome.run_id} terminated: {outcome.terminated}"
+    context.log.info(f"attempt {outcome.attempt_id}: {outcome.summary} ({terminated})")
+
+
+def _terminate_run(instance: dg.DagsterInstance, run_id: str, actor: str) -> bool:
+    """Stop an attempt's run if it is alive: the run coordinator cancels a queued run directly and asks
+    the run launcher to terminate a started one; the run's own interrupt then runs the executor's
+    cleanup (kills the worker)."""
+    if not run_is_alive(instance, run_id):
+        return False
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED:
+        # Created but never handed to a launcher: nothing runs, so there is nothing to interrupt.
+        instance.report_run_canceled(run, message=f"canceled by {actor}")
+        return True
+    return instance.run_coordinator.cancel_run(run_id)
 
 
 def _target_event(
