@@ -40,6 +40,8 @@ ui: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_readiness.py
+	$(BIN)/python benchmarks/bench_cycle.py
+	$(BIN)/python benchmarks/bench_worker.py
 	$(BIN)/python benchmarks/bench_event_log.py
 	$(BIN)/python benchmarks/bench_merkle.py
 

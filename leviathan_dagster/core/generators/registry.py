@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.generators.base import Generator
-from leviathan_dagster.core.generators.claude import ClaudeGenerator
-from leviathan_dagster.core.generators.docs import DocsGenerator
-from leviathan_dagster.core.generators.tests import TestsGenerator
 from leviathan_dagster.core.models import Task
 
-GENERATORS: dict[str, type[Generator]] = {
-    "docs": DocsGenerator,
-    "tests": TestsGenerator,
-    "claude": ClaudeGenerator,
+# Name -> "module:class", imported when a generator is made: a worker running a docs task never loads
+# the Claude generator's modules (its SDK, templates and prompts), and neither does the scheduler,
+# which only needs the names to judge readiness.
+GENERATORS: dict[str, str] = {
+    "docs": "leviathan_dagster.core.generators.docs:DocsGenerator",
+    "tests": "leviathan_dagster.core.generators.tests:TestsGenerator",
+    "claude": "leviathan_dagster.core.generators.claude:ClaudeGenerator",
 }
 # Generators that spend model tokens: their tasks are held back by a target's daily_token_budget.
 METERED_GENERATORS = frozenset({"claude"})
@@ -24,9 +26,11 @@ def _available() -> str:
 
 def get_generator(name: str) -> Generator:
     """A new generator named ``name``; ConfigError listing the available names when there is none."""
-    generator_class = GENERATORS.get(name)
-    if generator_class is None:
+    where = GENERATORS.get(name)
+    if where is None:
         raise ConfigError(f"generator {name!r} is unknown (available: {_available()})")
+    module, _, class_name = where.partition(":")
+    generator_class: type[Generator] = getattr(importlib.import_module(module), class_name)
     return generator_class()
 
 
