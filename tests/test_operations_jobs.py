@@ -147,3 +147,28 @@ def test_backlog_check_names_tasks_outside_the_target_prefixes(setup) -> None:
     assert checks["backlog_is_valid"].passed
     scope = checks["allowed_paths_in_scope"]
     assert not scope.passed and "| wide | src/x.py |" in scope.metadata["outside"].value
+
+
+def test_run_now_is_a_materialization_of_the_task_partition_with_config(setup) -> None:
+    """The Dagster way to run a task now: materialize its partition of attempt_outcomes with
+    run_now: true (the attempt job, its retry policy, the queue when launched from the UI)."""
+    project, defs, instance = setup
+    instance.add_dynamic_partitions("tasks", ["site/a", "site/wide"])
+    run_now = {"ops": {"attempt_outcomes": {"config": {"run_now": True, "reason": "hotfix"}}}}
+    job = defs.resolve_job_def("attempt_job")
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key="site/a",
+        run_config=run_now,
+        tags={"user": "ada"},
+        raise_on_error=False,
+    )
+    assert result.success
+    [mat] = result.asset_materializations_for_node("attempt_outcomes")
+    assert mat.partition == "site/a" and mat.metadata["requested_by"].value == "operator:ada"
+    [request] = [e for e in project.events().read() if e.event_type == "operator.run_now"]
+    assert (request.event.actor_id, request.payload["reason"]) == ("operator:ada", "hotfix")
+    wide = job.execute_in_process(
+        instance=instance, partition_key="site/wide", run_config=run_now, raise_on_error=False
+    )
+    assert "cannot run now: out_of_scope" in wide.failure_data_for_node("attempt_outcomes").error.message

@@ -1,29 +1,16 @@
 """Attempt outcomes, one partition per task: each materialization is one attempt that opened a PR."""
 
-from dataclasses import replace
-
 import dagster as dg
 from pydantic import Field
 
 from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core.attempt_details import attempt_details
-from leviathan_dagster.core.attempt_planning import NotAttempted, recheck_before_attempt
-from leviathan_dagster.core.attempt_runner import (
-    DuplicateAttempt,
-    execute_attempt,
-    plan_next_attempt,
-    reconcile_lost_attempts,
-)
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
-from leviathan_dagster.core.errors import NotFoundError
-from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.executors.registry import get_executor
-from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.defs.attempts.attempt_run import TRANSIENT_RETRY, RunNow, attempt_metadata, run_attempt
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.assets import task_readiness
+from leviathan_dagster.defs.operations.config import USER_TAGS
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.run_view import DagsterRunView
-from leviathan_dagster.defs.platform.runs import run_is_alive
+
+__all__ = ["TRANSIENT_RETRY", "AttemptConfig", "attempt_metadata", "attempt_outcomes"]
 
 
 class AttemptConfig(dg.Config):
@@ -35,12 +22,19 @@ class AttemptConfig(dg.Config):
         default=None,
         description="Override the target's max_attempts_per_task for this run (the CLI's --max-attempts).",
     )
-
-
-# Transient errors only (git remote, lock, disk): a real attempt failure raises Failure(allow_retries=False).
-TRANSIENT_RETRY = dg.RetryPolicy(
-    max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
-)
+    run_now: bool = Field(
+        default=False,
+        description=(
+            "An operator's run-now: materialize this task's partition with run_now: true to start its "
+            "attempt without waiting for the scheduler's tick or a retry's backoff. Every other "
+            "guardrail holds, the global limit included; recorded as operator.run_now."
+        ),
+    )
+    operator: str = Field(
+        default="",
+        description="With run_now: who you are (operator:<name>), when the run has no user tag.",
+    )
+    reason: str = Field(default="", description="With run_now: why, kept with the event in the audit log.")
 
 
 @dg.asset(
@@ -57,117 +51,19 @@ def attempt_outcomes(
     context: dg.AssetExecutionContext, config: AttemptConfig, leviathan: LeviathanResource
 ) -> dg.MaterializeResult:
     target_id, task_id = at.split_task_key(context.partition_key)
-    target = leviathan.target(target_id)
-    if config.max_attempts_per_task is not None:
-        policy = replace(target.policy, max_attempts_per_task=config.max_attempts_per_task)
-        target = replace(target, policy=policy)
-    events = leviathan.event_log()
-    run_id = context.run.run_id
-    reconcile_lost_attempts(
-        AttemptLedger.from_events(events.read()),
-        lambda other: other == run_id or run_is_alive(context.instance, other),
-        events,
+    run_now = None
+    if config.run_now:
+        tags = context.run.tags
+        run_now = RunNow(
+            next((tags[t] for t in USER_TAGS if tags.get(t)), None) or config.operator, config.reason
+        )
+    metadata = run_attempt(
+        context.op_execution_context,
+        leviathan,
+        target_id,
+        task_id,
+        executor=config.executor,
+        max_attempts_per_task=config.max_attempts_per_task,
+        run_now=run_now,
     )
-    ledger = AttemptLedger.from_events(events.read())
-    running = ledger.task(target_id, task_id).in_flight()
-    if running is not None:
-        raise dg.Failure(
-            description=(
-                f"attempt {running.number} of {context.partition_key} is still running (run {running.run_id})"
-            ),
-            allow_retries=False,
-        )
-    _require_still_ready(context, leviathan, target, task_id, ledger)
-    planned = plan_next_attempt(target, task_id, ledger)
-    executor = get_executor(config.executor or target.executor, leviathan.project())
-    context.log.info(f"attempt {planned.attempt_number} ({planned.attempt_id}) of {context.partition_key}")
-    try:
-        record = execute_attempt(
-            planned,
-            leviathan.leviathan_home(),
-            leviathan.config_path_resolved(),
-            executor,
-            events,
-            run_id=run_id,
-        )
-    except DuplicateAttempt as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
-    metadata = attempt_metadata(record, details)
-    if record.status != at.SUCCEEDED:
-        raise dg.Failure(
-            description=f"attempt {record.number} failed ({record.failure_type}): {record.error_summary}",
-            metadata=metadata,
-            # Infrastructure failures do not count against the task: retry them inside this run.
-            allow_retries=record.failure_type == at.INFRASTRUCTURE,
-        )
     return dg.MaterializeResult(metadata=metadata)
-
-
-def _require_still_ready(
-    context: dg.AssetExecutionContext,
-    leviathan: LeviathanResource,
-    target: TargetConfig,
-    task_id: str,
-    ledger: AttemptLedger,
-) -> None:
-    """The run-time re-check (``core.attempt_planning.recheck_before_attempt``) as a run failure."""
-    try:
-        recheck_before_attempt(
-            target,
-            leviathan.leviathan_home(),
-            ledger,
-            utc_now(),
-            DagsterRunView(context.instance),
-            task_id=task_id,
-            run_id=context.run.run_id,
-        )
-    except NotAttempted as exc:
-        raise dg.Failure(
-            description=f"not attempted: {exc.reason}: {exc.detail}",
-            metadata={"reason": exc.reason, "detail": exc.detail},
-            allow_retries=False,
-        ) from exc
-    except NotFoundError as exc:
-        raise dg.Failure(
-            description=f"task '{task_id}' is no longer in the backlog: {exc}", allow_retries=False
-        ) from exc
-
-
-def attempt_metadata(record: AttemptRecord, details: dict[str, object] | None = None) -> dict[str, object]:
-    """What an operator acts on: PR link, branch, commit, attempt number, failure, duration, diff stat,
-    touched paths and token totals (``details`` from core/attempt_details.py)."""
-    metadata: dict[str, object] = {
-        "attempt_id": record.attempt_id,
-        "attempt_number": record.number,
-        "status": record.status,
-        "branch": record.branch_name or "",
-        "commit_sha": record.commit_sha or "",
-        "failure_type": record.failure_type or "",
-        "error_summary": record.error_summary or "",
-    }
-    if record.started_at and record.completed_at:
-        from leviathan_dagster.core.events.model import parse_timestamp
-
-        seconds = (parse_timestamp(record.completed_at) - parse_timestamp(record.started_at)).total_seconds()
-        metadata["duration_seconds"] = round(seconds, 3)
-    if record.pr_number:
-        metadata["pr_number"] = record.pr_number
-        metadata["pr_url"] = dg.MetadataValue.url(record.pr_url) if record.pr_url else ""
-    if record.usage:  # model token totals of the attempt (never prompts): input, output, cache
-        usage = record.usage
-        metadata["model"] = usage.get("model") or ""
-        metadata["model_calls"] = usage.get("calls", 0)
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ):
-            metadata[name] = usage.get(name, 0)
-    details = dict(details or {})
-    if "touched_paths" in details:
-        metadata["touched_paths"] = dg.MetadataValue.md(
-            "\n".join(f"- `{p}`" for p in details.pop("touched_paths"))
-        )
-    return metadata | details

@@ -3,17 +3,12 @@ the operator's identity (``operator:<name>``), and none of them can step outside
 
 import dagster as dg
 
-from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import operator as op_events
-from leviathan_dagster.core.attempt_details import attempt_details
-from leviathan_dagster.core.attempt_planning import NotAttempted, recheck_before_attempt
-from leviathan_dagster.core.attempt_runner import PlannedAttempt, execute_attempt
-from leviathan_dagster.core.attempts import AttemptLedger, task_key
+from leviathan_dagster.core.attempts import task_key
 from leviathan_dagster.core.errors import LeviathanError
-from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
-from leviathan_dagster.defs.attempts.assets import attempt_metadata, attempt_outcomes
-from leviathan_dagster.defs.attempts.partitions import tasks_partitions
+from leviathan_dagster.defs.attempts.assets import attempt_outcomes
+from leviathan_dagster.defs.attempts.attempt_run import TRANSIENT_RETRY, RunNow, run_attempt
 from leviathan_dagster.defs.operations.config import (
     CancelAttemptConfig,
     OperatorConfig,
@@ -22,7 +17,6 @@ from leviathan_dagster.defs.operations.config import (
     operator_name,
 )
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.run_view import DagsterRunView
 from leviathan_dagster.defs.platform.runs import run_is_alive
 
 OPS_TAGS = {"leviathan/kind": "operator-action"}
@@ -33,74 +27,26 @@ def _fail(exc: LeviathanError) -> dg.Failure:
 
 
 @dg.op(
-    tags=OPS_TAGS, description="Start one attempt at a task now, if policy allows it (see run_task_now_job)."
+    tags=OPS_TAGS,
+    retry_policy=TRANSIENT_RETRY,
+    description="Start one attempt at a task now, if policy allows it (see run_task_now_job).",
 )
 def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, leviathan: LeviathanResource):
-    try:
-        project = leviathan.project()
-        target = leviathan.target(config.target)
-        events = leviathan.event_log()
-        ledger = AttemptLedger.from_events(events.read())
-        # The run-time re-check every attempt run makes, plus the global limit the scheduler's
-        # selection would have applied (core.attempt_planning: one API for every way to start one).
-        readiness = recheck_before_attempt(
-            target,
-            leviathan.leviathan_home(),
-            ledger,
-            utc_now(),
-            DagsterRunView(context.instance),
-            task_id=config.task,
-            run_id=context.run.run_id,
-            global_limit=(project.max_concurrent_attempts, [t.id for t in project.targets]),
-        )
-    except NotAttempted as exc:
-        raise dg.Failure(
-            description=f"{config.target}/{config.task} cannot run now: {exc.reason}: {exc.detail}",
-            allow_retries=False,
-        ) from exc
-    except LeviathanError as exc:
-        raise _fail(exc) from exc
+    # The same attempt body as attempt_outcomes' (run-time re-check, events, retry policy); its
+    # result is the task partition's materialization, so the partition view shows every attempt,
+    # however it was started. Materializing the partition with run_now: true does the same.
     operator = operator_name(context, config)
-    key = task_key(target.id, config.task)
-    events.append(
-        [
-            op_events.operator_event(
-                op_events.RUN_NOW_REQUESTED,
-                operator,
-                target_id=target.id,
-                task_id=config.task,
-                attempt_number=readiness.next_attempt_number,
-                run_id=context.run.run_id,
-                reason=config.reason,
-            )
-        ]
+    metadata = run_attempt(
+        context,
+        leviathan,
+        config.target,
+        config.task,
+        executor=config.executor,
+        run_now=RunNow(operator, config.reason),
     )
-    if key not in context.instance.get_dynamic_partitions(tasks_partitions.name):
-        context.instance.add_dynamic_partitions(tasks_partitions.name, [key])
-    planned = PlannedAttempt(target, config.task, readiness.next_attempt_number)
-    context.log.info(
-        f"run now: attempt {planned.attempt_number} ({planned.attempt_id}) of {key} by {operator}"
-    )
-    record = execute_attempt(
-        planned,
-        leviathan.leviathan_home(),
-        leviathan.config_path_resolved(),
-        get_executor(config.executor or target.executor),
-        events,
-        run_id=context.run.run_id,
-    )
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
-    metadata = attempt_metadata(record, details) | {"requested_by": op_events.operator_actor(operator)}
-    if record.status != at.SUCCEEDED:
-        raise dg.Failure(
-            description=f"attempt {record.number} failed ({record.failure_type}): {record.error_summary}",
-            metadata=metadata,
-            allow_retries=False,
-        )
-    # The attempt is the task partition's materialization, exactly as if attempt_job had run it: the
-    # partition view shows every attempt, however it was started.
+    partition = task_key(config.target, config.task)
     context.log_event(
-        dg.AssetMaterialization(asset_key=attempt_outcomes.key, partition=key, metadata=metadata)
+        dg.AssetMaterialization(asset_key=attempt_outcomes.key, partition=partition, metadata=metadata)
     )
 
 
