@@ -162,10 +162,10 @@ def hold_command(hold: Path) -> list[str]:
 
 
 def kill_run_worker(hold: Path, daemon: Daemon) -> list[int]:
-    """SIGKILL the run worker process and everything below it (step process, worker, test command),
-    as an evicted or OOM-killed run pod dies. The code server and the daemon live on."""
+    """SIGKILL the run worker process and everything below it (worker, test command), as an evicted or
+    OOM-killed run pod dies. The code server and the daemon live on."""
     [test_command] = processes_with_cmdline(str(hold))
-    # test command -> worker -> step process -> run worker -> code server -> daemon
+    # test command -> worker -> run worker (steps run in it: in-process executor) -> code server -> daemon
     chain = ancestors(test_command, stop_at=daemon.process.pid)
     victims = [test_command, *chain[:-1]]
     for pid in victims:
@@ -184,7 +184,7 @@ def test_killed_run_worker_is_relaunched_and_its_attempt_reconciled(
     instance = deployment.instance()
     [first_run] = instance.get_runs(filters=dg.RunsFilter(job_name="attempt_job"))
     killed = kill_run_worker(hold, daemon)
-    assert len(killed) == 4  # test command, worker, step process, run worker
+    assert len(killed) == 3  # test command, worker, run worker
     hold.unlink()
 
     # The code server sees its run worker gone and fails the run; the daemon re-launches it.
