@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -181,3 +182,20 @@ def test_a_cycle_submits_to_the_run_queue_and_honours_its_limits(tmp_path: Path)
         # max_concurrent_runs: 1 held: the two attempt runs never overlapped.
         first, second = sorted(records, key=lambda r: r.start_time)
         assert first.end_time <= second.start_time
+
+
+def test_the_cli_leaves_the_queue_to_a_live_daemon(tmp_path: Path) -> None:
+    """Two dequeuers could race past a limit: with a live queued-run-coordinator heartbeat in the
+    instance, the CLI only waits; without one (the embedded demo) it dequeues itself."""
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from leviathan_dagster.cli.run_queue import RunQueue
+
+    with dg.instance_for_test() as instance:
+        queue = RunQueue(instance, config_path="unused", home="unused")  # not entered: no code server
+        assert not queue.daemon_dequeues()
+        beat = DaemonHeartbeat(time.time(), "QUEUED_RUN_COORDINATOR", "daemon-1", errors=[])
+        instance.add_daemon_heartbeat(beat)
+        assert queue.daemon_dequeues()
+        instance.add_daemon_heartbeat(beat._replace(timestamp=time.time() - 3600))  # a dead daemon
+        assert not queue.daemon_dequeues()
