@@ -23,7 +23,6 @@ from dagster._core.storage.tags import RUN_KEY_TAG
 from leviathan_dagster.cli.run_queue import RunQueue
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.run_events import record_runs
-from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
 from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
@@ -79,7 +78,7 @@ def run_cycle(
                 RunQueue(instance, config_path=resource.config_path, home=resource.home)
             )
         try:
-            _run_cycle(build_definitions(resource), instance, queue, resource, report, executor, echo)
+            _run_cycle(instance, queue, resource, report, executor, echo)
         finally:
             # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
             records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
@@ -88,7 +87,6 @@ def run_cycle(
 
 
 def _run_cycle(
-    defs: dg.Definitions,
     instance: dg.DagsterInstance,
     queue: RunQueue,
     resource: LeviathanResource,
@@ -98,12 +96,31 @@ def _run_cycle(
 ) -> None:
     targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
     _ensure_partitions(instance, targets_partitions.name, targets)
+    # The refresh runs only record backlog and readiness for the UI; the sensor reads the backlogs
+    # itself, so the attempt runs are planned and queued without waiting for them (one wait for all).
     refreshes = {queue.submit(REFRESH_JOB, partition_key=t, run_config=QUIET): t for t in targets}
-    for run_id, status in queue.wait(list(refreshes)).items():
-        ok = status == dg.DagsterRunStatus.SUCCESS
-        report.refreshed[refreshes[run_id]] = ok
-        echo(f"  refreshed backlog and readiness of {refreshes[run_id]}: {'ok' if ok else 'FAILED'}")
+    submitted: dict[str, str] = {}
+    try:
+        submitted.update(_submit_attempts(instance, queue, resource, report, executor, echo))
+    finally:
+        statuses = queue.wait([*refreshes, *submitted], echo=echo, quiet=set(refreshes))
+        for run_id, target_id in refreshes.items():
+            ok = statuses.get(run_id) == dg.DagsterRunStatus.SUCCESS
+            report.refreshed[target_id] = ok
+            echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if ok else 'FAILED'}")
+    for run_id, run_key in submitted.items():
+        report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
 
+
+def _submit_attempts(
+    instance: dg.DagsterInstance,
+    queue: RunQueue,
+    resource: LeviathanResource,
+    report: CycleReport,
+    executor: str | None,
+    echo: Echo,
+) -> dict[str, str]:
+    """Evaluate the scheduling sensor and queue one attempt run per request; {run_id: run_key}."""
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
     )
@@ -112,7 +129,7 @@ def _run_cycle(
         _ensure_partitions(instance, request.partitions_def_name, list(request.partition_keys))
     if not result.run_requests:
         report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
-        return
+        return {}
     overrides = {
         name: value
         for name, value in (("executor", executor), ("max_attempts_per_task", resource.max_attempts_per_task))
@@ -134,9 +151,7 @@ def _run_cycle(
             run_config=run_config,
         )
         submitted[run_id] = request.run_key
-    statuses = queue.wait(list(submitted), echo=echo)
-    for run_id, run_key in submitted.items():
-        report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
+    return submitted
 
 
 def _ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:
