@@ -15,6 +15,7 @@ from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import BACKOFF, evaluate_task_alone
 from leviathan_dagster.core.scheduling import snapshot_target
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
@@ -54,11 +55,11 @@ def attempt_outcomes(
     events = leviathan.event_log()
     run_id = context.run.run_id
     reconcile_lost_attempts(
-        AttemptLedger.from_events(events.read()),
+        current_ledger(events),
         lambda other: other == run_id or run_is_alive(context.instance, other),
         events,
     )
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     running = ledger.task(target_id, task_id).in_flight()
     if running is not None:
         raise dg.Failure(
@@ -82,7 +83,7 @@ def attempt_outcomes(
         )
     except DuplicateAttempt as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
+    details = attempt_details(events, leviathan.leviathan_home(), record.attempt_id)
     metadata = attempt_metadata(record, details)
     if record.status != at.SUCCEEDED:
         raise dg.Failure(

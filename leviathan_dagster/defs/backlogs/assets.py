@@ -4,9 +4,9 @@ from collections import Counter
 
 import dagster as dg
 
-from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.paths import task_paths_in_scope
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.reporting import backlog_table, markdown_table, readiness_table
 from leviathan_dagster.core.scheduling import read_backlog, snapshot_target
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
@@ -103,7 +103,7 @@ def paths_in_scope_result(target, backlog) -> dg.AssetCheckResult:
 def task_readiness(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     target = leviathan.target(context.partition_key)
     home = leviathan.leviathan_home()
-    ledger = AttemptLedger.from_events(leviathan.event_log().read())
+    ledger = current_ledger(leviathan.event_log())
     snap = snapshot_target(target, home, ledger, utc_now())
     if not snap.ok:
         raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)

@@ -7,11 +7,12 @@ from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import operator as op_events
 from leviathan_dagster.core.attempt_details import attempt_details
 from leviathan_dagster.core.attempt_runner import ORCHESTRATOR, PlannedAttempt, execute_attempt
-from leviathan_dagster.core.attempts import AttemptLedger, task_key
+from leviathan_dagster.core.attempts import task_key
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.lifecycle import attempt_failed
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.scheduling import snapshot_target
 from leviathan_dagster.defs.attempts.assets import attempt_metadata, attempt_outcomes
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
@@ -41,7 +42,7 @@ def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, levia
         project = leviathan.project()
         target = leviathan.target(config.target)
         events = leviathan.event_log()
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         snap = snapshot_target(target, leviathan.leviathan_home(), ledger, utc_now())
         if not snap.ok:
             raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)
@@ -89,7 +90,7 @@ def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, levia
         events,
         run_id=context.run.run_id,
     )
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
+    details = attempt_details(events, leviathan.leviathan_home(), record.attempt_id)
     metadata = attempt_metadata(record, details) | {"requested_by": op_events.operator_actor(operator)}
     if record.status != at.SUCCEEDED:
         raise dg.Failure(
@@ -109,9 +110,7 @@ def cancel_attempt(context: dg.OpExecutionContext, config: CancelAttemptConfig, 
     try:
         target = leviathan.target(config.target)
         events = leviathan.event_log()
-        record = op_events.attempt_to_cancel(
-            AttemptLedger.from_events(events.read()), config.target, config.task
-        )
+        record = op_events.attempt_to_cancel(current_ledger(events), config.target, config.task)
     except LeviathanError as exc:
         raise _fail(exc) from exc
     operator = operator_name(context, config)
