@@ -60,7 +60,7 @@ def execute_attempt(
             f"attempt {planned.attempt_id} ({planned.task_id} #{planned.attempt_number}) exists"
         )
     target, task_id = planned.target, planned.task_id
-    events.append(
+    [created] = events.append(
         [
             lifecycle.attempt_created(
                 target_id=target.id,
@@ -74,7 +74,15 @@ def execute_attempt(
             )
         ]
     )
-    spec = AttemptSpec(target, task_id, planned.attempt_id, planned.attempt_number, config_path, home)
+    spec = AttemptSpec(
+        target,
+        task_id,
+        planned.attempt_id,
+        planned.attempt_number,
+        config_path,
+        home,
+        created_seq=created.seq,
+    )
     try:
         result = executor.run(spec)
     except ConfigError as exc:  # the executor cannot run it as configured: retrying would not help

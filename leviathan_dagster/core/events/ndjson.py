@@ -107,6 +107,23 @@ class NdjsonEventLog(EventStore):
                     self._index.add(item.event.event_id, line)
         return result
 
+    def expect_new_ids_after(self, seq: int) -> None:
+        """See :meth:`EventStore.expect_new_ids_after`: the event_id index starts at the line after
+        ``seq`` (found by bisection), so a worker's first append does not read the history."""
+        if seq <= 0:
+            return
+        with self._locked():
+            try:
+                fd = self._open_log(os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                offset = offset_after_seq(fd, os.fstat(fd).st_size, seq)
+            finally:
+                os.close(fd)
+            if offset is not None:
+                self._index.start_at(offset, seq)
+
     @contextmanager
     def _opened_for_append(self) -> Iterator[int]:
         # OSErrors before the write (open, reading the tail, trimming it) change nothing acknowledged, so
