@@ -97,6 +97,8 @@ def _run_cycle(
     result = attempt_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         _ensure_partitions(instance, request.partitions_def_name, list(request.partition_keys))
+    for event in result.asset_events or []:  # what the daemon stores from a tick: task_readiness
+        instance.report_runless_asset_event(event)
     if not result.run_requests:
         report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
         return

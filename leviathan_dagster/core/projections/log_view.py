@@ -54,6 +54,8 @@ class AttemptIndex:
         # attempt id -> seq of its first terminal event (the one the ledger keeps).
         self.terminal_seq: dict[str, int] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+        # Ids of the run.* events (one per Dagster run and status): what the run-events sensor skips.
+        self.run_event_ids: set[str] = set()
 
     def apply(self, events: Any) -> None:
         for stored in events:
@@ -62,6 +64,8 @@ class AttemptIndex:
 
     def _apply_one(self, stored: StoredEvent) -> None:
         payload = stored.payload
+        if stored.event_type.startswith("run."):
+            self.run_event_ids.add(stored.event.event_id)
         attempt_id = payload.get("attempt_id")
         if isinstance(attempt_id, str) and attempt_id:
             self.attempt_seqs.setdefault(attempt_id, []).append(stored.seq)
