@@ -51,7 +51,9 @@ RUN_BEFORE_EXECUTOR = textwrap.dedent(
     import json, sys, time
     started = time.perf_counter()
     from pathlib import Path
-    from leviathan_dagster.core.attempt_runner import execute_attempt, plan_next_attempt, reconcile_lost_attempts
+    from leviathan_dagster.core.attempt_runner import (
+        execute_attempt, plan_next_attempt, reconcile_lost_attempts,
+    )
     from leviathan_dagster.core.config import load_project_config
     from leviathan_dagster.core.events.model import utc_now
     from leviathan_dagster.core.events.registry import open_event_log
@@ -86,7 +88,8 @@ RUN_BEFORE_EXECUTOR = textwrap.dedent(
         return ExecutionResult(0, False, "bench: stopped where the executor starts", "executor_error")
     executor.run = run
     execute_attempt(planned, home, config, executor, events, run_id="bench")
-    print(json.dumps({"seconds": reached["at"] - imported, "imports": imported - started, "ready": verdict.ready}))
+    seconds, imports = reached["at"] - imported, imported - started
+    print(json.dumps({"seconds": seconds, "imports": imports, "ready": verdict.ready}))
     """
 )
 
@@ -184,7 +187,15 @@ def measure_worker(config: Path, home: LeviathanHome, task: str) -> tuple[float,
 def measure_tasks_cli(config: Path, home: LeviathanHome) -> float:
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "leviathan_dagster.cli.main", "--config", str(config), "--home", str(home.root)]
+        [
+            sys.executable,
+            "-m",
+            "leviathan_dagster.cli.main",
+            "--config",
+            str(config),
+            "--home",
+            str(home.root),
+        ]
         + ["tasks", "--json"],
         env=ENV,
         capture_output=True,

@@ -15,9 +15,9 @@ from leviathan_dagster.defs.platform.resources import LeviathanResource
     cron_schedule="*/5 * * * *",
     default_status=dg.DefaultScheduleStatus.STOPPED,
     description=(
-        "Every 5 minutes: one scheduler cycle, deciding exactly as attempt_sensor does (same planning, "
-        "same run keys, so running both never launches an attempt twice). Stopped by default; start it "
-        "for a fixed cadence and stop attempt_sensor."
+        "Every 5 minutes: one scheduler cycle, deciding exactly as attempt_sensor does (same planning "
+        "and run keys; a run both requested is refused by its run-time re-check, never attempted "
+        "twice). Stopped by default: start it for a fixed cadence, and stop attempt_sensor."
     ),
 )
 def attempt_schedule(context: dg.ScheduleEvaluationContext, leviathan: LeviathanResource):
