@@ -190,7 +190,7 @@ def measure_tasks_cli(config: Path, home: LeviathanHome) -> float:
         [
             sys.executable,
             "-m",
-            "leviathan_dagster.cli.main",
+            "leviathan_dagster.cli",
             "--config",
             str(config),
             "--home",
