@@ -172,16 +172,21 @@ def measure_worker(config: Path, home: LeviathanHome, task: str) -> tuple[float,
         "LEVIATHAN_CONFIG": str(config),
         "LEVIATHAN_EVENT_LOG_AFTER_SEQ": str(seq),
     }
-    started = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    # Started from a small wrapper process, not from this one: a child's peak RSS counts the pages it
+    # shares with its parent until exec, and this process holds the sensor's whole view of the log.
+    wrapper = (
+        "import resource, subprocess, sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "code = subprocess.run([sys.executable, '-m', 'worker'], stdout=subprocess.DEVNULL).returncode\n"
+        "seconds = time.perf_counter() - t\n"
+        "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024\n"
+        "print(json.dumps({'code': code, 'seconds': seconds, 'mb': peak}))\n"
     )
-    _, status, usage = os.wait4(proc.pid, 0)
-    seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"worker failed: {proc.stderr.read().decode()[-2000:]}")
-    proc.stderr.close()
-    return seconds, usage.ru_maxrss / 1024
+    out = subprocess.run([sys.executable, "-c", wrapper], env=env, capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["code"] != 0:
+        raise SystemExit(f"worker failed ({result['code']}): {out.stderr[-2000:]}")
+    return result["seconds"], result["mb"]
 
 
 def measure_tasks_cli(config: Path, home: LeviathanHome) -> float:
