@@ -29,9 +29,9 @@ def terminal_payload(events: Iterable[StoredEvent], attempt_id: str) -> dict:
 def terminal_payload_in(view: LogView, attempt_id: str) -> dict:
     """:func:`terminal_payload`, found through the view's attempt index instead of a scan."""
     with view.lock:
-        index = view.index
+        view.require("index")
         view.refresh()
-        seq = index.terminal_seq.get(attempt_id)
+        seq = view.index.terminal_seq.get(attempt_id)
     stored = view.event_at(seq) if seq is not None else None
     return stored.payload if stored is not None else {}
 

@@ -151,7 +151,8 @@ class LogView:
 
     @contextmanager
     def current(self) -> Iterator[LogView]:
-        """The view refreshed, held under its lock for the block (a consistent state to decide on)."""
+        """The view refreshed, held under its lock for the block (a consistent state to decide on).
+        Read projections inside the block, not before it: a refresh may replace them."""
         with self.lock:
             self.refresh()
             yield self
@@ -203,9 +204,9 @@ def current_ledger(store: EventStore) -> AttemptLedger:
     """The attempt ledger of ``store``'s log as of now (incremental: see :class:`LogView`)."""
     view = view_of(store)
     with view.lock:
-        ledger = view.ledger
-        view.refresh()
-        return ledger
+        view.require("ledger")
+        view.refresh()  # may start the projections over (a replaced log): read them after it
+        return view.ledger
 
 
 def _close(events: Iterator[StoredEvent]) -> None:

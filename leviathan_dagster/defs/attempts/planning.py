@@ -38,6 +38,7 @@ def decide(instance: dg.DagsterInstance, leviathan: LeviathanResource) -> Decisi
     events = view.store
     # Held for the whole decision: another thread of this process (the PR sensor) refreshing the
     # view half-way would make the plan mix two states of the log.
+    view.require("ledger")
     with view.current():
         reconcile_lost_attempts(view.ledger, lambda r: run_is_alive(instance, r), events)
         view.refresh()

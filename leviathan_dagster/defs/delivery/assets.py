@@ -58,9 +58,9 @@ def delivery_metrics(context: dg.AssetExecutionContext, leviathan: LeviathanReso
     day = date.fromisoformat(context.partition_key)
     view = view_of(leviathan.event_log())
     with view.lock:
-        fold = view.metrics
+        view.require("metrics")
         view.refresh()
-        metrics = fold.metrics_for(day)
+        metrics = view.metrics.metrics_for(day)
     totals = {
         "attempts": sum(m.attempts for m in metrics.values()),
         "prs_merged": sum(m.prs_merged for m in metrics.values()),

@@ -39,6 +39,7 @@ def run_events_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanR
     if not records:
         return dg.SkipReason("no attempt or operator run changed")
     view = view_of(leviathan.event_log())
+    view.require("index")
     with view.current():
         recorded = view.index.run_event_ids
         # Appends go through the view's own store: its duplicate index is kept across ticks.
