@@ -30,6 +30,7 @@ import yaml  # noqa: E402
 from leviathan_dagster.core.attempts import AttemptLedger  # noqa: E402
 from leviathan_dagster.core.events.model import parse_timestamp  # noqa: E402
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.home import LeviathanHome  # noqa: E402
 from leviathan_dagster.demo_setup import make_repository  # noqa: E402
 
 TARGETS = 4
@@ -93,7 +94,7 @@ def run_daemon(root: Path, config: Path, wanted: int) -> tuple[float, int, int]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    events_path = home / "events.ndjson"
+    events_path = LeviathanHome(home).events_path
     try:
         deadline = time.monotonic() + DEADLINE_SECONDS
         while time.monotonic() < deadline:
