@@ -275,3 +275,20 @@ def test_a_started_run_that_has_not_recorded_its_attempt_still_holds_the_target(
     result = tick(project, instance)
     assert not result.run_requests
     assert "b (max_running_attempts)" in result.skip_reason.skip_message
+
+
+def test_an_idle_system_appends_nothing_to_the_audit_log(tmp_path, instance) -> None:
+    """Every sensor the daemon runs, ticking over a project with nothing to do: no event, ever."""
+    from leviathan_dagster.defs.attempts.pr_sensors import pr_lifecycle_sensor
+    from leviathan_dagster.defs.backlogs.sensors import backlog_sensor
+    from leviathan_dagster.defs.platform.sensors import run_events_sensor
+
+    project = site(tmp_path, docs_task("a", ready=False))
+    cursors: dict[str, str | None] = {}
+    for _ in range(2):
+        for sensor in (attempt_sensor, backlog_sensor, run_events_sensor, pr_lifecycle_sensor):
+            result, cursors[sensor.name] = tick_with_cursor(
+                project, instance, cursors.get(sensor.name), sensor
+            )
+            assert not getattr(result, "run_requests", None) or sensor is backlog_sensor
+    assert not project.home.events_path.exists() or project.events().head()[0] == 0
