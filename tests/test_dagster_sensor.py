@@ -292,3 +292,19 @@ def test_an_idle_system_appends_nothing_to_the_audit_log(tmp_path, instance) -> 
             )
             assert not getattr(result, "run_requests", None) or sensor is backlog_sensor
     assert not project.home.events_path.exists() or project.events().head()[0] == 0
+
+
+def test_a_backlog_already_recorded_at_its_version_is_not_recorded_again(tmp_path, instance) -> None:
+    from leviathan_dagster.defs.backlogs.sensors import backlog_sensor
+
+    project = site(tmp_path, docs_task("a"))
+    leviathan = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
+    instance.add_dynamic_partitions("targets", ["site"])
+    build_definitions(leviathan).resolve_job_def("refresh_backlogs_job").execute_in_process(
+        instance=instance, partition_key="site", asset_selection=[dg.AssetKey("backlog")]
+    )
+    # A daemon starting with no cursor: the backlog is known at this version, so no run, but the
+    # task partitions are brought in line all the same.
+    first, _ = tick_with_cursor(project, instance, None, backlog_sensor)
+    assert first.run_requests == []
+    assert instance.get_dynamic_partitions("tasks") == ["site/a"]

@@ -59,6 +59,8 @@ def backlog_metadata(
         "repo_url": target.repo_url,
         "branch": target.branch,
         "valid": backlog is not None,
+        # What backlog_sensor compares: a backlog already recorded at this version is not re-recorded.
+        "version": backlog_version(backlog, None if backlog else error),
     }
     if backlog is not None:
         statuses = Counter(t.status for t in backlog.tasks)

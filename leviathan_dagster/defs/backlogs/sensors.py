@@ -59,6 +59,12 @@ def backlog_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
             snap = snaps[target.id] = read_backlog(target, home)
             versions[target.id] = backlog_version(snap.backlog, snap.error)
     changed = sorted(tid for tid, version in versions.items() if cursor.get(tid) != version)
+    # First sight of a target (a new sensor, a reset cursor): a backlog already recorded at this version
+    # (by an earlier daemon, or on demand) needs no new run; its partitions are still brought in line.
+    instance = context.instance
+    recorded = {
+        tid for tid in changed if tid not in cursor and _recorded_version(instance, tid) == versions[tid]
+    }
     if not changed:
         return dg.SkipReason(f"{len(versions)} backlogs unchanged")
     requests = []
@@ -86,7 +92,19 @@ def backlog_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
                 tags={"leviathan/refresh-target": tid, "leviathan/backlog-version": versions[tid]},
             )
             for tid in changed
+            if tid not in recorded
         ],
         dynamic_partitions_requests=requests,
         cursor=json.dumps(cursor, sort_keys=True),
     )
+
+
+def _recorded_version(instance: dg.DagsterInstance, target_id: str) -> str | None:
+    """The ``version`` of the target's latest backlog materialization, if any (one indexed query)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=BACKLOG_KEY, asset_partitions=[target_id]), limit=1
+    ).records
+    if not records or records[0].asset_materialization is None:
+        return None
+    value = records[0].asset_materialization.metadata.get("version")
+    return getattr(value, "value", value)
