@@ -44,6 +44,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_worker.py
 	$(BIN)/python benchmarks/bench_event_log.py
 	$(BIN)/python benchmarks/bench_merkle.py
+	$(BIN)/python benchmarks/bench_history.py
+	$(BIN)/python benchmarks/bench_parallel.py
 
 clean:
 	rm -rf $(VENV) $(LEVIATHAN_HOME) .pytest_cache .ruff_cache

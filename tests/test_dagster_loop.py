@@ -118,6 +118,8 @@ def test_a_run_refused_at_run_time_does_not_spend_the_tasks_turn(tmp_path: Path)
             "site/a:1"
         ]
         # A second scheduler, deciding on a stale snapshot, launched b:1; the run refuses (a's PR is open).
+        if not instance.has_dynamic_partition("tasks", "site/b"):
+            instance.add_dynamic_partitions("tasks", ["site/b"])  # that scheduler registered it
         tags = {"leviathan/target": "site", "leviathan/task": "b", "leviathan/attempt": "1"}
         stale = job.execute_in_process(
             instance=instance,

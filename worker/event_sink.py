@@ -163,7 +163,10 @@ def sink_for(env: WorkerEnv, home: LeviathanHome) -> EventSink:
     # The same backend the orchestrator writes to (leviathan.yaml's ``event_log``), so the worker's
     # events and the orchestrator's land in one chain.
     settings = load_project_config(env.config_path).event_log if env.config_path.exists() else None
-    return StoreSink(open_event_log(home, settings))
+    store = open_event_log(home, settings)
+    if env.log_after_seq:
+        store.expect_new_ids_after(env.log_after_seq)
+    return StoreSink(store)
 
 
 def _retry_after(value: str | None) -> float | None:

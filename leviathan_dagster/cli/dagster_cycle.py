@@ -25,7 +25,6 @@ from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.run_events import record_runs
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
-from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import leviathan_run_records, run_info
@@ -52,7 +51,6 @@ def prepare_instance(home: LeviathanHome, config_path: Path) -> dg.DagsterInstan
 
 @dataclass
 class CycleReport:
-    refreshed: dict[str, bool] = field(default_factory=dict)
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
     skipped: str | None = None
 
@@ -65,7 +63,7 @@ def run_cycle(
     echo: Echo = print,
     queue: RunQueue | None = None,
 ) -> CycleReport:
-    """One cycle: refresh every target's backlog, then one attempt run per task the sensor selects.
+    """One cycle: one attempt run per task the scheduling sensor selects (its readiness reported too).
 
     ``queue``: the run queue to submit to, kept open across cycles by a caller that runs several (its
     code server then starts once); by default one is opened for this cycle.
@@ -96,18 +94,13 @@ def _run_cycle(
 ) -> None:
     targets = [t.id for t in resource.project().targets if resource.only_target in (None, t.id)]
     _ensure_partitions(instance, targets_partitions.name, targets)
-    # The refresh runs only record backlog and readiness for the UI; the sensor reads the backlogs
-    # itself, so the attempt runs are planned and queued without waiting for them (one wait for all).
-    refreshes = {queue.submit(REFRESH_JOB, partition_key=t, run_config=QUIET): t for t in targets}
+    # No refresh runs: the sensor reads the backlogs itself and reports task_readiness as asset events
+    # (only when it changed), as the daemon's tick does; the attempt runs are queued and waited for at once.
     submitted: dict[str, str] = {}
     try:
         submitted.update(_submit_attempts(instance, queue, resource, report, executor, echo))
     finally:
-        statuses = queue.wait([*refreshes, *submitted], echo=echo, quiet=set(refreshes))
-        for run_id, target_id in refreshes.items():
-            ok = statuses.get(run_id) == dg.DagsterRunStatus.SUCCESS
-            report.refreshed[target_id] = ok
-            echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if ok else 'FAILED'}")
+        statuses = queue.wait(list(submitted), echo=echo)
     for run_id, run_key in submitted.items():
         report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
 
@@ -127,6 +120,8 @@ def _submit_attempts(
     result = attempt_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         _ensure_partitions(instance, request.partitions_def_name, list(request.partition_keys))
+    for event in result.asset_events or []:  # what the daemon stores from a tick: task_readiness
+        instance.report_runless_asset_event(event)
     if not result.run_requests:
         report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
         return {}

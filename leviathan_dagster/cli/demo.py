@@ -9,10 +9,10 @@ import click
 from leviathan_dagster.cli.context import CliContext, pass_ctx
 from leviathan_dagster.cli.run import cycle_attempts, open_cycles, print_attempts
 from leviathan_dagster.core import pr_actions
-from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import parse_timestamp, utc_now
 from leviathan_dagster.core.forge.registry import forge_for
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import BACKOFF
 from leviathan_dagster.core.scheduling import plan_cycle
 from leviathan_dagster.demo_setup import build_demo, fix_slugify_bug, prepare_demo_home
@@ -50,7 +50,7 @@ def _run_cycles(ctx: CliContext, project, events, cycle) -> None:
         click.secho(f"\ncycle {number}", bold=True)
         report = cycle()
         print_attempts(cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched}))
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         if not bug_fixed and any(a.failure_type == "tests_failed" for a in ledger.attempts("docs-site")):
             sha = fix_slugify_bug(home)
             bug_fixed = True

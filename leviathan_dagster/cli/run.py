@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
+from leviathan_dagster.core.attempts import AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.scheduling import plan_cycle
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run cycles
@@ -50,7 +51,7 @@ def open_cycles(
 
 def cycle_attempts(ctx: CliContext, run_ids: set[str]) -> list[AttemptRecord]:
     """The attempts the cycle's runs made, from the event log."""
-    ledger = AttemptLedger.from_events(ctx.event_log().read())
+    ledger = current_ledger(ctx.event_log())
     return [record for record in ledger.attempts() if record.run_id in run_ids]
 
 

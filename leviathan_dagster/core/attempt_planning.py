@@ -23,6 +23,7 @@ from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.executors.k8s_job import container_resources
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import ProjectConfig, ResourceRequests, TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import Readiness, count_running, evaluate_launched_task
 from leviathan_dagster.core.scheduling import CyclePlan, TargetSnapshot, plan_cycle, snapshot_target
 
@@ -102,8 +103,8 @@ def plan_attempt_requests(
     warn: Warn = lambda _: None,
 ) -> tuple[CyclePlan, list[AttemptRequest]]:
     """One scheduler decision: reconcile lost attempts, plan the cycle, key a request per selection."""
-    reconcile_lost_attempts(AttemptLedger.from_events(events.read()), runs.is_alive, events)
-    ledger = AttemptLedger.from_events(events.read())
+    reconcile_lost_attempts(current_ledger(events), runs.is_alive, events)
+    ledger = current_ledger(events)
     plan = plan_cycle(
         project, home, events, now, queued=runs.live_unrecorded_tasks(ledger), only_target=only_target
     )

@@ -21,6 +21,7 @@ from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 
 ORCHESTRATOR = "leviathan-orchestrator"
 
@@ -53,13 +54,13 @@ def execute_attempt(
     *,
     run_id: str | None = None,
 ) -> AttemptRecord:
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     if ledger.attempt(planned.attempt_id) is not None:
         raise DuplicateAttempt(
             f"attempt {planned.attempt_id} ({planned.task_id} #{planned.attempt_number}) exists"
         )
     target, task_id = planned.target, planned.task_id
-    events.append(
+    [created] = events.append(
         [
             lifecycle.attempt_created(
                 target_id=target.id,
@@ -73,7 +74,15 @@ def execute_attempt(
             )
         ]
     )
-    spec = AttemptSpec(target, task_id, planned.attempt_id, planned.attempt_number, config_path, home)
+    spec = AttemptSpec(
+        target,
+        task_id,
+        planned.attempt_id,
+        planned.attempt_number,
+        config_path,
+        home,
+        created_seq=created.seq,
+    )
     try:
         result = executor.run(spec)
     except ConfigError as exc:  # the executor cannot run it as configured: retrying would not help
@@ -82,11 +91,11 @@ def execute_attempt(
         result = ExecutionResult(None, False, f"executor {executor.name} failed: {type(exc).__name__}: {exc}")
     finally:
         executor.cleanup(planned.attempt_id)
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     record = ledger.attempt(planned.attempt_id)
     if record is None or record.in_flight:
         _record_lost_worker(planned, result, events)
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
     apply_failure_consequences(record, target, ledger, events)
@@ -182,7 +191,7 @@ def reconcile_lost_attempts(
     Without this, such an attempt would stay "running" forever and block its task. The failure is
     ``infrastructure``: it does not count against the task.
     """
-    lost = [a for a in ledger.attempts() if a.in_flight and a.run_id and not run_is_alive(a.run_id)]
+    lost = [a for a in ledger.running() if a.run_id and not run_is_alive(a.run_id)]
     if lost:
         events.append(
             [

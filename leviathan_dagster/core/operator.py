@@ -18,6 +18,7 @@ from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.lifecycle import attempt_failed
 from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import Readiness, count_running, evaluate_launched_task
 
 CIRCUIT_RESET = "circuit.reset"
@@ -125,7 +126,7 @@ def cancel_attempt(
     NotFoundError when nothing is in flight. The request is recorded first, so the audit log shows who
     asked even if stopping the run fails.
     """
-    record = attempt_to_cancel(AttemptLedger.from_events(events.read()), target.id, task_id)
+    record = attempt_to_cancel(current_ledger(events), target.id, task_id)
     actor = operator_actor(operator)
     ids = {"attempt_id": record.attempt_id, "target_id": target.id, "task_id": task_id}
     events.append([operator_event(CANCEL_REQUESTED, operator, **ids, reason=reason)])

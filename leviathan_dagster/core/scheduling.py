@@ -19,6 +19,7 @@ from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.gc_pause import collector_paused
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, Backlog, ProjectConfig, PullRequest, TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import Readiness, count_running, evaluate_target, select_across_targets
 
 
@@ -119,7 +120,7 @@ def _plan_cycle(
     queued: Mapping[str, frozenset[str]],
     only_target: str | None,
 ) -> CyclePlan:
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     targets = [t for t in config.targets if only_target in (None, t.id)]
     snapshots = {
         t.id: snapshot_target(t, home, ledger, now, queued_tasks=queued.get(t.id, frozenset()))

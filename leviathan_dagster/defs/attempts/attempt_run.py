@@ -19,10 +19,11 @@ from leviathan_dagster.core.attempt_runner import (
     plan_next_attempt,
     reconcile_lost_attempts,
 )
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord, task_key
+from leviathan_dagster.core.attempts import AttemptRecord, task_key
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_view import DagsterRunView
@@ -67,11 +68,11 @@ def run_attempt(
         target = replace(target, policy=replace(target.policy, max_attempts_per_task=max_attempts_per_task))
     events, run_id, key = leviathan.event_log(), context.run.run_id, task_key(target_id, task_id)
     reconcile_lost_attempts(
-        AttemptLedger.from_events(events.read()),
+        current_ledger(events),
         lambda other: other == run_id or run_is_alive(context.instance, other),
         events,
     )
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     running = ledger.task(target_id, task_id).in_flight()
     if running is not None:
         raise dg.Failure(
@@ -129,7 +130,7 @@ def run_attempt(
         )
     except DuplicateAttempt as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from exc
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
+    details = attempt_details(events, leviathan.leviathan_home(), record.attempt_id)
     metadata = attempt_metadata(record, details)
     if run_now is not None:
         metadata["requested_by"] = op_events.operator_actor(run_now.operator)

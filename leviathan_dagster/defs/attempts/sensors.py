@@ -1,18 +1,29 @@
-"""The scheduling sensor: every tick, one Leviathan scheduler cycle over all targets."""
+"""The scheduling sensor: every tick, one Leviathan scheduler cycle over all targets.
+
+Besides requesting attempt runs it reports what it decided, without any run: a target's
+``task_readiness`` (the plan this tick acted on) as an asset event, only when a verdict changed. Its
+cursor holds each target's readiness version, so an unchanged tick records nothing anywhere. The
+backlogs themselves (their asset, checks and task partitions) are backlog_sensor's.
+"""
+
+from __future__ import annotations
+
+import json
 
 import dagster as dg
 
-from leviathan_dagster.core.attempt_planning import AttemptRequest, describe_idle, plan_attempt_requests
-from leviathan_dagster.core.attempts import task_key
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.models import ResourceRequests
 from leviathan_dagster.core.scheduling import CyclePlan
 from leviathan_dagster.defs.attempts.jobs import attempt_job
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
+from leviathan_dagster.defs.attempts.planning import attempt_run_request, decide, describe_idle
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
+from leviathan_dagster.defs.backlogs.reports import readiness_metadata, readiness_version
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.run_view import DagsterRunView
+
+__all__ = ["attempt_run_request", "attempt_sensor", "describe_idle"]
+
+READINESS_KEY = dg.AssetKey("task_readiness")
 
 
 @dg.sensor(
@@ -21,62 +32,68 @@ from leviathan_dagster.defs.platform.run_view import DagsterRunView
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
         "Leviathan's scheduler: reads every target's backlog, computes readiness under policy and "
-        "requests one attempt run per ready task (run_key <target>/<task>:<attempt>)."
+        "requests one attempt run per ready task (run_key <target>/<task>:<attempt>); reports "
+        "task_readiness as an asset event when it changes (no refresh runs)."
     ),
 )
 def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanResource):
     try:
-        project = leviathan.project()
+        decision = decide(context.instance, leviathan)
     except ConfigError as exc:
         return dg.SkipReason(f"leviathan.yaml is invalid: {exc}")
-    instance = context.instance
-    # The one planning API (shared with run --once, the run-time re-check and run-now).
-    plan, requests = plan_attempt_requests(
-        project,
-        leviathan.leviathan_home(),
-        leviathan.event_log(),
-        utc_now(),
-        DagsterRunView(instance),
-        only_target=leviathan.only_target,
-        warn=context.log.warning,
-    )
-    partition_requests = _partition_requests(instance, project.targets, plan)
-    run_requests = [_run_request(request) for request in requests]
-    if run_requests:
-        return dg.SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
-    return dg.SensorResult(dynamic_partitions_requests=partition_requests, skip_reason=describe_idle(plan))
+    for warning in decision.warnings:
+        context.log.warning(warning)
+    plan = decision.plan
+    cursor = _load_cursor(context.cursor)
+    result = {
+        "asset_events": _readiness_events(plan, cursor),
+        "dynamic_partitions_requests": _partition_requests(context.instance, decision, cursor),
+        "cursor": json.dumps(cursor, sort_keys=True),
+    }
+    if decision.run_requests:
+        return dg.SensorResult(run_requests=decision.run_requests, **result)
+    return dg.SensorResult(skip_reason=describe_idle(plan), **result)
 
 
-def attempt_run_request(
-    target_id: str,
-    task_id: str,
-    attempt_number: int,
-    resources: ResourceRequests | None = None,
-    *,
-    relaunch: int = 0,
-) -> dg.RunRequest:
-    """The run request of one attempt (key and tags from ``core.attempt_planning.AttemptRequest``)."""
-    return _run_request(AttemptRequest(target_id, task_id, attempt_number, relaunch, resources))
+def _load_cursor(raw: str | None) -> dict[str, dict[str, str]]:
+    try:
+        cursor = json.loads(raw) if raw else {}
+    except ValueError:
+        cursor = {}  # an old or foreign cursor: report everything once more
+    if not isinstance(cursor, dict):
+        cursor = {}
+    return {name: dict(cursor.get(name) or {}) for name in ("readiness", "targets")}
 
 
-def _run_request(request: AttemptRequest) -> dg.RunRequest:
-    return dg.RunRequest(run_key=request.run_key, partition_key=request.partition_key, tags=request.tags)
+def _readiness_events(plan: CyclePlan, cursor: dict[str, dict[str, str]]) -> list:
+    """task_readiness of every target whose verdicts changed since the cursor (updated in place):
+    exactly the readiness this tick acted on, with the tasks it requested runs for."""
+    events: list = []
+    selected: dict[str, list[str]] = {}
+    for ready in plan.selected:
+        selected.setdefault(ready.target_id, []).append(ready.task_id)
+    for target_id, snap in sorted(plan.snapshots.items()):
+        if not snap.ok:
+            continue
+        decided = readiness_version(snap) + ":" + ",".join(selected.get(target_id, []))
+        if cursor["readiness"].get(target_id) != decided:
+            cursor["readiness"][target_id] = decided
+            metadata = readiness_metadata(snap, selected.get(target_id, []))
+            events.append(dg.AssetMaterialization(READINESS_KEY, partition=target_id, metadata=metadata))
+    return events
 
 
-def _partition_requests(instance: dg.DagsterInstance, targets, plan: CyclePlan) -> list:
+def _partition_requests(instance: dg.DagsterInstance, decision, cursor: dict[str, dict[str, str]]) -> list:
+    """Target partitions for targets new to this sensor, and the partitions its runs need (usually
+    added by backlog_sensor already): a few indexed lookups, never a listing of every partition."""
     requests = []
-    known_targets = set(instance.get_dynamic_partitions(targets_partitions.name))
-    new_targets = [t.id for t in targets if t.id not in known_targets]
-    if new_targets:
-        requests.append(targets_partitions.build_add_request(new_targets))
-    known_tasks = set(instance.get_dynamic_partitions(tasks_partitions.name))
-    new_tasks = [
-        task_key(tid, task.id)
-        for tid, snap in plan.snapshots.items()
-        if snap.backlog is not None
-        for task in snap.backlog.tasks
-        if task_key(tid, task.id) not in known_tasks
-    ]
-    if new_tasks:
-        requests.append(tasks_partitions.build_add_request(new_tasks))
+    new_targets = [t for t in sorted(decision.plan.snapshots) if t not in cursor["targets"]]
+    missing = [t for t in new_targets if not instance.has_dynamic_partition(targets_partitions.name, t)]
+    if missing:
+        requests.append(targets_partitions.build_add_request(missing))
+    cursor["targets"].update(dict.fromkeys(new_targets, "1"))
+    keys = [r.partition_key for r in decision.run_requests]
+    missing = [k for k in keys if not instance.has_dynamic_partition(tasks_partitions.name, k)]
+    if missing:
+        requests.append(tasks_partitions.build_add_request(missing))
     return requests
