@@ -21,7 +21,7 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import dagster as dg
@@ -129,11 +129,9 @@ class RunQueue:
         self.instance.submit_run(run.run_id, workspace)
         return run.run_id
 
-    def wait(
-        self, run_ids: list[str], echo: Echo | None = None, quiet: Collection[str] = ()
-    ) -> dict[str, dg.DagsterRunStatus]:
+    def wait(self, run_ids: list[str], echo: Echo | None = None) -> dict[str, dg.DagsterRunStatus]:
         """Drive the queue (if no daemon does) until every run in ``run_ids`` has ended; ``echo`` each
-        status change of the runs not in ``quiet``."""
+        status change."""
         statuses: dict[str, dg.DagsterRunStatus] = {}
         pending = list(run_ids)
         while pending:
@@ -141,7 +139,7 @@ class RunQueue:
             for run_id in list(pending):
                 run = self.instance.get_run_by_id(run_id)
                 status = run.status if run is not None else dg.DagsterRunStatus.CANCELED
-                if status != statuses.get(run_id) and echo is not None and run_id not in quiet:
+                if status != statuses.get(run_id) and echo is not None:
                     echo(f"  run {run_id[:8]} {_describe(run)}: {status.value.lower()}")
                 statuses[run_id] = status
                 if status in ENDED:
