@@ -35,6 +35,7 @@ from leviathan_dagster.core.attempts import (  # noqa: E402
 )
 from leviathan_dagster.core.events.model import Event, format_timestamp  # noqa: E402
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.gc_pause import collector_paused  # noqa: E402
 from leviathan_dagster.core.markers import render_task_marker  # noqa: E402
 from leviathan_dagster.core.models import Backlog, Policy, PullRequest, TargetConfig, Task  # noqa: E402
 from leviathan_dagster.core.readiness import Readiness, evaluate_target, select_across_targets  # noqa: E402
@@ -132,6 +133,12 @@ def make_open_prs(rng: random.Random, target_id: str) -> tuple[PullRequest, ...]
 
 
 def decide(targets, backlogs, ledger, prs) -> tuple[list[Readiness], dict[str, list[Readiness]]]:  # type: ignore[no-untyped-def]
+    # As plan_cycle runs it: with the cyclic collector paused for the burst (core/gc_pause.py).
+    with collector_paused():
+        return _decide(targets, backlogs, ledger, prs)
+
+
+def _decide(targets, backlogs, ledger, prs) -> tuple[list[Readiness], dict[str, list[Readiness]]]:  # type: ignore[no-untyped-def]
     evaluations = {t.id: evaluate_target(t, backlogs[t.id], ledger, prs[t.id], NOW) for t in targets}
     return select_across_targets(
         evaluations,

@@ -129,3 +129,17 @@ def test_a_network_mirror_is_fetched_only_when_the_branch_moved(
     calls.clear()
     assert "id: b" in gitutil.show_file(url, "main", BACKLOG_PATH, cache_dir=cache)
     assert "fetch" in calls
+
+
+def test_the_collector_is_paused_only_inside_the_block() -> None:
+    import gc
+
+    from leviathan_dagster.core.gc_pause import collector_paused
+
+    assert gc.isenabled()
+    with collector_paused():
+        assert not gc.isenabled()
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()  # the inner block does not turn it back on early
+    assert gc.isenabled()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -47,6 +48,10 @@ def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
         assert materialization.asset_materialization.partition == "site/b"
         assert metadata["pr_url"].value.startswith("local://site/pull/")
         assert metadata["branch"].value.startswith("agent/b-attempt-")
+        # No refresh runs: the only runs are the attempts; readiness is the sensor's run-less asset event.
+        assert {r.job_name for r in instance.get_runs()} == {"attempt_job"}
+        readiness = instance.get_latest_materialization_event(dg.AssetKey("task_readiness"))
+        assert readiness.run_id == "" and readiness.asset_materialization.partition == "site"
         assert metadata["attempt_number"].value == 1
 
     ledger = AttemptLedger.from_events(project.events().read())
@@ -117,6 +122,8 @@ def test_a_run_refused_at_run_time_does_not_spend_the_tasks_turn(tmp_path: Path)
             "site/a:1"
         ]
         # A second scheduler, deciding on a stale snapshot, launched b:1; the run refuses (a's PR is open).
+        if not instance.has_dynamic_partition("tasks", "site/b"):
+            instance.add_dynamic_partitions("tasks", ["site/b"])  # that scheduler registered it
         tags = {"leviathan/target": "site", "leviathan/task": "b", "leviathan/attempt": "1"}
         stale = job.execute_in_process(
             instance=instance,
@@ -151,3 +158,50 @@ def test_attempt_run_rechecks_policy_at_run_time(tmp_path: Path) -> None:
         assert "not attempted: max_open_prs" in failure.step_failure_data.error.message
     ledger = AttemptLedger.from_events(project.events().read())
     assert [a.task_id for a in ledger.attempts("site")] == ["a"]
+
+
+def test_a_cycle_submits_to_the_run_queue_and_honours_its_limits(tmp_path: Path) -> None:
+    """run --once is not a second scheduler: its runs pass through the instance's queue (enqueued,
+    dequeued by the coordinator under the instance's limits), never executed in process."""
+    targets = {
+        name: {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task(f"{name}-a"))}}
+        for name in ("one", "two")
+    }
+    project = make_project(tmp_path, targets)
+    overrides = {"concurrency": {"runs": {"max_concurrent_runs": 1}}}
+    with dg.instance_for_test(overrides=overrides) as instance:
+        report = run_cycle(instance, resource_for(project), echo=lambda _: None)
+        assert sorted((key, ok) for key, _, ok in report.launched) == [
+            ("one/one-a:1", True),
+            ("two/two-a:1", True),
+        ]
+        records = instance.get_run_records(
+            dg.RunsFilter(run_ids=[run_id for _, run_id, _ in report.launched])
+        )
+        for record in records:
+            kinds = {
+                e.dagster_event.event_type
+                for e in instance.all_logs(record.dagster_run.run_id)
+                if e.dagster_event
+            }
+            assert {dg.DagsterEventType.RUN_ENQUEUED, dg.DagsterEventType.RUN_STARTING} <= kinds
+        # max_concurrent_runs: 1 held: the two attempt runs never overlapped.
+        first, second = sorted(records, key=lambda r: r.start_time)
+        assert first.end_time <= second.start_time
+
+
+def test_the_cli_leaves_the_queue_to_a_live_daemon(tmp_path: Path) -> None:
+    """Two dequeuers could race past a limit: with a live queued-run-coordinator heartbeat in the
+    instance, the CLI only waits; without one (the embedded demo) it dequeues itself."""
+    from dagster._daemon.types import DaemonHeartbeat
+
+    from leviathan_dagster.cli.run_queue import RunQueue
+
+    with dg.instance_for_test() as instance:
+        queue = RunQueue(instance, config_path="unused", home="unused")  # not entered: no code server
+        assert not queue.daemon_dequeues()
+        beat = DaemonHeartbeat(time.time(), "QUEUED_RUN_COORDINATOR", "daemon-1", errors=[])
+        instance.add_daemon_heartbeat(beat)
+        assert queue.daemon_dequeues()
+        instance.add_daemon_heartbeat(beat._replace(timestamp=time.time() - 3600))  # a dead daemon
+        assert not queue.daemon_dequeues()

@@ -72,12 +72,8 @@ def test_production_instance_is_valid_dagster_config(tmp_path: Path, instance_en
     job_spec = launcher["config"]["run_k8s_config"]["job_spec_config"]
     assert job_spec["backoff_limit"] == 0
     assert job_spec["active_deadline_seconds"] > config["run_monitoring"]["max_runtime_seconds"]
-    [limit] = config["concurrency"]["runs"]["tag_concurrency_limits"]
-    assert (limit["key"], limit["value"], limit["limit"]) == (
-        "leviathan/target",
-        {"applyLimitPerUniqueValue": True},
-        1,
-    )
+    # No limit of the queue's own: the policy (max_concurrent_attempts, max_running_attempts) decides.
+    assert config["concurrency"]["runs"] == {"max_concurrent_runs": -1}
     assert config["run_retries"]["retry_on_asset_or_op_failure"] is False
     assert config["run_monitoring"]["enabled"] is True
     assert config["run_monitoring"]["free_slots_after_run_end_seconds"] > 0
@@ -89,7 +85,7 @@ def test_production_instance_is_valid_dagster_config(tmp_path: Path, instance_en
         ("start_timeout_seconds: 300", "start_timout_seconds: 300"),  # typo in an instance section
         ("fail_pod_on_run_failure: true", "fail_pod_on_run_falure: true"),  # typo in the launcher
         ("db_name: {env: DAGSTER_PG_DB}", "dbname: {env: DAGSTER_PG_DB}"),  # typo in storage
-        ("applyLimitPerUniqueValue: true", "applyLimitPerUniqueValue: yes please"),
+        ("max_concurrent_runs: -1", "max_concurrent_runs: unlimited"),  # a wrong type in concurrency
     ],
 )
 def test_a_typo_in_the_instance_fails_validation(

@@ -180,3 +180,28 @@ def test_clear_escalation_job_records_the_operator_and_frees_the_task(setup) -> 
     assert (event.event.actor_id, event.payload["reason"]) == ("operator:carol", "criteria fixed")
     history = AttemptLedger.from_events(project.events().read()).task("site", "a")
     assert not history.escalated and history.counted_attempts == 0 and history.next_number == 2
+
+
+def test_run_now_is_a_materialization_of_the_task_partition_with_config(setup) -> None:
+    """The Dagster way to run a task now: materialize its partition of attempt_outcomes with
+    run_now: true (the attempt job, its retry policy, the queue when launched from the UI)."""
+    project, defs, instance = setup
+    instance.add_dynamic_partitions("tasks", ["site/a", "site/wide"])
+    run_now = {"ops": {"attempt_outcomes": {"config": {"run_now": True, "reason": "hotfix"}}}}
+    job = defs.resolve_job_def("attempt_job")
+    result = job.execute_in_process(
+        instance=instance,
+        partition_key="site/a",
+        run_config=run_now,
+        tags={"user": "ada"},
+        raise_on_error=False,
+    )
+    assert result.success
+    [mat] = result.asset_materializations_for_node("attempt_outcomes")
+    assert mat.partition == "site/a" and mat.metadata["requested_by"].value == "operator:ada"
+    [request] = [e for e in project.events().read() if e.event_type == "operator.run_now"]
+    assert (request.event.actor_id, request.payload["reason"]) == ("operator:ada", "hotfix")
+    wide = job.execute_in_process(
+        instance=instance, partition_key="site/wide", run_config=run_now, raise_on_error=False
+    )
+    assert "cannot run now: out_of_scope" in wide.failure_data_for_node("attempt_outcomes").error.message

@@ -13,8 +13,9 @@ from support import backlog_yaml, docs_task, make_project
 from leviathan_dagster.cli.dagster_cycle import run_cycle
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.run_events import RunInfo, events_for_run, record_runs
+from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.sensors import reconcile_run_events, run_succeeded_to_log
+from leviathan_dagster.defs.platform.sensors import run_events_sensor
 
 pytestmark = pytest.mark.dagster
 
@@ -36,7 +37,12 @@ def test_run_events_have_stable_ids_and_repeat_as_no_ops(tmp_path: Path) -> None
     assert log.head()[0] == 2
 
 
-def test_cycle_runs_recorded_once_and_reconciliation_and_sensors_add_nothing(tmp_path: Path) -> None:
+def sensor_tick(instance, leviathan, cursor=None):
+    context = dg.build_sensor_context(instance=instance, resources={"leviathan": leviathan}, cursor=cursor)
+    return context, run_events_sensor(context)
+
+
+def test_cycle_runs_recorded_once_and_the_sensor_adds_nothing_more(tmp_path: Path) -> None:
     files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"), docs_task("b"))}
     project = make_project(tmp_path, {"site": {"files": files, "test_command": ["false"]}})
     leviathan = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
@@ -44,7 +50,7 @@ def test_cycle_runs_recorded_once_and_reconciliation_and_sensors_add_nothing(tmp
         report = run_cycle(instance, leviathan, echo=lambda _: None)
         counts = run_event_counts(project.events())
         runs = {run_id for run_id, _ in counts}
-        assert len(runs) == 1 + len(report.launched)  # one refresh run per target + attempt runs
+        assert runs == {run_id for _, run_id, _ in report.launched}  # attempt runs only: no refresh runs
         assert all(n == 1 for n in counts.values())
         [(_, attempt_run, ok)] = report.launched
         assert not ok and counts[(attempt_run, "run.failed")] == 1
@@ -53,35 +59,30 @@ def test_cycle_runs_recorded_once_and_reconciliation_and_sensors_add_nothing(tmp
         assert failed.payload["tags"]["leviathan/task"] == "a"
 
         before = project.events().head()[0]
-        context = dg.build_sensor_context(instance=instance, resources={"leviathan": leviathan})
-        assert "0 run events back-filled" in reconcile_run_events(context).skip_message
-        record = instance.get_run_by_id(next(r for r in runs if r != attempt_run))
-        status_context = dg.build_run_status_sensor_context(
-            sensor_name="run_succeeded_to_event_log",
-            dagster_instance=instance,
-            dagster_run=record,
-            dagster_event=next(
-                e.dagster_event
-                for e in instance.all_logs(record.run_id)
-                if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS
-            ),
-            resources={"leviathan": leviathan},
-        )
-        run_succeeded_to_log(status_context)
+        context, result = sensor_tick(instance, leviathan)
+        assert "0 run events recorded" in result.skip_message
+        assert context.cursor is not None
+        # Nothing changed since the cursor: the next tick reads at most the cursor's overlap, writes nothing.
+        _, idle = sensor_tick(instance, leviathan, context.cursor)
+        assert "0 run events recorded" in idle.skip_message or "no attempt" in idle.skip_message
         assert project.events().head()[0] == before
 
 
-def test_reconciliation_back_fills_runs_the_sensors_never_saw(tmp_path: Path) -> None:
+def test_the_sensor_back_fills_runs_it_never_saw_and_skips_other_jobs(tmp_path: Path) -> None:
     files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
     project = make_project(tmp_path, {"site": {"files": files}})
     leviathan = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
     with dg.instance_for_test() as instance:
         run_cycle(instance, leviathan, echo=lambda _: None)
         expected = run_event_counts(project.events())
-        # A log that never saw these runs (the sensors were down): reconciliation fills it in.
-        context = dg.build_sensor_context(instance=instance, resources={"leviathan": leviathan})
+        # A polling run (a backlog refresh) is not an audit fact: never recorded.
+        defs = build_definitions(leviathan)
+        defs.resolve_job_def("refresh_backlogs_job").execute_in_process(
+            instance=instance, partition_key="site", raise_on_error=False
+        )
+        # A log that never saw these runs (the sensor was down): the cursor-less tick fills it in.
         project.home.events_path.unlink()
         Path(f"{project.home.events_path}.meta.json").unlink()
-        reconcile_run_events(context)
+        context, _ = sensor_tick(instance, leviathan)
         assert run_event_counts(project.events()) == expected
         assert context.cursor is not None

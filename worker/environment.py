@@ -27,6 +27,9 @@ class WorkerEnv:
     home: Path
     config_path: Path
     workspace_root: Path
+    # Seq of the attempt's attempt.created (LEVIATHAN_EVENT_LOG_AFTER_SEQ): the worker's events, whose
+    # ids derive from its attempt, can only be after it, so their duplicate check starts there.
+    log_after_seq: int | None = None
     control_plane_url: str | None = None
     # repr=False: the environment may be logged; the token never is.
     control_plane_token: str | None = field(default=None, repr=False)
@@ -47,6 +50,9 @@ class WorkerEnv:
             raise ConfigError(
                 f"ATTEMPT_NUMBER must be an integer, got {env.get('ATTEMPT_NUMBER')!r}"
             ) from exc
+        after = env.get("LEVIATHAN_EVENT_LOG_AFTER_SEQ") or ""
+        if after and not after.isdigit():
+            raise ConfigError(f"LEVIATHAN_EVENT_LOG_AFTER_SEQ must be a seq (an integer), got {after!r}")
         return cls(
             target_id=env["TARGET_NAME"],
             repo_url=env["TARGET_REPO_URL"],
@@ -57,6 +63,7 @@ class WorkerEnv:
             home=home,
             config_path=Path(env.get("LEVIATHAN_CONFIG") or "leviathan.yaml").resolve(),
             workspace_root=Path(env.get("LEVIATHAN_WORKSPACE_DIR") or home / "workspaces").resolve(),
+            log_after_seq=int(after) if after else None,
             control_plane_url=env.get("CONTROL_PLANE_URL") or None,
             control_plane_token=env.get("CONTROL_PLANE_TOKEN") or None,
         )

@@ -1,12 +1,14 @@
-"""One scheduler cycle through Dagster, in this process, on the persistent instance.
+"""One scheduler cycle through Dagster, on the persistent instance, as the daemon does it.
 
-It evaluates the real ``attempt_sensor`` and executes the real jobs with ``execute_in_process``, so the
-runs, materializations and checks land in the same instance the Dagster UI shows (``make ui``). The
-daemon does the same thing continuously in production.
+It evaluates the real ``attempt_sensor`` (the one planning API, with this command's ``--target`` and
+``--max-attempts``), submits the runs it requests to the instance's run queue and waits for them
+(``run_queue.RunQueue``): the runs, materializations and checks land in the instance the Dagster UI
+shows (``make ui``), under the same concurrency limits as the daemon's runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable
@@ -16,18 +18,17 @@ from importlib import resources
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.tags import RUN_KEY_TAG
 
+from leviathan_dagster.cli.run_queue import RunQueue
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.run_events import record_runs
-from leviathan_dagster.definitions import build_definitions
+from leviathan_dagster.core.scheduling import read_backlog
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
-from leviathan_dagster.defs.backlogs.assets import BACKLOG_VALID
-from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import leviathan_run_records, run_info
-from leviathan_dagster.defs.platform.runs import process_tags
 
 Echo = Callable[[str], None]
 # The runs' full event logs (and failures) are in the instance and the UI; the terminal gets our summary.
@@ -51,10 +52,9 @@ def prepare_instance(home: LeviathanHome, config_path: Path) -> dg.DagsterInstan
 
 @dataclass
 class CycleReport:
-    refreshed: dict[str, bool] = field(default_factory=dict)
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
     skipped: str | None = None
-    # Targets whose backlog could not be used this cycle (the backlog_is_valid check failed): the error.
+    # Targets whose config or backlog could not be used this cycle (the others proceed): the error.
     broken: dict[str, str] = field(default_factory=dict)
 
 
@@ -68,25 +68,35 @@ def run_cycle(
     *,
     executor: str | None = None,
     echo: Echo = print,
-    stop_requested: Callable[[], bool] = _never,
+    queue: RunQueue | None = None,
+    stop_requested: Callable[[], bool] | None = None,
 ) -> CycleReport:
-    """One cycle; ``stop_requested`` is asked before each refresh and launch (a stop by signal starts
-    nothing new: the attempt in flight, if any, is settled by its run)."""
-    defs = build_definitions(resource)
+    """One cycle: one attempt run per task the scheduling sensor selects (its readiness reported too).
+
+    ``queue``: the run queue to submit to, kept open across cycles by a caller that runs several (its
+    code server then starts once); by default one is opened for this cycle. ``stop_requested`` is asked
+    before each submission (a stop by signal starts nothing new; the runs already queued are waited for).
+    """
+    stop_requested = stop_requested or _never
     report = CycleReport()
     started = datetime.now(UTC)
-    try:
-        _run_cycle(defs, instance, resource, report, executor, echo, stop_requested)
-    finally:
-        # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
-        records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
-        record_runs(resource.event_log(), [run_info(instance, r) for r in records])
+    with contextlib.ExitStack() as stack:
+        if queue is None:
+            queue = stack.enter_context(
+                RunQueue(instance, config_path=resource.config_path, home=resource.home)
+            )
+        try:
+            _run_cycle(instance, queue, resource, report, executor, echo, stop_requested)
+        finally:
+            # Without a daemon no run-status sensor sees these runs: record them the reconciliation way.
+            records = leviathan_run_records(instance, updated_after=started - timedelta(minutes=1))
+            record_runs(resource.event_log(), [run_info(instance, r) for r in records])
     return report
 
 
 def _run_cycle(
-    defs: dg.Definitions,
     instance: dg.DagsterInstance,
+    queue: RunQueue,
     resource: LeviathanResource,
     report: CycleReport,
     executor: str | None,
@@ -94,62 +104,84 @@ def _run_cycle(
     stop_requested: Callable[[], bool],
 ) -> None:
     project = resource.project()
-    targets = [t.id for t in project.targets if resource.only_target in (None, t.id)]
-    for target_id, problems in project.broken_targets:
-        if resource.only_target in (None, target_id):
-            report.broken[target_id] = f"config: {problems}"
-            echo(f"  target {target_id} is broken (the others proceed):")
-            for line in report.broken[target_id].splitlines():
-                echo(f"    {line}")
-    _ensure_partitions(instance, targets_partitions.name, targets)
-    refresh = defs.resolve_job_def(REFRESH_JOB)
-    for target_id in targets:
-        if stop_requested():
-            return
-        result = refresh.execute_in_process(
-            instance=instance, partition_key=target_id, run_config=QUIET, raise_on_error=False
-        )
-        report.refreshed[target_id] = result.success
-        echo(f"  refreshed backlog and readiness of {target_id}: {'ok' if result.success else 'FAILED'}")
-        for check in result.get_asset_check_evaluations():
-            if check.check_name == BACKLOG_VALID and not check.passed:
-                error = check.metadata.get("error")
-                report.broken[target_id] = str(error.value) if error is not None else "invalid backlog"
-                echo(f"  target {target_id} is broken (the others proceed):")
-                for line in report.broken[target_id].splitlines():
-                    echo(f"    {line}")
+    targets = [t for t in project.targets if resource.only_target in (None, t.id)]
+    _report_broken(project, targets, resource, report, echo)
+    _ensure_partitions(instance, targets_partitions.name, [t.id for t in targets])
+    # No refresh runs: the sensor reads the backlogs itself and reports task_readiness as asset events
+    # (only when it changed), as the daemon's tick does; the attempt runs are queued and waited for at once.
+    submitted: dict[str, str] = {}
+    try:
+        if not stop_requested():
+            submitted.update(
+                _submit_attempts(instance, queue, resource, report, executor, echo, stop_requested)
+            )
+    finally:
+        statuses = queue.wait(list(submitted), echo=echo)
+    for run_id, run_key in submitted.items():
+        report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
 
-    if stop_requested():
-        return
+
+def _submit_attempts(
+    instance: dg.DagsterInstance,
+    queue: RunQueue,
+    resource: LeviathanResource,
+    report: CycleReport,
+    executor: str | None,
+    echo: Echo,
+    stop_requested: Callable[[], bool],
+) -> dict[str, str]:
+    """Evaluate the scheduling sensor and queue one attempt run per request; {run_id: run_key}."""
     context = dg.build_sensor_context(
         instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
     )
     result = attempt_sensor(context)
     for request in result.dynamic_partitions_requests or []:
         _ensure_partitions(instance, request.partitions_def_name, list(request.partition_keys))
+    for event in result.asset_events or []:  # what the daemon stores from a tick: task_readiness
+        instance.report_runless_asset_event(event)
     if not result.run_requests:
         report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
-        return
-    attempt_job = defs.resolve_job_def(ATTEMPT_JOB)
+        return {}
+    overrides = {
+        name: value
+        for name, value in (("executor", executor), ("max_attempts_per_task", resource.max_attempts_per_task))
+        if value is not None
+    }
+    run_config = {**QUIET, "ops": {"attempt_outcomes": {"config": overrides}}} if overrides else QUIET
+    submitted: dict[str, str] = {}
     for request in result.run_requests:
         if stop_requested():
-            return
+            break
         # The daemon drops a run_key it has seen; do the same so two schedulers never double-launch.
-        if instance.get_runs(filters=dg.RunsFilter(tags={"dagster/run_key": request.run_key}), limit=1):
+        if instance.get_runs(filters=dg.RunsFilter(tags={RUN_KEY_TAG: request.run_key}), limit=1):
             echo(f"  {request.run_key}: already launched, skipped")
             continue
-        echo(f"  attempt {request.run_key} ...")
-        run_config = (
-            {**QUIET, "ops": {"attempt_outcomes": {"config": {"executor": executor}}}} if executor else QUIET
-        )
-        run = attempt_job.execute_in_process(
-            instance=instance,
+        echo(f"  attempt {request.run_key}: queued")
+        run_id = queue.submit(
+            ATTEMPT_JOB,
             partition_key=request.partition_key,
-            tags={**request.tags, "dagster/run_key": request.run_key, **process_tags()},
+            tags=request.tags,
+            run_key=request.run_key,
             run_config=run_config,
-            raise_on_error=False,
         )
-        report.launched.append((request.run_key, run.run_id, run.success))
+        submitted[run_id] = request.run_key
+    return submitted
+
+
+def _report_broken(project, targets, resource: LeviathanResource, report: CycleReport, echo: Echo) -> None:
+    """Targets left out for an invalid config, and those whose backlog cannot be used (read through the
+    backlog cache, so the sensor's own read costs nothing more): named, and the others proceed."""
+    for target_id, problems in project.broken_targets:
+        if resource.only_target in (None, target_id):
+            report.broken[target_id] = f"config: {problems}"
+    for target in targets:
+        snap = read_backlog(target, resource.leviathan_home())
+        if snap.backlog is None:
+            report.broken[target.id] = snap.error or "backlog unavailable"
+    for target_id, error in report.broken.items():
+        echo(f"  target {target_id} is broken (the others proceed):")
+        for line in error.splitlines():
+            echo(f"    {line}")
 
 
 def _ensure_partitions(instance: dg.DagsterInstance, name: str, keys: list[str]) -> None:

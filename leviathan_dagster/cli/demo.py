@@ -7,12 +7,12 @@ import time
 import click
 
 from leviathan_dagster.cli.context import CliContext, pass_ctx
-from leviathan_dagster.cli.run import cycle_attempts, cycle_once, print_attempts
+from leviathan_dagster.cli.run import cycle_attempts, open_cycles, print_attempts
 from leviathan_dagster.core import pr_actions
-from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import parse_timestamp, utc_now
 from leviathan_dagster.core.forge.registry import forge_for
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import BACKOFF
 from leviathan_dagster.core.scheduling import plan_cycle
 from leviathan_dagster.demo_setup import build_demo, fix_slugify_bug, prepare_demo_home
@@ -38,12 +38,19 @@ def demo(ctx: CliContext) -> None:
     click.secho(f"demo home {home.root}; config {ctx.config_path}", bold=True)
     project = load_project_config(ctx.config_path)
     events = ctx.event_log()
+    with open_cycles(ctx) as cycle:
+        _run_cycles(ctx, project, events, cycle)
+    _summary(ctx, project)
+
+
+def _run_cycles(ctx: CliContext, project, events, cycle) -> None:
+    home = ctx.home
     bug_fixed = False
     for number in range(1, MAX_CYCLES + 1):
         click.secho(f"\ncycle {number}", bold=True)
-        report = cycle_once(ctx, target=None, executor=None, max_attempts=None)
+        report = cycle()
         print_attempts(cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched}))
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         if not bug_fixed and any(a.failure_type == "tests_failed" for a in ledger.attempts("docs-site")):
             sha = fix_slugify_bug(home)
             bug_fixed = True
@@ -56,7 +63,6 @@ def demo(ctx: CliContext) -> None:
             break
         click.echo(f"  waiting {wait:.1f}s for a retry backoff to end")
         time.sleep(wait)
-    _summary(ctx, project)
 
 
 def _merge_open_prs(project, ctx: CliContext) -> int:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import click
 
@@ -15,22 +18,24 @@ from leviathan_dagster.cli.context import (
 )
 from leviathan_dagster.cli.graceful import GracefulStop
 from leviathan_dagster.core.attempt_runner import CANCELED
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
+from leviathan_dagster.core.attempts import AttemptRecord
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.events.model import utc_now
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.scheduling import CyclePlan, TargetSnapshot, plan_cycle
 
+if TYPE_CHECKING:  # Dagster is imported only by the commands that run cycles
+    from leviathan_dagster.cli.dagster_cycle import CycleReport
 
-def cycle_once(
-    ctx: CliContext,
-    *,
-    target: str | None,
-    executor: str | None,
-    max_attempts: int | None,
-    echo=click.echo,
-    stop_requested=None,
-):
+
+@contextlib.contextmanager
+def open_cycles(
+    ctx: CliContext, *, target: str | None = None, max_attempts: int | None = None
+) -> Iterator[Callable[..., CycleReport]]:
+    """The instance and its run queue, open for as many cycles as the caller runs (the code server
+    starts once); yields ``cycle(executor=None, echo=click.echo, stop_requested=None)``, one cycle."""
     from leviathan_dagster.cli.dagster_cycle import prepare_instance, run_cycle
+    from leviathan_dagster.cli.run_queue import RunQueue
     from leviathan_dagster.defs.platform.resources import LeviathanResource
 
     instance = prepare_instance(ctx.home, ctx.config_path)
@@ -41,15 +46,26 @@ def cycle_once(
         max_attempts_per_task=max_attempts,
     )
     try:
-        stop = stop_requested or (lambda: False)
-        return run_cycle(instance, resource, executor=executor, echo=echo, stop_requested=stop)
+        with RunQueue(instance, config_path=resource.config_path, home=resource.home) as queue:
+
+            def cycle(*, executor: str | None = None, echo=click.echo, stop_requested=None) -> CycleReport:
+                return run_cycle(
+                    instance,
+                    resource,
+                    executor=executor,
+                    echo=echo,
+                    queue=queue,
+                    stop_requested=stop_requested,
+                )
+
+            yield cycle
     finally:
         instance.dispose()
 
 
 def cycle_attempts(ctx: CliContext, run_ids: set[str]) -> list[AttemptRecord]:
     """The attempts the cycle's runs made, from the event log."""
-    ledger = AttemptLedger.from_events(ctx.event_log().read())
+    ledger = current_ledger(ctx.event_log())
     return [record for record in ledger.attempts() if record.run_id in run_ids]
 
 
@@ -100,9 +116,11 @@ def run(
     interval: int,
     as_json: bool,
 ) -> None:
-    """Run scheduler cycles through Dagster: refresh backlogs, then launch an attempt per ready task.
+    """Run scheduler cycles through Dagster: an attempt run per ready task.
 
-    Runs land in the Dagster instance under <home>/dagster, visible with `make ui`. Exit code 1 when an
+    Runs are submitted to the run queue of the Dagster instance under <home>/dagster (visible with
+    `make ui`) and waited for; without a running daemon this command takes them off the queue itself.
+    Exit code 1 when an
     attempt of the (last) cycle failed or a target's backlog was broken (the other targets still ran);
     2 for an unknown --target.
 
@@ -118,31 +136,25 @@ def run(
     """
     check_target_option(load_project_config(ctx.config_path, isolate_targets=True), target)
     progress = (lambda line: click.echo(line, err=True)) if as_json else click.echo
-    if once:
-        records, broken = _one_cycle(ctx, target, executor, max_attempts, as_json, progress)
-        raise SystemExit(1 if broken or any(r.status != "succeeded" for r in records) else 0)
-    with GracefulStop(announce=progress) as stop:
-        interrupted: list[AttemptRecord] = []  # the attempts of the cycle a signal arrived in
-        while not stop.poll():
-            records, _ = _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop.poll)
-            if stop.poll():
-                interrupted = records
-                break
-            stop.sleep(interval)
-        progress(stopped_line(stop.signal_name or "signal", interrupted))
+    with open_cycles(ctx, target=target, max_attempts=max_attempts) as cycle:
+        if once:
+            records, broken = _one_cycle(ctx, cycle, executor, as_json, progress)
+            raise SystemExit(1 if broken or any(r.status != "succeeded" for r in records) else 0)
+        with GracefulStop(announce=progress) as stop:
+            interrupted: list[AttemptRecord] = []  # the attempts of the cycle a signal arrived in
+            while not stop.poll():
+                records, _ = _one_cycle(ctx, cycle, executor, as_json, progress, stop.poll)
+                if stop.poll():
+                    interrupted = records
+                    break
+                stop.sleep(interval)
+            progress(stopped_line(stop.signal_name or "signal", interrupted))
 
 
-def _one_cycle(ctx, target, executor, max_attempts, as_json, progress, stop_requested=None):
+def _one_cycle(ctx, cycle, executor, as_json, progress, stop_requested=None):
     """One cycle, printed; returns the attempts it ran and the targets it found broken."""
     progress(f"cycle at {utc_now():%H:%M:%S}")
-    report = cycle_once(
-        ctx,
-        target=target,
-        executor=executor,
-        max_attempts=max_attempts,
-        echo=progress,
-        stop_requested=stop_requested,
-    )
+    report = cycle(executor=executor, echo=progress, stop_requested=stop_requested)
     if report.skipped:
         progress(f"  {report.skipped}")
     records = cycle_attempts(ctx, {run_id for _, run_id, _ in report.launched})

@@ -1,9 +1,8 @@
 """What the control plane reads: the graph, the attempt ledger and recent events, kept current by
-folding only the events appended since the last read (``store.read(after_seq=last_seq)``)."""
+folding only the events appended since the last read (``core/projections/log_view``)."""
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -15,8 +14,7 @@ from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.graph import PULL_REQUEST, GraphProjection
-
-RECENT_EVENTS = 10
+from leviathan_dagster.core.projections.log_view import RECENT_EVENTS, view_of
 
 TargetsStatus = Callable[[], Mapping[str, Mapping[str, Any]]]
 """Per-target facts the log cannot know (policy from the project config), by target id. A
@@ -24,30 +22,33 @@ TargetsStatus = Callable[[], Mapping[str, Mapping[str, Any]]]
 
 
 class LogView:
-    """Incremental projections of one event store. Thread-safe: handlers call it from a thread pool."""
+    """The control plane's reads, over this process's incremental view of the store (core's
+    :class:`~leviathan_dagster.core.projections.log_view.LogView`). Thread-safe: handlers call it from
+    a thread pool, and every read holds the view's lock."""
 
     def __init__(self, store: EventStore, targets_status: TargetsStatus | None = None) -> None:
         self.store = store
         self.targets_status = targets_status
-        self.graph = GraphProjection()
-        self.ledger = AttemptLedger()
-        self._lock = threading.Lock()
-        self._recent: dict[str, deque[dict[str, Any]]] = {}
-        # attempt id -> seqs of its events. Only seqs are kept, not the events: memory stays small and
-        # the events are read back from the store (which holds them anyway) when an attempt is asked for.
-        self._attempt_seqs: dict[str, list[int]] = {}
+        self.view = view_of(store)
+        self._lock = self.view.lock
+
+    @property
+    def graph(self) -> GraphProjection:
+        return self.view.graph
+
+    @property
+    def ledger(self) -> AttemptLedger:
+        return self.view.ledger
+
+    @property
+    def _recent(self) -> dict[str, deque[dict[str, Any]]]:
+        return self.view.index.recent
 
     def refresh(self) -> int:
         """Fold every event appended since the last refresh; returns the last seq folded."""
-        # One lock around read and fold: two requests refreshing at once would otherwise fold the same
-        # events twice into the ledger, which (unlike the graph) does not skip seqs it has seen.
         with self._lock:
-            with _reading(self.store, self.graph.last_seq) as events:
-                for stored in events:
-                    self.graph.apply([stored])
-                    self.ledger.apply([stored])
-                    self._index(stored)
-            return self.graph.last_seq
+            self.view.require("graph", "ledger", "index")
+            return self.view.refresh()
 
     def summary(self) -> dict[str, Any]:
         self.refresh()
@@ -59,7 +60,7 @@ class LogView:
         self.refresh()
         with self._lock:
             record = self.ledger.attempt(attempt_id)
-            seqs = list(self._attempt_seqs.get(attempt_id, ()))
+            seqs = list(self.view.index.attempt_seqs.get(attempt_id, ()))
         if record is None and not seqs:
             return None
         events = []
@@ -115,23 +116,6 @@ class LogView:
             ],
             "config": dict(extra) if extra is not None else None,
         }
-
-    def _index(self, stored: StoredEvent) -> None:
-        payload = stored.payload
-        attempt_id = payload.get("attempt_id")
-        if isinstance(attempt_id, str) and attempt_id:
-            self._attempt_seqs.setdefault(attempt_id, []).append(stored.seq)
-        target_id = payload.get("target_id")
-        if isinstance(target_id, str) and target_id:
-            recent = self._recent.setdefault(target_id, deque(maxlen=RECENT_EVENTS))
-            recent.append(
-                {
-                    "seq": stored.seq,
-                    "event_id": stored.event.event_id,
-                    "event_type": stored.event_type,
-                    "timestamp": stored.event.timestamp,
-                }
-            )
 
 
 def read_page(store: EventStore, after: int, limit: int) -> list[dict[str, Any]]:

@@ -12,8 +12,10 @@ from pathlib import Path
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.schemas import fold_anomaly
+from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.metrics import usage_tokens
+from leviathan_dagster.core.projections.log_view import LogView, view_of
 
 
 def terminal_payload(events: Iterable[StoredEvent], attempt_id: str) -> dict:
@@ -25,6 +27,16 @@ def terminal_payload(events: Iterable[StoredEvent], attempt_id: str) -> dict:
         if ended and stored.payload.get("attempt_id") == attempt_id:
             return stored.payload
     return {}
+
+
+def terminal_payload_in(view: LogView, attempt_id: str) -> dict:
+    """:func:`terminal_payload`, found through the view's attempt index instead of a scan."""
+    with view.lock:
+        view.require("index")
+        view.refresh()
+        seq = view.index.terminal_seq.get(attempt_id)
+    stored = view.event_at(seq) if seq is not None else None
+    return stored.payload if stored is not None else {}
 
 
 def diff_stat(patch: str) -> dict[str, int]:
@@ -40,8 +52,15 @@ def diff_stat(patch: str) -> dict[str, int]:
     return {"files": files, "insertions": insertions, "deletions": deletions}
 
 
-def attempt_details(events: Iterable[StoredEvent], home: LeviathanHome, attempt_id: str) -> dict[str, object]:
-    payload = terminal_payload(events, attempt_id)
+def attempt_details(
+    events: Iterable[StoredEvent] | EventStore, home: LeviathanHome, attempt_id: str
+) -> dict[str, object]:
+    """Details of ``attempt_id``; ``events`` is the log (looked up through this process's incremental
+    view: one seek to the attempt's terminal event) or any iterable of its events (scanned)."""
+    if isinstance(events, EventStore):
+        payload = terminal_payload_in(view_of(events), attempt_id)
+    else:
+        payload = terminal_payload(events, attempt_id)
     details: dict[str, object] = {}
     if payload.get("touched_paths"):
         details["touched_paths"] = list(payload["touched_paths"])

@@ -31,6 +31,7 @@ from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,13 @@ def execute_attempt(
     *,
     run_id: str | None = None,
 ) -> AttemptRecord:
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     if ledger.attempt(planned.attempt_id) is not None:
         raise DuplicateAttempt(
             f"attempt {planned.attempt_id} ({planned.task_id} #{planned.attempt_number}) exists"
         )
     target, task_id = planned.target, planned.task_id
-    events.append(
+    [created] = events.append(
         [
             lifecycle.attempt_created(
                 target_id=target.id,
@@ -85,7 +86,15 @@ def execute_attempt(
             )
         ]
     )
-    spec = AttemptSpec(target, task_id, planned.attempt_id, planned.attempt_number, config_path, home)
+    spec = AttemptSpec(
+        target,
+        task_id,
+        planned.attempt_id,
+        planned.attempt_number,
+        config_path,
+        home,
+        created_seq=created.seq,
+    )
     try:
         result = executor.run(spec)
     except ConfigError as exc:  # the executor cannot run it as configured: retrying would not help
@@ -113,7 +122,7 @@ def _settle(
     """Once the executor is done: the attempt as recorded, recovering from the forge or recording the
     lost worker if it left no terminal event."""
     target, task_id = planned.target, planned.task_id
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     record = ledger.attempt(planned.attempt_id)
     if record is None or record.in_flight:
         lost = LostAttempt(target.id, task_id, planned.attempt_id, planned.attempt_number)
@@ -125,7 +134,7 @@ def _settle(
             record_recovered(events, recovered)
         else:
             _record_lost_worker(planned, result, events)
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
     return ledger, record
@@ -227,8 +236,8 @@ def reconcile_lost_attempts(
     waits for the next tick. Without this, such an attempt would stay "running" forever.
     """
     lost: list[AttemptRecord] = []
-    for a in ledger.attempts():
-        if not (a.in_flight and a.run_id and not run_is_alive(a.run_id)):
+    for a in ledger.running():
+        if not (a.run_id and not run_is_alive(a.run_id)):
             continue
         try:
             recovered = recover(a) if recover is not None else []

@@ -162,6 +162,14 @@ class AttemptLedger:
 
     def __init__(self) -> None:
         self._attempts: dict[str, AttemptRecord] = {}
+        # Indexes, so that no query or fold step scans every attempt ever made: per target, and per
+        # (target, PR number) the attempts that opened that PR (a close folds in O(1), not O(attempts)).
+        self._by_target: dict[str, dict[str, AttemptRecord]] = {}
+        self._in_flight: dict[str, dict[str, AttemptRecord]] = {}
+        self._by_pr: dict[tuple[str, int], list[str]] = {}
+        self._by_run: dict[str, str] = {}
+        # target -> PR number -> attempt ids, for the PRs not yet recorded as merged or closed.
+        self._open_prs: dict[str, dict[int, list[str]]] = {}
         self._tasks: dict[tuple[str, str], TaskHistory] = {}
         self._targets: dict[str, TargetHistory] = {}
         # (target, UTC day) -> model tokens of the attempts that ended that day (the daily budget).
@@ -201,10 +209,32 @@ class AttemptLedger:
         return forgiven
 
     def attempts(self, target_id: str | None = None) -> list[AttemptRecord]:
-        return [a for a in self._attempts.values() if target_id is None or a.target_id == target_id]
+        """Every attempt (of ``target_id``), oldest first. ``list()`` of a dict view is one step under
+        the GIL, so a reader in another thread never sees a dict change size mid-iteration."""
+        if target_id is None:
+            return list(self._attempts.values())
+        return list(self._by_target.get(target_id, {}).values())
 
-    def running(self, target_id: str) -> list[AttemptRecord]:
-        return [a for a in self.attempts(target_id) if a.in_flight]
+    def running(self, target_id: str | None = None) -> list[AttemptRecord]:
+        """Attempts not finished yet (of ``target_id``)."""
+        if target_id is None:
+            return [a for records in list(self._in_flight.values()) for a in list(records.values())]
+        return list(self._in_flight.get(target_id, {}).values())
+
+    def attempt_of_run(self, run_id: str) -> AttemptRecord | None:
+        """The attempt the Dagster run ``run_id`` created, if it created one."""
+        attempt_id = self._by_run.get(run_id)
+        return self._attempts.get(attempt_id) if attempt_id else None
+
+    def attempts_with_pr(self, target_id: str, pr_number: int) -> list[AttemptRecord]:
+        """The attempts that opened PR ``pr_number`` of ``target_id``, oldest first."""
+        ids = list(self._by_pr.get((target_id, pr_number), ()))
+        return [self._attempts[i] for i in ids]
+
+    def open_pr_attempts(self, target_id: str) -> list[AttemptRecord]:
+        """Attempts whose PR the log has not seen merged or closed (what the PR sensor watches)."""
+        ids = [i for group in list(self._open_prs.get(target_id, {}).values()) for i in list(group)]
+        return [self._attempts[i] for i in ids]
 
     def tokens_on(self, target_id: str, day: date) -> int:
         """Model tokens spent by ``target_id``'s attempts that ended on ``day`` (UTC)."""
@@ -271,7 +301,7 @@ class AttemptLedger:
             branch_name=payload.get("branch_name"),
             run_id=payload.get("run_id"),
         )
-        self._attempts[attempt_id] = record
+        self._store(record)
         self._history(record.target_id, record.task_id).attempts.append(record)
         self._target(record.target_id).last_attempt_at = record.created_at
 
@@ -309,11 +339,12 @@ class AttemptLedger:
         if key in self.finished_prs:
             return
         self.finished_prs.add(key)
+        self._open_prs.get(key[0], {}).pop(key[1], None)
         if kind != ev.PR_CLOSED:
             return
         # Closed without merge: the attempt that opened the PR becomes a counted failure (against
         # max_attempts_per_task, escalation and the circuit breaker), as if its tests had failed.
-        for old in self.attempts(key[0]):
+        for old in self.attempts_with_pr(*key):
             if old.pr_number != key[1] or old.status != SUCCEEDED:
                 continue
             new = replace(
@@ -341,8 +372,27 @@ class AttemptLedger:
             key = (record.target_id, parse_timestamp(record.completed_at).date())
             self._tokens_by_day[key] = self._tokens_by_day.get(key, 0) + tokens
 
+    def _store(self, record: AttemptRecord) -> None:
+        self._attempts[record.attempt_id] = record
+        self._by_target.setdefault(record.target_id, {})[record.attempt_id] = record
+        running = self._in_flight.setdefault(record.target_id, {})
+        if record.in_flight:
+            running[record.attempt_id] = record
+        else:
+            running.pop(record.attempt_id, None)
+        if record.run_id:
+            self._by_run.setdefault(record.run_id, record.attempt_id)
+        if record.pr_number is not None:
+            ids = self._by_pr.setdefault((record.target_id, int(record.pr_number)), [])
+            if record.attempt_id not in ids:
+                ids.append(record.attempt_id)
+            if (record.target_id, int(record.pr_number)) not in self.finished_prs:
+                group = self._open_prs.setdefault(record.target_id, {}).setdefault(int(record.pr_number), [])
+                if record.attempt_id not in group:
+                    group.append(record.attempt_id)
+
     def _replace(self, old: AttemptRecord, new: AttemptRecord) -> None:
-        self._attempts[new.attempt_id] = new
+        self._store(new)
         attempts = self._history(new.target_id, new.task_id).attempts
         attempts[attempts.index(old)] = new
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import date
 from statistics import mean, median
 
@@ -57,62 +57,89 @@ def usage_tokens(payload: dict) -> int | None:
 
 def compute_delivery_metrics(events: Iterable[StoredEvent], day: date) -> dict[str, TargetDayMetrics]:
     """Metrics of ``day`` (UTC) for every target with an attempt or PR event that day."""
-    stamp = day.isoformat()
-    out: dict[str, TargetDayMetrics] = {}
-    opened_at: dict[tuple[str, int], str] = {}
-    pr_task: dict[tuple[str, int], str] = {}
-    attempts_by_task: dict[tuple[str, str], list[tuple[str, int | None]]] = defaultdict(list)
-    merge_times: dict[str, list[float]] = defaultdict(list)
-    merged_tasks: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    failures: dict[str, Counter] = defaultdict(Counter)
+    fold = DeliveryFold()
+    fold.apply(events)
+    return fold.metrics_for(day)
 
-    def row(target_id: str) -> TargetDayMetrics:
-        return out.setdefault(target_id, TargetDayMetrics(target_id, stamp))
 
-    for stored in events:
+class DeliveryFold:
+    """What the delivery metrics of any day need, folded incrementally (one pass over the log, then
+    only what was appended): per (target, day) counts, and per task the attempts' end times and tokens
+    for the "per merged PR" figures, which look back over the task's whole history."""
+
+    def __init__(self) -> None:
+        self.last_seq = 0
+        self._rows: dict[tuple[str, str], TargetDayMetrics] = {}
+        self._failures: dict[tuple[str, str], Counter] = defaultdict(Counter)
+        self._merge_times: dict[tuple[str, str], list[float]] = defaultdict(list)
+        self._merged_tasks: dict[tuple[str, str], list[tuple[str, str]]] = defaultdict(list)
+        self._opened_at: dict[tuple[str, int], str] = {}
+        self._pr_task: dict[tuple[str, int], str] = {}
+        self._attempts_by_task: dict[tuple[str, str], list[tuple[str, int | None]]] = defaultdict(list)
+
+    def apply(self, events: Iterable[StoredEvent]) -> None:
+        for stored in events:
+            self._apply_one(stored)
+            self.last_seq = stored.seq
+
+    def metrics_for(self, day: date) -> dict[str, TargetDayMetrics]:
+        """The finished figures of ``day`` per target (copies: the fold goes on)."""
+        stamp = day.isoformat()
+        out: dict[str, TargetDayMetrics] = {}
+        for (target_id, row_day), row in self._rows.items():
+            if row_day != stamp:
+                continue
+            key = (target_id, stamp)
+            metrics = replace(row, failures_by_type={})
+            _finish(
+                metrics,
+                self._failures[key],
+                self._merge_times[key],
+                self._merged_tasks[key],
+                self._attempts_by_task,
+            )
+            out[target_id] = metrics
+        return dict(sorted(out.items()))
+
+    def _row(self, target_id: str, day: str) -> TargetDayMetrics:
+        return self._rows.setdefault((target_id, day), TargetDayMetrics(target_id, day))
+
+    def _apply_one(self, stored: StoredEvent) -> None:
         if fold_anomaly(stored) is not None:
-            continue  # malformed: reported by fold_anomaly, never counted
+            return  # malformed: reported by fold_anomaly, never counted
         kind, payload, at = stored.event_type, stored.payload, stored.event.timestamp
         target_id = payload.get("target_id")
-        if not target_id or at[:10] > stamp:
-            continue
-        today = at[:10] == stamp
+        if not target_id:
+            return
+        day = at[:10]
         if kind in ENDED:
-            attempts_by_task[(target_id, payload.get("task_id", ""))].append((at, usage_tokens(payload)))
-            if today:
-                metrics = row(target_id)
-                metrics.attempts += 1
-                tokens = usage_tokens(payload)
-                if tokens is not None:
-                    metrics.tokens = (metrics.tokens or 0) + tokens
-                if kind == ev.ATTEMPT_SUCCEEDED:
-                    metrics.succeeded += 1
-                else:
-                    metrics.failed += 1
-                    failures[target_id][payload.get("failure_type") or "unknown"] += 1
+            tokens = usage_tokens(payload)
+            self._attempts_by_task[(target_id, payload.get("task_id", ""))].append((at, tokens))
+            metrics = self._row(target_id, day)
+            metrics.attempts += 1
+            if tokens is not None:
+                metrics.tokens = (metrics.tokens or 0) + tokens
+            if kind == ev.ATTEMPT_SUCCEEDED:
+                metrics.succeeded += 1
+            else:
+                metrics.failed += 1
+                self._failures[(target_id, day)][payload.get("failure_type") or "unknown"] += 1
         elif kind == ev.PR_CREATED:
             key = (target_id, int(payload["pr_number"]))
-            opened_at.setdefault(key, at)
-            pr_task.setdefault(key, payload.get("task_id", ""))
-            if today:
-                row(target_id).prs_opened += 1
-        elif kind in (ev.PR_MERGED, ev.PR_CLOSED) and today:
+            self._opened_at.setdefault(key, at)
+            self._pr_task.setdefault(key, payload.get("task_id", ""))
+            self._row(target_id, day).prs_opened += 1
+        elif kind in (ev.PR_MERGED, ev.PR_CLOSED):
             key = (target_id, int(payload["pr_number"]))
             if kind == ev.PR_CLOSED:
-                row(target_id).prs_closed += 1
-                continue
-            row(target_id).prs_merged += 1
-            if key in opened_at:
-                seconds = (parse_timestamp(at) - parse_timestamp(opened_at[key])).total_seconds()
-                merge_times[target_id].append(seconds)
-            task_id = pr_task.get(key) or (payload.get("task") or "").partition("/")[2]
-            merged_tasks[target_id].append((task_id, at))
-
-    for target_id, metrics in out.items():
-        _finish(
-            metrics, failures[target_id], merge_times[target_id], merged_tasks[target_id], attempts_by_task
-        )
-    return dict(sorted(out.items()))
+                self._row(target_id, day).prs_closed += 1
+                return
+            self._row(target_id, day).prs_merged += 1
+            if key in self._opened_at:
+                seconds = (parse_timestamp(at) - parse_timestamp(self._opened_at[key])).total_seconds()
+                self._merge_times[(target_id, day)].append(seconds)
+            task_id = self._pr_task.get(key) or (payload.get("task") or "").partition("/")[2]
+            self._merged_tasks[(target_id, day)].append((task_id, at))
 
 
 def _finish(

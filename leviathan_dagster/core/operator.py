@@ -7,22 +7,20 @@ answers "who paused this target?" as well as "what did the engine do?". The Dags
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord
+from leviathan_dagster.core.attempt_runner import ORCHESTRATOR
+from leviathan_dagster.core.attempts import INFRASTRUCTURE, AttemptLedger, AttemptRecord
 from leviathan_dagster.core.errors import NotFoundError, PolicyViolation
 from leviathan_dagster.core.events import model as ev
-from leviathan_dagster.core.events.model import Event, parse_timestamp
+from leviathan_dagster.core.events.model import Event
+from leviathan_dagster.core.events.store import EventStore
+from leviathan_dagster.core.lifecycle import attempt_failed
 from leviathan_dagster.core.models import Backlog, PullRequest, TargetConfig
-from leviathan_dagster.core.readiness import (
-    BACKOFF,
-    GLOBAL_LIMIT,
-    INFRASTRUCTURE_STREAK,
-    Readiness,
-    count_running,
-    evaluate_task_alone,
-)
+from leviathan_dagster.core.projections.log_view import current_ledger
+from leviathan_dagster.core.readiness import Readiness, count_running, evaluate_launched_task
 
 CIRCUIT_RESET = "circuit.reset"
 TARGET_PAUSED = "target.paused"
@@ -72,26 +70,18 @@ def check_run_now(
     if task is None:
         known = ", ".join(t.id for t in backlog.tasks) or "none"
         raise NotFoundError(f"target '{target.id}' has no task '{task_id}' in its backlog (tasks: {known})")
-    result = evaluate_task_alone(
-        target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
+    return evaluate_launched_task(
+        target,
+        backlog,
+        ledger,
+        open_prs,
+        now,
+        task_id=task_id,
+        queued_tasks=queued_tasks,
+        max_concurrent=max_concurrent,
+        running_total=running_total,
+        forgive_streak=True,
     )
-    if result.reason == INFRASTRUCTURE_STREAK:
-        # The operator's run-now releases a task held by infrastructure failures (its event starts a
-        # new streak): judge it as it will be once that event is recorded.
-        ledger = ledger.with_streak_forgiven(target.id, task_id)
-        result = evaluate_task_alone(
-            target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
-        )
-    if result.reason == BACKOFF and result.not_before:
-        # Judge it at the end of its backoff: the only thing run-now may skip.
-        later = parse_timestamp(result.not_before)
-        result = evaluate_task_alone(
-            target, backlog, ledger, open_prs, later, task_id=task_id, queued_tasks=queued_tasks
-        )
-    if result.ready and running_total >= max_concurrent:
-        detail = f"{running_total} attempts running or queued, max_concurrent_attempts is {max_concurrent}"
-        result = replace(result, ready=False, reason=GLOBAL_LIMIT, detail=detail)
-    return result
 
 
 def require_run_now(readiness: Readiness) -> None:
@@ -156,3 +146,52 @@ def clear_escalation_event(
         attempts_before=len(history.attempts),
         reason=reason,
     )
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    attempt_id: str
+    run_id: str | None
+    terminated: bool
+    summary: str
+
+
+def cancel_attempt(
+    events: EventStore,
+    target: TargetConfig,
+    task_id: str,
+    operator: str | None,
+    *,
+    reason: str = "",
+    pause_target: bool = False,
+    terminate_run: Callable[[str], bool],
+    cleanup: Callable[[str], None],
+) -> CancelOutcome:
+    """Cancel the task's attempt in flight: record the request, stop its run (``terminate_run``, the
+    orchestrator's part) and whatever it launched outside the run (``cleanup``: a pod, a worker), then
+    end it as an infrastructure failure (not counted against the task), and pause the target if asked.
+
+    NotFoundError when nothing is in flight. The request is recorded first, so the audit log shows who
+    asked even if stopping the run fails.
+    """
+    record = attempt_to_cancel(current_ledger(events), target.id, task_id)
+    actor = operator_actor(operator)
+    ids = {"attempt_id": record.attempt_id, "target_id": target.id, "task_id": task_id}
+    events.append([operator_event(CANCEL_REQUESTED, operator, **ids, reason=reason)])
+    terminated = terminate_run(record.run_id) if record.run_id else False
+    cleanup(record.attempt_id)
+    summary = f"canceled by {actor}" + (f": {reason}" if reason else "")
+    follow_ups = [
+        attempt_failed(
+            failure_type=INFRASTRUCTURE,
+            error_summary=summary,
+            actor_id=ORCHESTRATOR,
+            attempt_number=record.number,
+            canceled_by=actor,
+            **ids,
+        )
+    ]
+    if pause_target:
+        follow_ups.append(operator_event(TARGET_PAUSED, operator, target_id=target.id, reason=summary))
+    events.append(follow_ups)
+    return CancelOutcome(record.attempt_id, record.run_id, terminated, summary)

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.attempt_runner import apply_failure_consequences
-from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.errors import NotFoundError
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import parse_timestamp
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.models import PullRequest, TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 
 PR_SENSOR = "leviathan-pr-sensor"
 
@@ -42,13 +42,9 @@ def sync_pull_requests(
 ) -> SyncResult:
     """Record the endings of ``target``'s Leviathan PRs that the log does not know yet."""
     result = SyncResult(ready_for_review=[pr.number for pr in forge.ready_green_drafts()])
-    ledger = AttemptLedger.from_events(events.read())
+    ledger = current_ledger(events)
     watched = sorted(
-        {
-            (a.pr_number, a.attempt_id)
-            for a in ledger.attempts(target.id)
-            if a.pr_number is not None and (target.id, a.pr_number) not in ledger.finished_prs
-        }
+        {(a.pr_number, a.attempt_id) for a in ledger.open_pr_attempts(target.id) if a.pr_number is not None}
     )
     for number, attempt_id in watched:
         try:
@@ -75,12 +71,11 @@ def record_ending(
     task; a close without merge fails the attempt that opened it, with that failure's consequences.
     ``attempt_id`` defaults to the attempt the ledger says opened the PR."""
     if attempt_id is None:
-        ledger = AttemptLedger.from_events(events.read())
-        opened = [a for a in ledger.attempts(target.id) if a.pr_number == pr.number]
+        opened = current_ledger(events).attempts_with_pr(target.id, pr.number)
         attempt_id = opened[-1].attempt_id if opened else None
     events.append(_ending(target, pr, attempt_id, actor_id))
     if pr.state == "closed" and attempt_id is not None:
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         record = ledger.attempt(attempt_id)
         if record is not None:
             apply_failure_consequences(record, target, ledger, events)

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from leviathan_dagster.core.attempts import AttemptLedger, TaskHistory
-from leviathan_dagster.core.events.model import format_timestamp
+from leviathan_dagster.core.events.model import format_timestamp, parse_timestamp
 from leviathan_dagster.core.generators.registry import uses_model_tokens
 from leviathan_dagster.core.models import Backlog, Policy, PullRequest, TargetConfig, Task
 from leviathan_dagster.core.paths import task_paths_in_scope
@@ -156,6 +156,47 @@ def evaluate_task_alone(
     )
     evaluated = evaluate_target(target, alone, ledger, open_prs, now, queued_tasks=queued_tasks)
     return next(r for r in evaluated if r.task_id == task_id)
+
+
+def evaluate_launched_task(
+    target: TargetConfig,
+    backlog: Backlog,
+    ledger: AttemptLedger,
+    open_prs: Sequence[PullRequest],
+    now: datetime,
+    *,
+    task_id: str,
+    queued_tasks: Collection[str] = (),
+    max_concurrent: int | None = None,
+    running_total: int = 0,
+    forgive_streak: bool = False,
+) -> Readiness:
+    """The readiness of a task whose run has been started (by the scheduler or an operator's run-now).
+
+    Judged alone (``evaluate_task_alone``). A retry's backoff is the one wait such a run skips: a task
+    in backoff is judged as at the end of it, so every other guardrail still holds. ``max_concurrent``
+    (run-now only; the scheduler's selection already applied it) adds the global limit against
+    ``running_total`` attempts running or queued. ``forgive_streak`` (an operator's run-now): a task held
+    by an infrastructure streak is judged as it will be once the operator's event, which starts a new
+    streak, is recorded.
+    """
+    result = evaluate_task_alone(
+        target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
+    )
+    if forgive_streak and result.reason == INFRASTRUCTURE_STREAK:
+        ledger = ledger.with_streak_forgiven(target.id, task_id)
+        result = evaluate_task_alone(
+            target, backlog, ledger, open_prs, now, task_id=task_id, queued_tasks=queued_tasks
+        )
+    if result.reason == BACKOFF and result.not_before:
+        later = parse_timestamp(result.not_before)
+        result = evaluate_task_alone(
+            target, backlog, ledger, open_prs, later, task_id=task_id, queued_tasks=queued_tasks
+        )
+    if result.ready and max_concurrent is not None and running_total >= max_concurrent:
+        detail = f"{running_total} attempts running or queued, max_concurrent_attempts is {max_concurrent}"
+        result = _not_ready(result, GLOBAL_LIMIT, detail)
+    return result
 
 
 def _daily_budget_detail(policy: Policy, spent_today: int, running: int) -> str | None:

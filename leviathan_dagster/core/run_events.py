@@ -9,7 +9,7 @@ sensors missed.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -65,16 +65,18 @@ def events_for_run(run: RunInfo) -> list[Event]:
     return events
 
 
-def record_runs(store: EventStore, runs: Iterable[RunInfo]) -> int:
+def record_runs(store: EventStore, runs: Iterable[RunInfo], *, known: Container[str] = ()) -> int:
     """Append the runs' events not in the log yet; returns how many were written. Safe to repeat.
 
     The first record of a fact wins: a run's ``run.started`` recomputed later (a tag added since)
     is not a conflict worth failing a sensor for, so known ids are skipped rather than re-sent.
+    ``known``: event ids already in the log (a log view's index), skipped without asking the store.
     """
     unique: dict[str, Event] = {}
     for run in runs:
         for event in events_for_run(run):
-            unique.setdefault(event.event_id, event)
+            if event.event_id not in known:
+                unique.setdefault(event.event_id, event)
     for _ in range(2):  # a concurrent writer may record some of them between the check and the append
         new = [e for e in unique.values() if store.get(e.event_id) is None]
         if not new:

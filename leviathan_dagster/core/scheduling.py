@@ -16,8 +16,10 @@ from leviathan_dagster.core.backlog_cache import parse_backlog_cached
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.forge.registry import forge_for
+from leviathan_dagster.core.gc_pause import collector_paused
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, Backlog, ProjectConfig, PullRequest, TargetConfig
+from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.readiness import Readiness, count_running, evaluate_target, select_across_targets
 
 
@@ -121,8 +123,20 @@ def plan_cycle(
     queued: Mapping[str, frozenset[str]] | None = None,
     only_target: str | None = None,
 ) -> CyclePlan:
-    queued = queued or {}
-    ledger = AttemptLedger.from_events(events.read())
+    """Snapshot and evaluate every target (or ``only_target``), then select under the global limit."""
+    with collector_paused():  # an allocation burst the size of the fleet: see core/gc_pause.py
+        return _plan_cycle(config, home, events, now, queued or {}, only_target)
+
+
+def _plan_cycle(
+    config: ProjectConfig,
+    home: LeviathanHome,
+    events: EventStore,
+    now: datetime,
+    queued: Mapping[str, frozenset[str]],
+    only_target: str | None,
+) -> CyclePlan:
+    ledger = current_ledger(events)
     targets = [t for t in config.targets if only_target in (None, t.id)]
     snapshots = {
         t.id: snapshot_target(t, home, ledger, now, queued_tasks=queued.get(t.id, frozenset()))

@@ -32,6 +32,7 @@ from leviathan_dagster.core.events.ndjson_files import (
 )
 from leviathan_dagster.core.events.ndjson_index import EventIdIndex, read_line_at
 from leviathan_dagster.core.events.ndjson_lines import BadLine, encode_line, parse_line, split_line
+from leviathan_dagster.core.events.ndjson_seek import offset_after_seq
 from leviathan_dagster.core.events.ndjson_tail import TornTail, inspect_tail, repair_tail
 from leviathan_dagster.core.events.store import EventStore, canonical_bundle, check_same_content
 
@@ -129,6 +130,23 @@ class NdjsonEventLog(EventStore):
             for item, line in zip(new, lines, strict=True):
                 self._index.add(item.event.event_id, line)
 
+    def expect_new_ids_after(self, seq: int) -> None:
+        """See :meth:`EventStore.expect_new_ids_after`: the event_id index starts at the line after
+        ``seq`` (found by bisection), so a worker's first append does not read the history."""
+        if seq <= 0:
+            return
+        with self._locked():
+            try:
+                fd = self._open_log(os.O_RDONLY)
+            except FileNotFoundError:
+                return
+            try:
+                offset = offset_after_seq(fd, os.fstat(fd).st_size, seq)
+            finally:
+                os.close(fd)
+            if offset is not None:
+                self._index.start_at(offset, seq)
+
     @contextmanager
     def _opened_for_append(self) -> Iterator[int]:
         # OSErrors before the write (open, reading the tail, trimming it) change nothing acknowledged, so
@@ -180,6 +198,10 @@ class NdjsonEventLog(EventStore):
         return self._read_until(end, after_seq)
 
     def _read_until(self, end: int, after_seq: int) -> Iterator[StoredEvent]:
+        start = self._offset_after(end, after_seq)
+        if start is not None:
+            yield from self._read_from(start, end, after_seq)
+            return
         for seq, raw in enumerate(self._lines(end), start=1):
             if not raw.endswith(b"\n"):
                 # A torn tail. Readers leave it alone and say so; a complete event that lost only its
@@ -199,6 +221,48 @@ class NdjsonEventLog(EventStore):
             if stored.seq != seq:
                 raise EventLogCorrupted(seq, f"line {seq} holds seq {stored.seq}; run verify()")
             yield stored
+
+    def _offset_after(self, end: int, after_seq: int) -> int | None:
+        """Where the line after ``after_seq`` starts (found by bisection, see ``ndjson_seek``); None:
+        read from byte 0 (nothing to skip, or a probe found a line it could not read)."""
+        if after_seq <= 0 or end == 0:
+            return None
+        try:
+            fd = self._open_log(os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        try:
+            return offset_after_seq(fd, end, after_seq)
+        finally:
+            os.close(fd)
+
+    def _read_from(self, start: int, end: int, after_seq: int) -> Iterator[StoredEvent]:
+        """The lines of ``[start, end)``, which must hold seqs ``after_seq + 1, after_seq + 2, ...``."""
+        expected = after_seq
+        with self.path.open("rb") as handle:
+            handle.seek(start)
+            consumed = start
+            for raw in handle:
+                consumed += len(raw)
+                if consumed > end:
+                    return  # appended after this read began: not ours to show
+                if not raw.endswith(b"\n"):
+                    # A torn tail, as in _read_until: reported, and a complete event that lost only its
+                    # newline is read as the event it is (the appender keeps it).
+                    tail = self._inspect_tail(end)
+                    if tail is not None:
+                        logger.warning("event log %s: %s", self.path, tail.describe())
+                        if tail.complete is not None and tail.complete.seq == expected + 1:
+                            yield tail.complete
+                    return
+                expected += 1
+                try:
+                    stored = parse_line(raw)
+                except BadLine as exc:
+                    raise EventLogCorrupted(expected, f"line {expected} unparseable: {exc}") from None
+                if stored.seq != expected:
+                    raise EventLogCorrupted(expected, f"line {expected} holds seq {stored.seq}; run verify()")
+                yield stored
 
     def events_of_type(self, types: set[str] | frozenset[str]) -> Iterator[StoredEvent]:
         """The events whose ``event_type`` is in ``types``, in order."""

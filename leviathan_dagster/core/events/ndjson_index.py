@@ -51,6 +51,11 @@ class EventIdIndex:
                 start = newline + 1
             pending = data[start:]
 
+    def start_at(self, offset: int, lines: int) -> None:
+        """Index only from ``offset`` (the start of line ``lines + 1``) on; only before any indexing."""
+        if self.end == 0 and not self.offsets:
+            self.end, self.lines = offset, lines
+
     def add(self, event_id: str, line: bytes) -> None:
         """Record a line this process has just written at ``end``."""
         self.offsets.setdefault(event_id, self.end)

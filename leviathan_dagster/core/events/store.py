@@ -53,6 +53,13 @@ class EventStore(ABC):
         ``full=False`` hashes the stored canonical bytes only (much faster; it still finds any changed
         byte, but not a writer that stored non-canonical bytes in the first place)."""
 
+    def expect_new_ids_after(self, seq: int) -> None:  # noqa: B027 - a hint; most backends need none
+        """A promise from this instance's producer: none of the event ids it will append can be in the
+        log at or below ``seq`` (a worker's ids derive from its attempt, created at ``seq``). A backend
+        whose duplicate check would otherwise read the whole log (NDJSON, in a fresh process) then reads
+        only what follows ``seq``; an id reused at or below it would go unnoticed, so only pass what
+        the ids guarantee."""
+
     def append_one(self, event: Event) -> StoredEvent:
         return self.append([event])[0]
 

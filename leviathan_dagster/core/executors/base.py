@@ -21,6 +21,8 @@ class AttemptSpec:
     attempt_number: int
     config_path: Path
     home: LeviathanHome
+    # The seq of the attempt's ``attempt.created``: every event the worker writes comes after it.
+    created_seq: int | None = None
 
     def worker_environment(self) -> dict[str, str]:
         """The seed's worker environment contract (plus where Leviathan's state lives)."""
@@ -34,6 +36,8 @@ class AttemptSpec:
             "LEVIATHAN_HOME": str(self.home.root),
             "LEVIATHAN_CONFIG": str(self.config_path),
             "LEVIATHAN_WORKSPACE_DIR": str(self.home.workspaces),
+            # The worker never reads the log: this is where its events' duplicate check may begin.
+            **({"LEVIATHAN_EVENT_LOG_AFTER_SEQ": str(self.created_seq)} if self.created_seq else {}),
         }
 
 

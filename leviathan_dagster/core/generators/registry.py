@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import importlib
 
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.generators.base import Generator, TaskProblem
-from leviathan_dagster.core.generators.claude import ClaudeGenerator
-from leviathan_dagster.core.generators.docs import DocsGenerator
-from leviathan_dagster.core.generators.tests import TestsGenerator
 from leviathan_dagster.core.models import Task
 
-GENERATORS: dict[str, type[Generator]] = {
-    "docs": DocsGenerator,
-    "tests": TestsGenerator,
-    "claude": ClaudeGenerator,
+# Name -> "module:class", imported when a generator is made: a worker running a docs task never loads
+# the Claude generator's modules (its SDK, templates and prompts), and neither does the scheduler,
+# which only needs the names to judge readiness.
+GENERATORS: dict[str, str] = {
+    "docs": "leviathan_dagster.core.generators.docs:DocsGenerator",
+    "tests": "leviathan_dagster.core.generators.tests:TestsGenerator",
+    "claude": "leviathan_dagster.core.generators.claude:ClaudeGenerator",
 }
 # Generators that spend model tokens: their tasks are held back by a target's daily_token_budget.
 METERED_GENERATORS = frozenset({"claude"})
@@ -24,12 +25,17 @@ def _available() -> str:
     return ", ".join(sorted(GENERATORS))
 
 
+def _generator_class(name: str) -> type[Generator]:
+    where = GENERATORS.get(name)
+    if where is None:
+        raise ConfigError(f"generator {name!r} is unknown (available: {_available()})")
+    module, _, class_name = where.partition(":")
+    return getattr(importlib.import_module(module), class_name)
+
+
 def get_generator(name: str) -> Generator:
     """A new generator named ``name``; ConfigError listing the available names when there is none."""
-    generator_class = GENERATORS.get(name)
-    if generator_class is None:
-        raise ConfigError(f"generator {name!r} is unknown (available: {_available()})")
-    return generator_class()
+    return _generator_class(name)()
 
 
 def _task_label(task: Task) -> str:
@@ -78,7 +84,7 @@ def check_task_generator(task: Task) -> list[TaskProblem]:
                 f"add 'generator: docs' (or {_available()})",
             )
         ]
-    return GENERATORS[name].check_task(task)
+    return _generator_class(name).check_task(task)
 
 
 def generator_for(task: Task) -> Generator:

@@ -5,6 +5,7 @@ import dagster as dg
 from leviathan_dagster.core.errors import ConfigError, LeviathanError
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.pr_lifecycle import sync_pull_requests
+from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 
 
@@ -21,7 +22,8 @@ def pr_lifecycle_sensor(context: dg.SensorEvaluationContext, leviathan: Leviatha
         project = leviathan.project()
     except ConfigError as exc:
         return dg.SkipReason(f"leviathan.yaml is invalid: {exc}")
-    events, home = leviathan.event_log(), leviathan.leviathan_home()
+    # The view's long-lived store: its duplicate index is kept across ticks instead of rebuilt.
+    events, home = view_of(leviathan.event_log()).store, leviathan.leviathan_home()
     parts = []
     for target in project.targets:
         if leviathan.only_target not in (None, target.id):

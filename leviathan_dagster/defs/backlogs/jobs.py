@@ -7,5 +7,8 @@ REFRESH_JOB = "refresh_backlogs_job"
 refresh_backlogs_job = dg.define_asset_job(
     REFRESH_JOB,
     selection=dg.AssetSelection.assets(backlog, task_readiness),
-    description="Re-read a target's backlog from its base branch and recompute task readiness.",
+    description=(
+        "On demand: re-read a target's backlog and recompute its readiness now. Nothing schedules it: "
+        "attempt_sensor reports both as asset events whenever they change."
+    ),
 )

@@ -5,7 +5,8 @@ from datetime import date
 import dagster as dg
 
 from leviathan_dagster.core.event_log_health import check_event_log
-from leviathan_dagster.core.metrics import METRICS_HEADERS, compute_delivery_metrics, metrics_table_rows
+from leviathan_dagster.core.metrics import METRICS_HEADERS, metrics_table_rows
+from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.core.reporting import markdown_table
 from leviathan_dagster.defs.delivery.partitions import daily_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -55,7 +56,11 @@ def event_log_verifies(leviathan: LeviathanResource) -> dg.AssetCheckResult:
 )
 def delivery_metrics(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    metrics = compute_delivery_metrics(leviathan.event_log().read(), day)
+    view = view_of(leviathan.event_log())
+    with view.lock:
+        view.require("metrics")
+        view.refresh()
+        metrics = view.metrics.metrics_for(day)
     totals = {
         "attempts": sum(m.attempts for m in metrics.values()),
         "prs_merged": sum(m.prs_merged for m in metrics.values()),

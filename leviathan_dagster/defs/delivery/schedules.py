@@ -7,18 +7,17 @@ from leviathan_dagster.defs.delivery.jobs import delivery_metrics_job, event_log
 
 @dg.schedule(
     job=delivery_metrics_job,
-    cron_schedule="7 * * * *",
+    cron_schedule="7 0 * * *",
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Hourly: today's delivery metrics so far; in the first hour of a UTC day also the day before, "
-        "so every finished day gets its complete figures."
+        "Daily, just after midnight UTC: the complete delivery metrics of the day that ended (today's "
+        "figures so far: materialize today's partition on demand)."
     ),
 )
 def delivery_metrics_schedule(context: dg.ScheduleEvaluationContext):
-    now = context.scheduled_execution_time
-    days = [now.date()] + ([now.date() - timedelta(days=1)] if now.hour == 0 else [])
-    return [dg.RunRequest(partition_key=d.isoformat(), run_key=f"{d}@{now:%Y-%m-%dT%H}") for d in days]
+    day = context.scheduled_execution_time.date() - timedelta(days=1)
+    return dg.RunRequest(partition_key=day.isoformat(), run_key=day.isoformat())
 
 
 @dg.schedule(

@@ -3,19 +3,13 @@ the operator's identity (``operator:<name>``), and none of them can step outside
 
 import dagster as dg
 
-from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import operator as op_events
-from leviathan_dagster.core.attempt_details import attempt_details
-from leviathan_dagster.core.attempt_runner import ORCHESTRATOR, PlannedAttempt, execute_attempt
-from leviathan_dagster.core.attempts import AttemptLedger, task_key
+from leviathan_dagster.core.attempts import task_key
 from leviathan_dagster.core.errors import LeviathanError
-from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
-from leviathan_dagster.core.lifecycle import attempt_failed
-from leviathan_dagster.core.scheduling import snapshot_target
-from leviathan_dagster.defs.attempts.assets import attempt_metadata, attempt_outcomes
-from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
-from leviathan_dagster.defs.attempts.partitions import tasks_partitions
+from leviathan_dagster.core.projections.log_view import current_ledger
+from leviathan_dagster.defs.attempts.assets import attempt_outcomes
+from leviathan_dagster.defs.attempts.attempt_run import TRANSIENT_RETRY, RunNow, run_attempt
 from leviathan_dagster.defs.operations.config import (
     CancelAttemptConfig,
     OperatorConfig,
@@ -25,7 +19,7 @@ from leviathan_dagster.defs.operations.config import (
     operator_name,
 )
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.runs import queued_tasks_by_target, run_is_alive
+from leviathan_dagster.defs.platform.runs import run_is_alive
 
 OPS_TAGS = {"leviathan/kind": "operator-action"}
 
@@ -35,122 +29,64 @@ def _fail(exc: LeviathanError) -> dg.Failure:
 
 
 @dg.op(
-    tags=OPS_TAGS, description="Start one attempt at a task now, if policy allows it (see run_task_now_job)."
+    tags=OPS_TAGS,
+    retry_policy=TRANSIENT_RETRY,
+    description="Start one attempt at a task now, if policy allows it (see run_task_now_job).",
 )
 def run_task_now(context: dg.OpExecutionContext, config: RunTaskNowConfig, leviathan: LeviathanResource):
-    try:
-        project = leviathan.project()
-        target = leviathan.target(config.target)
-        events = leviathan.event_log()
-        ledger = AttemptLedger.from_events(events.read())
-        snap = snapshot_target(target, leviathan.leviathan_home(), ledger, utc_now())
-        if not snap.ok:
-            raise dg.Failure(description=f"target '{target.id}': {snap.error}", allow_retries=False)
-        queued = queued_tasks_by_target(context.instance, ATTEMPT_JOB, ledger, exclude_run=context.run.run_id)
-        readiness = op_events.check_run_now(
-            target,
-            snap.backlog,
-            ledger,
-            snap.open_prs,
-            utc_now(),
-            task_id=config.task,
-            queued_tasks=queued.get(target.id, frozenset()),
-            max_concurrent=project.max_concurrent_attempts,
-            running_total=op_events.running_total(ledger, [t.id for t in project.targets], queued),
-        )
-        op_events.require_run_now(readiness)
-    except LeviathanError as exc:
-        raise _fail(exc) from exc
+    # The same attempt body as attempt_outcomes' (run-time re-check, events, retry policy); its
+    # result is the task partition's materialization, so the partition view shows every attempt,
+    # however it was started. Materializing the partition with run_now: true does the same.
     operator = operator_name(context, config)
-    key = task_key(target.id, config.task)
-    events.append(
-        [
-            op_events.operator_event(
-                op_events.RUN_NOW_REQUESTED,
-                operator,
-                target_id=target.id,
-                task_id=config.task,
-                attempt_number=readiness.next_attempt_number,
-                run_id=context.run.run_id,
-                reason=config.reason,
-            )
-        ]
+    metadata = run_attempt(
+        context,
+        leviathan,
+        config.target,
+        config.task,
+        executor=config.executor,
+        run_now=RunNow(operator, config.reason),
     )
-    if key not in context.instance.get_dynamic_partitions(tasks_partitions.name):
-        context.instance.add_dynamic_partitions(tasks_partitions.name, [key])
-    planned = PlannedAttempt(target, config.task, readiness.next_attempt_number)
-    context.log.info(
-        f"run now: attempt {planned.attempt_number} ({planned.attempt_id}) of {key} by {operator}"
-    )
-    record = execute_attempt(
-        planned,
-        leviathan.leviathan_home(),
-        leviathan.config_path_resolved(),
-        get_executor(config.executor or target.executor),
-        events,
-        run_id=context.run.run_id,
-    )
-    details = attempt_details(events.read(), leviathan.leviathan_home(), record.attempt_id)
-    metadata = attempt_metadata(record, details) | {"requested_by": op_events.operator_actor(operator)}
-    if record.status != at.SUCCEEDED:
-        raise dg.Failure(
-            description=f"attempt {record.number} failed ({record.failure_type}): {record.error_summary}",
-            metadata=metadata,
-            allow_retries=False,
-        )
-    # The attempt is the task partition's materialization, exactly as if attempt_job had run it: the
-    # partition view shows every attempt, however it was started.
+    partition = task_key(config.target, config.task)
     context.log_event(
-        dg.AssetMaterialization(asset_key=attempt_outcomes.key, partition=key, metadata=metadata)
+        dg.AssetMaterialization(asset_key=attempt_outcomes.key, partition=partition, metadata=metadata)
     )
 
 
 @dg.op(tags=OPS_TAGS, description="Cancel a task's running attempt: terminate its run and what it launched.")
 def cancel_attempt(context: dg.OpExecutionContext, config: CancelAttemptConfig, leviathan: LeviathanResource):
+    operator = operator_name(context, config)
+    actor = op_events.operator_actor(operator)
     try:
         target = leviathan.target(config.target)
-        events = leviathan.event_log()
-        record = op_events.attempt_to_cancel(
-            AttemptLedger.from_events(events.read()), config.target, config.task
+        # The cancel flow is core's (core.operator.cancel_attempt); stopping a Dagster run is ours.
+        outcome = op_events.cancel_attempt(
+            leviathan.event_log(),
+            target,
+            config.task,
+            operator,
+            reason=config.reason,
+            pause_target=config.pause_target,
+            terminate_run=lambda run_id: _terminate_run(context.instance, run_id, actor),
+            cleanup=get_executor(target.executor).cleanup,
         )
     except LeviathanError as exc:
         raise _fail(exc) from exc
-    operator = operator_name(context, config)
-    actor = op_events.operator_actor(operator)
-    ids = {"attempt_id": record.attempt_id, "target_id": target.id, "task_id": config.task}
-    events.append(
-        [op_events.operator_event(op_events.CANCEL_REQUESTED, operator, **ids, reason=config.reason)]
-    )
-    terminated = False
-    if record.run_id and run_is_alive(context.instance, record.run_id):
-        # The run coordinator cancels a queued run directly and asks the run launcher to terminate a
-        # started one; the run's own interrupt then runs the executor's cleanup (kills the worker).
-        run = context.instance.get_run_by_id(record.run_id)
-        if run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED:
-            # Created but never handed to a launcher: nothing runs, so there is nothing to interrupt.
-            context.instance.report_run_canceled(run, message=f"canceled by {actor}")
-            terminated = True
-        else:
-            terminated = context.instance.run_coordinator.cancel_run(record.run_id)
-    # Whatever the attempt launched outside the run (a pod, a worker process) goes too.
-    get_executor(target.executor).cleanup(record.attempt_id)
-    summary = f"canceled by {actor}" + (f": {config.reason}" if config.reason else "")
-    follow_ups = [
-        attempt_failed(
-            failure_type=at.INFRASTRUCTURE,
-            error_summary=summary,
-            actor_id=ORCHESTRATOR,
-            attempt_number=record.number,
-            canceled_by=actor,
-            **ids,
-        )
-    ]
-    if config.pause_target:
-        follow_ups.append(
-            op_events.operator_event(op_events.TARGET_PAUSED, operator, target_id=target.id, reason=summary)
-        )
-    events.append(follow_ups)
-    context.log.info(f"attempt {record.attempt_id}: {summary} (run {record.run_id} terminated: {terminated})")
+    terminated = f"run {outcome.run_id} terminated: {outcome.terminated}"
+    context.log.info(f"attempt {outcome.attempt_id}: {outcome.summary} ({terminated})")
+
+
+def _terminate_run(instance: dg.DagsterInstance, run_id: str, actor: str) -> bool:
+    """Stop an attempt's run if it is alive: the run coordinator cancels a queued run directly and asks
+    the run launcher to terminate a started one; the run's own interrupt then runs the executor's
+    cleanup (kills the worker)."""
+    if not run_is_alive(instance, run_id):
+        return False
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.NOT_STARTED:
+        # Created but never handed to a launcher: nothing runs, so there is nothing to interrupt.
+        instance.report_run_canceled(run, message=f"canceled by {actor}")
+        return True
+    return instance.run_coordinator.cancel_run(run_id)
 
 
 def _target_event(
@@ -189,7 +125,7 @@ def clear_escalation(context: dg.OpExecutionContext, config: TaskActionConfig, l
     try:
         target = leviathan.target(config.target)
         events = leviathan.event_log()
-        ledger = AttemptLedger.from_events(events.read())
+        ledger = current_ledger(events)
         event = op_events.clear_escalation_event(
             target, ledger, config.task, operator_name(context, config), config.reason
         )

@@ -16,8 +16,20 @@ _STATUS = {
     dg.DagsterRunStatus.FAILURE: "failed",
     dg.DagsterRunStatus.CANCELED: "canceled",
 }
-# Only Leviathan's own jobs are recorded (a shared instance may run other code locations too).
-LEVIATHAN_JOBS = ("attempt_job", "refresh_backlogs_job", "run_task_now_job")
+# Only attempt and operator runs are recorded (a shared instance may run other code locations too).
+# Reads that poll (the on-demand backlog refresh, metrics, the log's own check) are not audit facts:
+# recording them made the system's own polling most of its audit log.
+LEVIATHAN_JOBS = (
+    "attempt_job",
+    "run_task_now_job",
+    "cancel_attempt_job",
+    "reset_circuit_breaker_job",
+    "pause_target_job",
+    "resume_target_job",
+)
+# At most this many run records are read per call: a backlog of finished runs is worked off over
+# several ticks instead of one unbounded query.
+PAGE = 200
 
 
 def run_info(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunInfo:
@@ -39,9 +51,24 @@ def run_info(instance: dg.DagsterInstance, record: dg.RunRecord) -> RunInfo:
     )
 
 
-def leviathan_run_records(instance: dg.DagsterInstance, updated_after: datetime | None = None) -> list:
+def leviathan_run_records(
+    instance: dg.DagsterInstance, updated_after: datetime | None = None, limit: int | None = None
+) -> list:
+    """Records of Leviathan's recorded jobs updated after ``updated_after``, oldest update first."""
+    return run_records_page(instance, updated_after, limit)[0]
+
+
+def run_records_page(
+    instance: dg.DagsterInstance, updated_after: datetime | None, limit: int | None
+) -> tuple[list, datetime | None]:
+    """(records of Leviathan's recorded jobs, newest update time of the whole page): a cursor must move
+    past a page of other jobs' runs too, or it would stop there for good."""
     filters = dg.RunsFilter(job_name=None, updated_after=updated_after)
-    return [r for r in instance.get_run_records(filters=filters) if r.dagster_run.job_name in LEVIATHAN_JOBS]
+    records = instance.get_run_records(
+        filters=filters, limit=limit, order_by="update_timestamp", ascending=True
+    )
+    newest = max((r.update_timestamp for r in records), default=None)
+    return [r for r in records if r.dagster_run.job_name in LEVIATHAN_JOBS], newest
 
 
 def _moment(timestamp: float | None) -> datetime | None:

@@ -78,11 +78,11 @@ def queued_tasks_by_target(
     the latter, a second scheduler (another daemon, the CLI) ticking in that gap would see the target
     idle and start another task beyond ``max_running_attempts`` / ``max_open_prs``.
     """
-    recorded = {a.run_id for a in ledger.attempts() if a.run_id} if ledger is not None else set()
     runs = instance.get_runs(filters=dg.RunsFilter(job_name=job_name, statuses=list(ALIVE)))
     queued: dict[str, set[str]] = {}
     for run in runs:
-        if run.run_id == exclude_run or run.run_id in recorded or not _still_alive(instance, run):
+        recorded = ledger is not None and ledger.attempt_of_run(run.run_id) is not None
+        if run.run_id == exclude_run or recorded or not _still_alive(instance, run):
             continue
         target, task = run.tags.get("leviathan/target"), run.tags.get("leviathan/task")
         if target and task:

@@ -1,55 +1,47 @@
-"""Every run of Leviathan's jobs into the event log, exactly once (see core/run_events.py for why)."""
+"""Every attempt and operator run into the event log, exactly once (see core/run_events.py for why).
+
+One sensor with a cursor over the instance's run records (ordered by their last update) replaces the
+run-status sensors and their reconciliation pass: each tick reads the records updated since the
+cursor, a page at a time, and appends the run events the log does not hold yet. A daemon that was
+down simply catches up from the cursor, and runs that ended before the first tick are found the same
+way. What is already recorded is known from this process's log view, so a tick costs what changed.
+"""
+
+from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.core.run_events import record_runs
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.run_records import LEVIATHAN_JOBS, leviathan_run_records, run_info
+from leviathan_dagster.defs.platform.run_records import PAGE, run_info, run_records_page
 
-# Reconciliation re-reads a little before its cursor: run records updated in the same instant as the
-# last tick are not lost, and the idempotent append makes the overlap free.
-_OVERLAP = timedelta(minutes=1)
-
-
-def _record_run_sensor(status: dg.DagsterRunStatus, name: str) -> dg.SensorDefinition:
-    @dg.run_status_sensor(
-        run_status=status,
-        name=name,
-        default_status=dg.DefaultSensorStatus.RUNNING,
-        description=f"Records {status.value} runs of Leviathan's jobs in the event log (idempotent).",
-    )
-    def _sensor(context: dg.RunStatusSensorContext, leviathan: LeviathanResource):
-        if context.dagster_run.job_name not in LEVIATHAN_JOBS:
-            return dg.SkipReason(f"{context.dagster_run.job_name} is not a Leviathan job")
-        record = context.instance.get_run_record_by_id(context.dagster_run.run_id)
-        if record is not None:
-            record_runs(leviathan.event_log(), [run_info(context.instance, record)])
-        return None
-
-    return _sensor
-
-
-run_started_to_log = _record_run_sensor(dg.DagsterRunStatus.STARTED, "run_started_to_event_log")
-run_succeeded_to_log = _record_run_sensor(dg.DagsterRunStatus.SUCCESS, "run_succeeded_to_event_log")
-run_failed_to_log = _record_run_sensor(dg.DagsterRunStatus.FAILURE, "run_failed_to_event_log")
-run_canceled_to_log = _record_run_sensor(dg.DagsterRunStatus.CANCELED, "run_canceled_to_event_log")
+# Re-read a little before the cursor: records updated in the same instant as the last one read are
+# not lost; the idempotent append (and the view's set of recorded run events) makes the overlap free.
+_OVERLAP = timedelta(seconds=1)
 
 
 @dg.sensor(
-    minimum_interval_seconds=300,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description=(
-        "Back-fills run events the run-status sensors missed (runs that ended before their first tick, "
-        "daemon restarts) from the instance's run records."
+        "Records attempt and operator runs (started, succeeded, failed, canceled) in the event log, "
+        "once each, from the instance's run records after its cursor."
     ),
 )
-def reconcile_run_events(context: dg.SensorEvaluationContext, leviathan: LeviathanResource):
+def run_events_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanResource):
     since = datetime.fromisoformat(context.cursor) - _OVERLAP if context.cursor else None
-    records = leviathan_run_records(context.instance, updated_after=since)
-    written = record_runs(leviathan.event_log(), [run_info(context.instance, r) for r in records])
-    if records:
-        newest = max(r.update_timestamp for r in records)
+    records, newest = run_records_page(context.instance, since, PAGE)
+    if newest is not None:
         context.update_cursor(newest.astimezone(UTC).isoformat())
-    return dg.SkipReason(f"{len(records)} runs checked, {written} run events back-filled")
+    if not records:
+        return dg.SkipReason("no attempt or operator run changed")
+    view = view_of(leviathan.event_log())
+    view.require("index")
+    with view.current():
+        recorded = view.index.run_event_ids
+        # Appends go through the view's own store: its duplicate index is kept across ticks.
+        written = record_runs(view.store, [run_info(context.instance, r) for r in records], known=recorded)
+    return dg.SkipReason(f"{len(records)} runs checked, {written} run events recorded")

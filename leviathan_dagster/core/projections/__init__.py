@@ -1,0 +1,1 @@
+"""Projections of the event log kept current incrementally (see ``log_view``)."""
