@@ -14,12 +14,14 @@ GitHub double on 127.0.0.1); Service names resolve to 127.0.0.1 through the pod'
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 BWRAP = "/usr/bin/bwrap"
 # Host top-level folders a container never sees: it gets its own /proc, /dev, /tmp, /run.
 _PRIVATE_TOP = {"proc", "dev", "sys", "tmp", "run", "lost+found", "mnt", "media", "boot"}
+_TOPS_PRIVATE = {(top,) for top in _PRIVATE_TOP}
 
 
 @dataclass
@@ -45,6 +47,27 @@ class SandboxSpec:
     files: dict[str, Path] = field(default_factory=dict)
     # Host paths the pod reaches as if over the network (a test's local git remotes): bound read-write.
     visible: tuple[Path, ...] = ()
+
+
+def _image_paths_hidden_by_private_tops() -> list[str]:
+    """The image is this checkout and its virtualenv: when they live under a folder a container gets
+    privately (a clone in /tmp, as CI may make), they are bound read-only over the private one."""
+    repo = Path(__file__).resolve().parents[2]
+    candidates = {
+        repo,
+        Path(sys.prefix),
+        Path(sys.base_prefix),
+        Path(os.path.realpath(sys.executable)).parent,
+    }
+    hidden = [
+        os.path.realpath(p) for p in candidates if Path(os.path.realpath(p)).parts[1:2] in _TOPS_PRIVATE
+    ]
+    # Outermost first, and nothing inside another (a venv inside the checkout comes with it).
+    kept: list[str] = []
+    for path in sorted(set(hidden), key=len):
+        if not any(path == k or path.startswith(k + "/") for k in kept):
+            kept.append(path)
+    return kept
 
 
 def _host_real(path: str) -> str:
@@ -90,6 +113,8 @@ def bwrap_argv(spec: SandboxSpec) -> list[str]:
                 args += ["--symlink", os.readlink(child), str(child)]
             elif str(child) not in rebuilt:
                 args += ["--ro-bind", str(child), str(child)]
+    for path in _image_paths_hidden_by_private_tops():
+        args += ["--ro-bind", path, path]
     for path in spec.visible:
         args += ["--bind", str(path), str(path)]
     for folder in spec.image_dirs:
