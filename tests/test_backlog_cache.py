@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from support import backlog_yaml, docs_task
 
 from leviathan_dagster.core import backlog, backlog_cache, gitutil
 from leviathan_dagster.core.errors import BacklogError
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig
 from leviathan_dagster.core.scheduling import read_backlog
-from tests.support import backlog_yaml, docs_task
 
 
 @pytest.fixture
