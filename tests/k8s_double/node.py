@@ -130,6 +130,10 @@ class Node:
     def run_pod(self, pod: Pod, restart: bool) -> None:
         try:
             self._run_pod_unguarded(pod, restart)
+        except FileNotFoundError:
+            if self.cluster._closed.is_set():
+                return  # the cluster stopped (its folder removed) while this pod was restarting
+            raise
         except Exception as exc:  # a bug of the double must show on the pod, not vanish with its thread
             pod.waiting = ("RunContainerError", f"k8s double: {type(exc).__name__}: {exc}")
             raise

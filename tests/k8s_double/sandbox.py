@@ -113,8 +113,6 @@ def bwrap_argv(spec: SandboxSpec) -> list[str]:
                 args += ["--symlink", os.readlink(child), str(child)]
             elif str(child) not in rebuilt:
                 args += ["--ro-bind", str(child), str(child)]
-    for path in _image_paths_hidden_by_private_tops():
-        args += ["--ro-bind", path, path]
     for path in spec.visible:
         args += ["--bind", str(path), str(path)]
     for folder in spec.image_dirs:
@@ -123,6 +121,9 @@ def bwrap_argv(spec: SandboxSpec) -> list[str]:
         args += ["--ro-bind", str(source), _host_real(target)]
     for mount in spec.mounts:
         args += ["--ro-bind" if mount.read_only else "--bind", str(mount.source), _host_real(mount.target)]
+    # After the volumes: an emptyDir mounted at /tmp would hide them again.
+    for path in _image_paths_hidden_by_private_tops():
+        args += ["--ro-bind", path, path]
     if spec.read_only_root:
         # Every mount of the image's own (the root, /tmp, rebuilt folders) read-only; a volume
         # mounted on one of those paths replaced it and stays writable.
