@@ -116,7 +116,7 @@ def _run_cycle(
                 _submit_attempts(instance, queue, resource, report, executor, echo, stop_requested)
             )
     finally:
-        statuses = queue.wait(list(submitted), echo=echo)
+        statuses = queue.wait(list(submitted), echo=echo, stop_requested=stop_requested)
     for run_id, run_key in submitted.items():
         report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
 

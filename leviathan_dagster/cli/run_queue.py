@@ -129,13 +129,24 @@ class RunQueue:
         self.instance.submit_run(run.run_id, workspace)
         return run.run_id
 
-    def wait(self, run_ids: list[str], echo: Echo | None = None) -> dict[str, dg.DagsterRunStatus]:
+    def wait(
+        self,
+        run_ids: list[str],
+        echo: Echo | None = None,
+        stop_requested: Callable[[], bool] | None = None,
+    ) -> dict[str, dg.DagsterRunStatus]:
         """Drive the queue (if no daemon does) until every run in ``run_ids`` has ended; ``echo`` each
-        status change."""
+        status change. Once ``stop_requested`` says so, the runs still waiting are cancelled and those
+        in flight terminated (their attempt is recorded as canceled by the run itself), then waited for."""
         statuses: dict[str, dg.DagsterRunStatus] = {}
         pending = list(run_ids)
+        stopping = False
         while pending:
-            self._dequeue()
+            if not stopping and stop_requested is not None and stop_requested():
+                stopping = True
+                self._stop(pending)
+            if not stopping:
+                self._dequeue()
             for run_id in list(pending):
                 run = self.instance.get_run_by_id(run_id)
                 status = run.status if run is not None else dg.DagsterRunStatus.CANCELED
@@ -147,6 +158,16 @@ class RunQueue:
             if pending:
                 time.sleep(POLL_SECONDS)
         return statuses
+
+    def _stop(self, run_ids: list[str]) -> None:
+        for run_id in run_ids:
+            run = self.instance.get_run_by_id(run_id)
+            if run is None or run.status in ENDED:
+                continue
+            if run.status == dg.DagsterRunStatus.QUEUED:
+                self.instance.report_run_canceled(run, message="leviathan run was stopped before it started")
+            else:
+                self.instance.run_launcher.terminate(run_id)
 
     def _dequeue(self) -> None:
         if not isinstance(self.instance.run_coordinator, QueuedRunCoordinator):
