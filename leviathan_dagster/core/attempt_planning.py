@@ -19,6 +19,7 @@ from leviathan_dagster.core.attempt_runner import reconcile_lost_attempts, recov
 from leviathan_dagster.core.attempts import AttemptLedger, task_key
 from leviathan_dagster.core.config_kubernetes import task_resources
 from leviathan_dagster.core.errors import ConfigError, NotFoundError, PolicyViolation
+from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.executors.k8s_job import container_resources
 from leviathan_dagster.core.home import LeviathanHome
@@ -108,7 +109,9 @@ def plan_attempt_requests(
         warn(f"event log: {torn.describe()}")
     # A lost attempt's PR is looked for on its forge first (the worker may have opened it unrecorded).
     recover = recovery_for({t.id: t for t in project.targets}, home)
-    reconcile_lost_attempts(current_ledger(events), runs.is_alive, events, recover)
+    settled = reconcile_lost_attempts(current_ledger(events), runs.is_alive, events, recover)
+    if settled:  # their ends are stamped after ``now``: judge the backoff they start from then on
+        now = max(now, utc_now())
     ledger = current_ledger(events)
     plan = plan_cycle(
         project, home, events, now, queued=runs.live_unrecorded_tasks(ledger), only_target=only_target
