@@ -253,7 +253,13 @@ def test_the_shipped_deployment_runs_a_github_attempt_to_a_merged_pr(tmp_path: P
         # The attempt went the production way: a run Job launched by the daemon, whose pod started
         # the worker Job; both pods pulled the private image with the ServiceAccount's pull secret.
         jobs = {name: job for (_, name), job in deployment.double.cluster.jobs.items()}
-        [run_job] = [j for n, j in jobs.items() if n.startswith("dagster-run-")]
+        # The attempt's run (the backlog_sensor may have launched a backlog run beside it).
+        [run_job] = [
+            j
+            for n, j in jobs.items()
+            if n.startswith("dagster-run-")
+            and j.body["metadata"].get("labels", {}).get("dagster/job") == "attempt_job"
+        ]
         [worker_job] = [j for n, j in jobs.items() if n.startswith("leviathan-attempt-")]
         assert run_job.pod.body["spec"]["serviceAccountName"] == "leviathan-dagster"
         assert worker_job.pod.body["spec"]["serviceAccountName"] == "leviathan-worker"
