@@ -202,7 +202,7 @@ def show_file(
     """The text of ``path`` at ``ref`` of a repository; None when the file is not there at that ref.
 
     A local repository (bare or not, path or ``file://``) is read in place. A network URL is read
-    through a bare mirror kept in ``cache_dir``, brought up to date first (see ``_fetch_mirror``).
+    through a bare mirror kept in ``cache_dir``, brought up to date first (see ``fetch_mirror``).
     NotFoundError when ``ref`` does not exist.
     """
     found = find_blob(repo_url_or_path, ref, path, cache_dir=cache_dir, env=env)
@@ -231,7 +231,7 @@ def find_blob(
     if repo is None:
         if cache_dir is None:
             raise ValueError(f"show_file needs cache_dir to read the network repository {repo_url_or_path}")
-        repo = _fetch_mirror(repo_url_or_path, cache_dir, env, branch=ref)
+        repo = fetch_mirror(repo_url_or_path, cache_dir, env, branch=ref)
     try:
         listing = run_git(["ls-tree", "-z", "--full-tree", f"{ref}^{{commit}}", "--", path], cwd=repo)
     except GitError:
@@ -260,9 +260,11 @@ def read_blob(repo: Path, blob_id: str) -> str:
     return run_git(["cat-file", "blob", blob_id], cwd=repo)
 
 
-def _fetch_mirror(
+def fetch_mirror(
     url: str, cache_dir: Path, env: Mapping[str, str] | None, *, branch: str | None = None
 ) -> Path:
+    """The bare mirror of ``url`` in ``cache_dir``, cloned or fetched first (only when ``branch``, if
+    given, moved on the remote): what every network read of a repository goes through."""
     cache_dir.mkdir(parents=True, exist_ok=True)
     key = hashlib.sha256(url.encode("utf-8")).hexdigest()[:16]
     mirror = cache_dir / f"{key}.git"

@@ -82,7 +82,7 @@ class Forge(ABC):
         """
         repo = gitutil.local_path(self.clone_url())
         if repo is None:
-            repo = gitutil._fetch_mirror(self.clone_url(), cache_dir, self.git_auth_env())
+            repo = gitutil.fetch_mirror(self.clone_url(), cache_dir, self.git_auth_env())
         heads = (f"refs/heads/{pr.head}", f"refs/pull/{pr.number}/head")
         head = next((ref for ref in heads if gitutil.ref_exists(repo, ref)), None)
         if head is None:
