@@ -40,9 +40,9 @@ from anthropic_double import AnthropicDouble, reply, text, tool_use  # noqa: E40
 from anthropic_double.validation import cacheable_blocks  # noqa: E402
 
 from leviathan_dagster.core.generators.base import GenerationContext  # noqa: E402
-from leviathan_dagster.core.generators.claude import ClaudeGenerator  # noqa: E402
-from leviathan_dagster.core.generators.claude_prices import price_for  # noqa: E402
-from leviathan_dagster.core.generators.claude_settings import ClaudeSettings  # noqa: E402
+from leviathan_dagster.core.generators.claude.generator import ClaudeGenerator  # noqa: E402
+from leviathan_dagster.core.generators.claude.prices import price_for  # noqa: E402
+from leviathan_dagster.core.generators.claude.settings import ClaudeSettings  # noqa: E402
 from leviathan_dagster.core.models import Policy, Task  # noqa: E402
 
 MODEL = "claude-sonnet-4-6"

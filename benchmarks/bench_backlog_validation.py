@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from leviathan_dagster.core.backlog import parse_backlog
+from leviathan_dagster.core.backlog.document import parse_backlog
 from leviathan_dagster.core.errors import BacklogError
 
 

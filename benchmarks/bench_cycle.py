@@ -30,11 +30,11 @@ import yaml
 # Run as a plain script from a checkout: make the package importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from leviathan_dagster.core import backlog_cache  # noqa: E402
-from leviathan_dagster.core.config import load_project_config  # noqa: E402
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.backlog import cache as backlog_cache  # noqa: E402
+from leviathan_dagster.core.config.project import load_project_config  # noqa: E402
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
 from leviathan_dagster.core.home import LeviathanHome  # noqa: E402
-from leviathan_dagster.core.scheduling import plan_cycle  # noqa: E402
+from leviathan_dagster.core.scheduling.cycle import plan_cycle  # noqa: E402
 from leviathan_dagster.demo_setup import make_repository  # noqa: E402
 
 TARGETS = 100

@@ -32,8 +32,8 @@ from psycopg import sql  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 
 from leviathan_dagster.core.events.model import Event  # noqa: E402
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
-from leviathan_dagster.core.events.postgres import PostgresEventLog  # noqa: E402
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog  # noqa: E402
 from leviathan_dagster.core.events.store import EventStore  # noqa: E402
 
 SINGLE_EVENTS = 2_000
@@ -47,7 +47,7 @@ WRITER = r"""
 import json, sys, time
 from pathlib import Path
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.postgres import PostgresEventLog
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 dsn, go, count, name = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 log = PostgresEventLog(dsn, table_prefix="writers")
 events = [Event.new("attempt.started", {"attempt": i, "worker": name}, actor_id=name) for i in range(count)]

@@ -36,7 +36,7 @@ import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
 from benchmarks.history import append_history  # noqa: E402
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
 from leviathan_dagster.core.home import LeviathanHome  # noqa: E402
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor  # noqa: E402
 from leviathan_dagster.defs.platform.resources import LeviathanResource  # noqa: E402
@@ -51,17 +51,17 @@ RUN_BEFORE_EXECUTOR = textwrap.dedent(
     import json, sys, time
     started = time.perf_counter()
     from pathlib import Path
-    from leviathan_dagster.core.attempt_runner import (
+    from leviathan_dagster.core.attempts.runner import (
         execute_attempt, plan_next_attempt, reconcile_lost_attempts,
     )
-    from leviathan_dagster.core.config import load_project_config
+    from leviathan_dagster.core.config.project import load_project_config
     from leviathan_dagster.core.events.model import utc_now
     from leviathan_dagster.core.events.registry import open_event_log
     from leviathan_dagster.core.executors.base import ExecutionResult, Executor
     from leviathan_dagster.core.home import LeviathanHome
     from leviathan_dagster.core.projections.log_view import current_ledger
-    from leviathan_dagster.core.readiness import evaluate_task_alone
-    from leviathan_dagster.core.scheduling import snapshot_target
+    from leviathan_dagster.core.scheduling.readiness import evaluate_task_alone
+    from leviathan_dagster.core.scheduling.cycle import snapshot_target
     config, home, task = Path(sys.argv[1]), LeviathanHome(Path(sys.argv[2])), sys.argv[3]
     imported = time.perf_counter()
 
@@ -100,7 +100,7 @@ CONTROL_PLANE_START = textwrap.dedent(
     from pathlib import Path
     from starlette.testclient import TestClient
     from leviathan_dagster.control_plane import create_app
-    from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+    from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
     app = create_app(NdjsonEventLog(Path(sys.argv[1])), token="bench-token")
     with TestClient(app) as client:
         answer = client.get("/v1/graph/summary", headers={"Authorization": "Bearer bench-token"})

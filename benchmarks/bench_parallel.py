@@ -27,9 +27,9 @@ sys.path.insert(0, str(REPO_ROOT))
 
 import yaml  # noqa: E402
 
-from leviathan_dagster.core.attempts import AttemptLedger  # noqa: E402
+from leviathan_dagster.core.attempts.ledger import AttemptLedger  # noqa: E402
 from leviathan_dagster.core.events.model import parse_timestamp  # noqa: E402
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
 from leviathan_dagster.core.home import LeviathanHome  # noqa: E402
 from leviathan_dagster.demo_setup import make_repository  # noqa: E402
 

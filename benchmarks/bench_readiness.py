@@ -25,20 +25,20 @@ from pathlib import Path
 # Run as a plain script from a checkout: make the package importable without installing it.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from leviathan_dagster.core import lifecycle  # noqa: E402
-from leviathan_dagster.core.attempts import (  # noqa: E402
+from leviathan_dagster.core.attempts import lifecycle  # noqa: E402
+from leviathan_dagster.core.attempts.ledger import (  # noqa: E402
     INFRASTRUCTURE,
     TESTS_FAILED,
     AttemptLedger,
     branch_name_for,
     make_attempt_id,
 )
+from leviathan_dagster.core.attempts.markers import render_task_marker  # noqa: E402
 from leviathan_dagster.core.events.model import Event, format_timestamp  # noqa: E402
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog  # noqa: E402
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
 from leviathan_dagster.core.gc_pause import collector_paused  # noqa: E402
-from leviathan_dagster.core.markers import render_task_marker  # noqa: E402
 from leviathan_dagster.core.models import Backlog, Policy, PullRequest, TargetConfig, Task  # noqa: E402
-from leviathan_dagster.core.readiness import Readiness, evaluate_target, select_across_targets  # noqa: E402
+from leviathan_dagster.core.scheduling.readiness import Readiness, evaluate_target, select_across_targets  # noqa: E402
 
 TARGETS = 100
 TASKS_PER_TARGET = 1_000

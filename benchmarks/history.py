@@ -16,7 +16,7 @@ import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-from leviathan_dagster.core.attempts import branch_name_for, make_attempt_id
+from leviathan_dagster.core.attempts.ledger import branch_name_for, make_attempt_id
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import Event, format_timestamp
 from leviathan_dagster.core.events.store import EventStore

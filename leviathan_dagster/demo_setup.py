@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from leviathan_dagster.core import gitutil
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.home import LeviathanHome
 
 DEMO_MARKER = ".leviathan-demo"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import yaml
 
-from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.config.project import load_project_config
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
 from leviathan_dagster.demo_setup import make_repository

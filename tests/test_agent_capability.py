@@ -318,9 +318,9 @@ def test_an_escape_next_to_a_real_change_never_reaches_the_commit(tmp_path: Path
 def bash_run(tmp_path: Path, command: str) -> str:
     """The result the model gets for one bash command in a workspace of the shop."""
     from leviathan_dagster.core.generators.base import GenerationContext
-    from leviathan_dagster.core.generators.claude_bash import SandboxedBash
-    from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
-    from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace
+    from leviathan_dagster.core.generators.claude.bash import SandboxedBash
+    from leviathan_dagster.core.generators.claude.settings import ClaudeSettings
+    from leviathan_dagster.core.generators.claude.tools import ScopedWorkspace
 
     root = tmp_path / "ws"
     for path, content in MODULES.items():
@@ -362,8 +362,8 @@ def test_bash_times_out_kills_the_command_and_accepts_restart(tmp_path: Path) ->
     output, workspace = bash_run(tmp_path, "echo begun; sleep 30")
     assert "begun" in output and "timed out after 2s (killed)" in output
     from leviathan_dagster.core.generators.base import GenerationContext
-    from leviathan_dagster.core.generators.claude_bash import SandboxedBash
-    from leviathan_dagster.core.generators.claude_settings import ClaudeSettings
+    from leviathan_dagster.core.generators.claude.bash import SandboxedBash
+    from leviathan_dagster.core.generators.claude.settings import ClaudeSettings
 
     bash = SandboxedBash(workspace, GenerationContext(), ClaudeSettings(api_key="k", model=MODEL))
     assert bash.run({"restart": True}).startswith("shell restarted (each command runs in a fresh")

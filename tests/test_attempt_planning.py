@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core import operator as op
-from leviathan_dagster.core.attempt_planning import (
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts import operator as op
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.config.project import load_project_config
+from leviathan_dagster.core.errors import NotFoundError
+from leviathan_dagster.core.events.model import Event, utc_now
+from leviathan_dagster.core.models import ResourceRequests
+from leviathan_dagster.core.scheduling.planning import (
     AttemptRequest,
     NotAttempted,
     plan_attempt_requests,
     recheck_before_attempt,
 )
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.errors import NotFoundError
-from leviathan_dagster.core.events.model import Event, utc_now
-from leviathan_dagster.core.models import ResourceRequests
 
 
 class Runs:

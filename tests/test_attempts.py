@@ -10,9 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempt_runner import (
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import (
+    AttemptLedger,
+    AttemptRecord,
+    branch_name_for,
+    make_attempt_id,
+)
+from leviathan_dagster.core.attempts.runner import (
     ORCHESTRATOR,
     DuplicateAttempt,
     PlannedAttempt,
@@ -21,10 +27,9 @@ from leviathan_dagster.core.attempt_runner import (
     plan_next_attempt,
     reconcile_lost_attempts,
 )
-from leviathan_dagster.core.attempts import AttemptLedger, AttemptRecord, branch_name_for, make_attempt_id
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import Event, StoredEvent, format_timestamp
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import Policy, TargetConfig

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core.backlog import load_backlog, parse_backlog, write_back_completion
+from leviathan_dagster.core.backlog.document import load_backlog, parse_backlog, write_back_completion
 from leviathan_dagster.core.errors import BacklogError, ConfigError
 
 SRC = ".leviathan/backlog.yaml"

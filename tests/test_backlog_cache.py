@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 from support import backlog_yaml, docs_task
 
-from leviathan_dagster.core import backlog, backlog_cache, gitutil
+from leviathan_dagster.core.backlog import cache as backlog_cache
+from leviathan_dagster.core.backlog import document as backlog
 from leviathan_dagster.core.errors import BacklogError
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
 
 
 @pytest.fixture

@@ -16,13 +16,13 @@ import yaml
 from click.testing import CliRunner
 
 from leviathan_dagster.cli.main import cli
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH
-from leviathan_dagster.core.scheduling import plan_cycle
+from leviathan_dagster.core.scheduling.cycle import plan_cycle
 
 # A task that is valid on its own; cases change one thing of it.
 TASK = "  - id: t1\n    title: T\n    ready: true\n    generator: docs\n    allowed_paths: [docs/]\n"

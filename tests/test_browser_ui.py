@@ -13,7 +13,7 @@ import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, dagster_env, dagster_ui, screenshot
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.forge.local import LocalForge
 from leviathan_dagster.definitions import build_definitions

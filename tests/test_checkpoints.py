@@ -33,7 +33,7 @@ from leviathan_dagster.core.events.checkpoint import (
 )
 from leviathan_dagster.core.events.merkle import MerkleTree, leaf_hash, verify_consistency, verify_inclusion
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.proofs import (
     build_tree,
     checkpoints_dir,

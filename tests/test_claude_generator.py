@@ -16,8 +16,8 @@ from support import Project, backlog_yaml, make_project, run_worker
 from leviathan_dagster.core.errors import TransientError
 from leviathan_dagster.core.forge.local import LocalForge
 from leviathan_dagster.core.generators.base import GenerationContext, GenerationStopped
-from leviathan_dagster.core.generators.claude import ClaudeGenerator
-from leviathan_dagster.core.generators.claude_client import ClaudeSettings
+from leviathan_dagster.core.generators.claude.client import ClaudeSettings
+from leviathan_dagster.core.generators.claude.generator import ClaudeGenerator
 from leviathan_dagster.core.models import Policy, Task
 from worker.attempt import EXIT_CODES
 
@@ -312,10 +312,10 @@ def test_task_text_reaches_the_model_without_hidden_characters_or_html_comments(
 
 
 def test_a_billing_error_fails_the_attempt_as_model_account_and_pauses_the_target(tmp_path: Path) -> None:
-    from leviathan_dagster.core import lifecycle
-    from leviathan_dagster.core.attempts import AttemptLedger
-    from leviathan_dagster.core.backlog import load_backlog
-    from leviathan_dagster.core.readiness import MODEL_ACCOUNT, evaluate_target
+    from leviathan_dagster.core.attempts import lifecycle
+    from leviathan_dagster.core.attempts.ledger import AttemptLedger
+    from leviathan_dagster.core.backlog.document import load_backlog
+    from leviathan_dagster.core.scheduling.readiness import MODEL_ACCOUNT, evaluate_target
 
     project = claude_project(tmp_path)
     created = lifecycle.attempt_created(

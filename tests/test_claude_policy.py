@@ -12,16 +12,16 @@ import jinja2
 import pytest
 from anthropic_double import AnthropicDouble, reply, text
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import parse_project_config
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.config.project import parse_project_config
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.generators import claude_prompts
-from leviathan_dagster.core.generators.claude_budget import Budget
-from leviathan_dagster.core.generators.claude_client import ClaudeSettings
-from leviathan_dagster.core.generators.claude_stops import BudgetExhausted
-from leviathan_dagster.core.generators.claude_tools import (
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+from leviathan_dagster.core.generators.claude import prompts as claude_prompts
+from leviathan_dagster.core.generators.claude.budget import Budget
+from leviathan_dagster.core.generators.claude.client import ClaudeSettings
+from leviathan_dagster.core.generators.claude.stops import BudgetExhausted
+from leviathan_dagster.core.generators.claude.tools import (
     OutOfScope,
     OutOfWorkspace,
     ScopedWorkspace,
@@ -29,7 +29,7 @@ from leviathan_dagster.core.generators.claude_tools import (
 )
 from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
 from leviathan_dagster.core.models import Backlog, Policy, TargetConfig, Task
-from leviathan_dagster.core.readiness import evaluate_target
+from leviathan_dagster.core.scheduling.readiness import evaluate_target
 
 
 @pytest.fixture
@@ -307,7 +307,7 @@ def test_the_double_answers_size_limits_and_account_errors_like_the_real_api() -
 def test_find_files_and_grep_search_the_whole_checkout_with_caps(tmp_path: Path) -> None:
     import subprocess
 
-    from leviathan_dagster.core.generators.claude_search import find_files, grep
+    from leviathan_dagster.core.generators.claude.search import find_files, grep
 
     files = {
         "src/pkg/core.py": "import os\n\n\ndef core():\n    return os.sep\n",

@@ -8,7 +8,7 @@ import typing
 import pytest
 from anthropic.types import Model
 
-from leviathan_dagster.core.generators.claude_prices import (
+from leviathan_dagster.core.generators.claude.prices import (
     PRICES_PER_MILLION,
     UNPRICED,
     cost_usd,

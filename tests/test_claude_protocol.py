@@ -11,15 +11,15 @@ import pytest
 from anthropic_double import AnthropicDouble, Status, redacted_thinking, reply, text, thinking, tool_use
 from test_claude_generator import MODEL, edit, generate
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.attempts.operator import TARGET_RESUMED, operator_event
 from leviathan_dagster.core.errors import GeneratorError, TransientError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.generators.base import GenerationStopped
-from leviathan_dagster.core.generators.claude_conversation import CLEARED
+from leviathan_dagster.core.generators.claude.conversation import CLEARED
 from leviathan_dagster.core.models import Backlog, Policy, TargetConfig, Task
-from leviathan_dagster.core.operator import TARGET_RESUMED, operator_event
-from leviathan_dagster.core.readiness import MODEL_ACCOUNT, evaluate_target
+from leviathan_dagster.core.scheduling.readiness import MODEL_ACCOUNT, evaluate_target
 
 NEW_FILE = "def slugify(text):\n    return text.lower().replace(' ', '-')\n"
 

@@ -50,7 +50,7 @@ def test_init_writes_a_starter_config_that_validates_and_runs(tmp_path: Path) ->
     config = tmp_path / "new" / "leviathan.yaml"
     config.parent.mkdir()
     work = tmp_path / "svc-work"
-    from leviathan_dagster.core import gitutil
+    from leviathan_dagster.core.git import commands as gitutil
 
     gitutil.clone(str(project.root / "svc.git"), work)
     runner = CliRunner()

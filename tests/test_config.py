@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core.config import load_project_config, parse_project_config, resolve_secret
+from leviathan_dagster.core.config.project import load_project_config, parse_project_config, resolve_secret
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.models import Policy
 

@@ -25,11 +25,11 @@ from starlette.routing import Route
 from support import backlog_yaml, docs_task, make_project, run_worker
 
 from leviathan_dagster.control_plane import create_app
-from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
 from leviathan_dagster.core.events.access import Principal, mint_worker_token
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from worker.event_sink import ControlPlaneSink
 
 # Starlette 1.x prefers the httpx2 fork for its TestClient and warns (an error here) when only httpx,
@@ -631,7 +631,7 @@ def _poll(url: str, proc: subprocess.Popen) -> Any:
 def test_control_plane_and_sink_import_without_dagster() -> None:
     modules = [
         "leviathan_dagster.control_plane",
-        "leviathan_dagster.core.graph",
+        "leviathan_dagster.core.projections.graph",
         "leviathan_dagster.cli.control_plane",
         "worker.event_sink",
     ]

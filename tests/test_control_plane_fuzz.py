@@ -17,7 +17,7 @@ from test_control_plane import AUTH, TOKEN, serving
 
 from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core.events.access import Principal
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 
 EXAMPLES = int(os.environ.get("LEVIATHAN_FUZZ_EXAMPLES", "40"))
 DERANDOMIZE = "LEVIATHAN_FUZZ_EXAMPLES" not in os.environ

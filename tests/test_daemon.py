@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from support import REPO_ROOT, backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.forge.local import LocalForge
 
 pytestmark = pytest.mark.dagster

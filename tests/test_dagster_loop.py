@@ -10,8 +10,8 @@ import pytest
 from support import backlog_yaml, docs_task, make_project
 
 from leviathan_dagster.cli.dagster_cycle import run_cycle
-from leviathan_dagster.core import pr_actions
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import pr_actions
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.forge.local import LocalForge
 from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.backlogs.jobs import REFRESH_JOB

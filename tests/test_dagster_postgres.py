@@ -27,9 +27,9 @@ from pg_dagster import (
 )
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.events.postgres import PostgresEventLog
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 from leviathan_dagster.core.forge.local import LocalForge
 
 pytestmark = pytest.mark.dagster

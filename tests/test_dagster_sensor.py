@@ -9,7 +9,7 @@ import dagster as dg
 import pytest
 from support import Project, backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
@@ -172,7 +172,7 @@ def test_attempt_schedule_decides_as_the_sensor_does_and_registers_partitions(tm
 
 
 def update_backlog(project: Project, target_id: str, text: str) -> None:
-    from leviathan_dagster.core import gitutil
+    from leviathan_dagster.core.git import commands as gitutil
 
     work = project.root / f"work-{target_id}"
     if not work.exists():

@@ -16,8 +16,8 @@ import dagster as dg
 import pytest
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.defs.platform.runs import run_is_alive
 
 CHILD = r"""

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from support import REPO_ROOT
 
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 
 pytestmark = pytest.mark.dagster
 

@@ -30,7 +30,7 @@ from pg_dagster import temporary_database
 from psycopg.conninfo import conninfo_to_dict
 from support import REPO_ROOT, backlog_yaml, docs_task
 
-from leviathan_dagster.core.events.postgres import PostgresEventLog
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 
 pytestmark = pytest.mark.dagster
 

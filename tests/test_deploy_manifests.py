@@ -18,9 +18,9 @@ from k8s_double import rbac
 from kustomize_build import load_documents, render
 from support import REPO_ROOT
 
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.executors.base import AttemptSpec
-from leviathan_dagster.core.executors.k8s_job import render_job
+from leviathan_dagster.core.executors.k8s.job import render_job
 from leviathan_dagster.core.home import LeviathanHome
 
 K8S = REPO_ROOT / "deploy" / "k8s"
@@ -82,7 +82,7 @@ def kubernetes_calls() -> set[tuple[str, str, str]]:
     sources = [
         Path(dagster_k8s.__file__).parent / "launcher.py",
         Path(dagster_k8s.__file__).parent / "client.py",
-        REPO_ROOT / "leviathan_dagster" / "core" / "executors" / "k8s_api.py",
+        REPO_ROOT / "leviathan_dagster" / "core" / "executors" / "k8s" / "api.py",
     ]
     calls = set()
     for source in sources:

@@ -14,7 +14,7 @@ from support import Project, backlog_yaml, docs_task, make_project, run_worker
 from test_claude_generator import claude_project, run_claude_worker
 from test_github_worker import TOKEN_ENV, setup  # noqa: F401 (a fixture, used by name)
 
-from leviathan_dagster.core.config import parse_project_config
+from leviathan_dagster.core.config.project import parse_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.forge.local import LocalForge
 from worker.attempt import EXIT_CODES

@@ -18,8 +18,8 @@ from support import Project, backlog_yaml
 from test_claude_generator import BUGGY, MODEL, REPLY_SENTINEL, TESTS, claude_task, edit
 
 from leviathan_dagster.cli.dagster_cycle import run_cycle
+from leviathan_dagster.core.attempts.markers import render_task_marker
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.markers import render_task_marker
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 
 pytestmark = pytest.mark.dagster

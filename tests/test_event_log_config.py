@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core.config import parse_project_config
+from leviathan_dagster.core.config.project import parse_project_config
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import EventLogSettings

@@ -31,8 +31,8 @@ from leviathan_dagster.core.events.chain import (
     genesis_hash,
 )
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import FORMAT, NdjsonEventLog
-from leviathan_dagster.core.events.ndjson_lines import encode_line, parse_line
+from leviathan_dagster.core.events.ndjson.lines import encode_line, parse_line
+from leviathan_dagster.core.events.ndjson.store import FORMAT, NdjsonEventLog
 
 
 def log_path(tmp_path: Path) -> Path:
@@ -228,7 +228,7 @@ def test_readers_never_change_a_torn_tail(five: NdjsonEventLog, caplog: pytest.L
     with five.path.open("ab") as handle:  # a crash in the middle of an append's write
         handle.write(b'{"seq":6,"event_id":"half-writ')
     damaged = five.path.read_bytes()
-    caplog.set_level(logging.WARNING, logger="leviathan_dagster.core.events.ndjson")
+    caplog.set_level(logging.WARNING, logger="leviathan_dagster.core.events.ndjson.store")
     reader = NdjsonEventLog(five.path, read_only=True)
     for store in (five, reader, NdjsonEventLog(five.path)):
         assert list(store.read()) == acknowledged

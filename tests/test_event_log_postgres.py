@@ -22,9 +22,9 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.events.postgres import PostgresEventLog
-from leviathan_dagster.core.events.postgres_schema import CONFLICT_SQLSTATE
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+from leviathan_dagster.core.events.postgres.schema import CONFLICT_SQLSTATE
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import EventLogSettings

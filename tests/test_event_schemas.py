@@ -13,19 +13,19 @@ from click.testing import CliRunner
 from support import Project, backlog_yaml, docs_task, make_project
 
 from leviathan_dagster.cli.main import cli
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempt_details import terminal_payload
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.details import terminal_payload
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.schemas import (
     EVENT_SCHEMAS,
     TIMESTAMP_PATTERN,
     event_json_schema,
     event_problems,
 )
-from leviathan_dagster.core.graph import GraphProjection
-from leviathan_dagster.core.metrics import compute_delivery_metrics
+from leviathan_dagster.core.projections.graph import GraphProjection
+from leviathan_dagster.core.projections.metrics import compute_delivery_metrics
 
 IDS = {"target_id": "site", "task_id": "a", "attempt_id": "attempt-1"}
 

@@ -27,8 +27,8 @@ from leviathan_dagster.core.events.checkpoint import (
 )
 from leviathan_dagster.core.events.merkle import EMPTY_ROOT
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.events.postgres import PostgresEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 from leviathan_dagster.core.events.proofs import build_tree, create_checkpoint, load_verifier
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.events.transfer import (

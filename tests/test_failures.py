@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from leviathan_dagster.core import attempts as at
 from leviathan_dagster.core import failures
+from leviathan_dagster.core.attempts import ledger as at
 from worker import attempt as worker_attempt
 
 
@@ -45,8 +45,8 @@ def test_the_ledger_counts_by_the_table() -> None:
 
 
 def test_refused_pushes_open_the_circuit_breaker_and_infrastructure_does_not(tmp_path) -> None:
-    from leviathan_dagster.core import lifecycle
-    from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+    from leviathan_dagster.core.attempts import lifecycle
+    from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 
     log = NdjsonEventLog(tmp_path / "events.ndjson")
     for number, (task, failure) in enumerate(

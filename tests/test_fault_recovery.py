@@ -18,17 +18,17 @@ from test_control_plane import TOKEN, serving
 
 from leviathan_dagster.cli.main import LeviathanGroup
 from leviathan_dagster.control_plane import create_app
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempt_recovery import LostAttempt, recover_outcome
-from leviathan_dagster.core.attempt_runner import (
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.attempts.recovery import LostAttempt, recover_outcome
+from leviathan_dagster.core.attempts.runner import (
     PlannedAttempt,
     execute_attempt,
     reconcile_lost_attempts,
     recovery_for,
 )
-from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.errors import TransientError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.executors.local import LocalExecutor
 from leviathan_dagster.core.forge.registry import forge_for
 from worker.event_sink import ControlPlaneSink

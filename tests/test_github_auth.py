@@ -15,9 +15,9 @@ from github_double.faults import Fault
 from test_github_forge import KEY_ENV, body_for, push_branch, target_for
 
 from leviathan_dagster.core.errors import ConfigError, TransientError
-from leviathan_dagster.core.forge.github import GithubForge
-from leviathan_dagster.core.forge.github_errors import RetryPolicy
-from leviathan_dagster.core.forge.github_location import api_url_for, derive_location
+from leviathan_dagster.core.forge.github.errors import RetryPolicy
+from leviathan_dagster.core.forge.github.forge import GithubForge
+from leviathan_dagster.core.forge.github.location import api_url_for, derive_location
 from leviathan_dagster.core.models import GithubSettings, TargetConfig
 from leviathan_dagster.core.redaction import redact
 
@@ -120,7 +120,7 @@ def test_a_stateless_token_nobody_told_redact_about_is_still_hidden(gh, app_forg
 
 
 def test_a_push_refused_for_a_revoked_installation_token_renews_it_once(gh, app_forge, tmp_path) -> None:
-    from leviathan_dagster.core import gitutil
+    from leviathan_dagster.core.git import commands as gitutil
     from worker.attempt import _push
 
     work = tmp_path / "w"

@@ -15,11 +15,11 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from github_double import GithubDouble, secondary_rate_limit, server_error, slow
 from github_double.state import Pull
 
-from leviathan_dagster.core import gitutil
+from leviathan_dagster.core.attempts.markers import render_task_marker
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
-from leviathan_dagster.core.forge.github import GithubForge, derive_location
-from leviathan_dagster.core.forge.github_errors import GithubTransientError, RetryPolicy
-from leviathan_dagster.core.markers import render_task_marker
+from leviathan_dagster.core.forge.github.errors import GithubTransientError, RetryPolicy
+from leviathan_dagster.core.forge.github.forge import GithubForge, derive_location
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.models import GithubSettings, TargetConfig
 from leviathan_dagster.core.redaction import redact
 
@@ -404,7 +404,7 @@ def test_git_error_messages_are_redacted(tmp_path) -> None:
 
 
 def test_github_section_is_parsed_and_checked(tmp_path) -> None:
-    from leviathan_dagster.core.config import parse_project_config
+    from leviathan_dagster.core.config.project import parse_project_config
 
     text = (
         "targets:\n"

@@ -14,7 +14,7 @@ from github_double.state import Pull
 from test_github_forge import KEY_ENV, TOKEN_ENV, body_for, make_forge, push_branch, target_for
 
 from leviathan_dagster.core.errors import ConflictError
-from leviathan_dagster.core.forge.github import GithubForge
+from leviathan_dagster.core.forge.github.forge import GithubForge
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from github_double import GithubDouble, server_error
 from test_github_forge import KEY_ENV, TOKEN_ENV, make_forge, target_for
 
-from leviathan_dagster.core import gitutil
-from leviathan_dagster.core.forge.github import GithubForge
-from leviathan_dagster.core.forge.github_errors import permanent_push_refusal
+from leviathan_dagster.core.forge.github.errors import permanent_push_refusal
+from leviathan_dagster.core.forge.github.forge import GithubForge
+from leviathan_dagster.core.git import commands as gitutil
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from github_double.state import Pull
 from test_github_forge import TOKEN_ENV, target_for
 
 from leviathan_dagster.core.errors import TransientError
-from leviathan_dagster.core.forge.github import GithubForge
-from leviathan_dagster.core.forge.github_errors import RetryPolicy
+from leviathan_dagster.core.forge.github.errors import RetryPolicy
+from leviathan_dagster.core.forge.github.forge import GithubForge
 
 EPOCH = 1_900_000_000.0  # far from the real clock: a wait computed from time.time() would be absurd
 

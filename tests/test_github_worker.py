@@ -16,12 +16,12 @@ import yaml
 from github_double import GithubDouble, server_error
 from support import Project, backlog_yaml, docs_task, run_worker
 
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts.markers import render_task_marker
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.failures import counts_against_task
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.markers import render_task_marker
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
 from worker.attempt import EXIT_CODES
 
 TOKEN_ENV = "LEVIATHAN_E2E_GITHUB_TOKEN"

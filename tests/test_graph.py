@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import rfc8785
 
-from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.graph import GraphProjection
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+from leviathan_dagster.core.projections.graph import GraphProjection
 
 ACTOR = "test"
 AT = datetime(2026, 1, 24, 10, 0, tzinfo=UTC)

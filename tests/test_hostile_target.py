@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from support import Project, backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.executors.base import AttemptSpec
 from leviathan_dagster.core.executors.local import LocalExecutor
-from leviathan_dagster.core.git_hardening import RepositoryTampered
+from leviathan_dagster.core.git import commands as gitutil
+from leviathan_dagster.core.git.hardening import RepositoryTampered
 from leviathan_dagster.core.home import LeviathanHome
 
 PY = sys.executable
@@ -471,7 +471,7 @@ def test_a_gateway_that_echoes_the_claude_key_gets_it_stored_nowhere(tmp_path: P
 
 
 def test_the_claude_tool_runs_the_test_command_in_the_sandbox(tmp_path: Path) -> None:
-    from leviathan_dagster.core.generators.claude_tools import ScopedWorkspace
+    from leviathan_dagster.core.generators.claude.tools import ScopedWorkspace
 
     root = tmp_path / "ws"
     (root / "lib").mkdir(parents=True)
@@ -487,8 +487,8 @@ def test_the_claude_tool_runs_the_test_command_in_the_sandbox(tmp_path: Path) ->
 
 def test_what_is_staged_or_written_after_the_check_never_reaches_the_commit(tmp_path: Path) -> None:
     """Without the sandbox in the way (a tool running in the worker itself): the checked tree wins."""
+    from leviathan_dagster.core.attempts.path_policy import list_changed_paths
     from leviathan_dagster.core.errors import PolicyViolation
-    from leviathan_dagster.core.paths import list_changed_paths
     from worker import checked_commit
 
     repo = tmp_path / "repo"

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from test_operator_core import T0, fail, run_now, succeed, target, task
 
-from leviathan_dagster.core import operator as op
-from leviathan_dagster.core import readiness as rd
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import parse_project_config
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.attempts import operator as op
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.config.project import parse_project_config
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.models import Backlog
+from leviathan_dagster.core.scheduling import readiness as rd
 
 LATER = T0 + timedelta(days=1)  # after every backoff
 

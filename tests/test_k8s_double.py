@@ -13,7 +13,7 @@ import pytest
 from k8s_double import TEST_IMAGE, project_image, running_double
 from k8s_double.server import K8S_VERSION
 
-from leviathan_dagster.core.executors.k8s_api import KubernetesApi
+from leviathan_dagster.core.executors.k8s.api import KubernetesApi
 from leviathan_dagster.core.models import KubernetesSettings
 
 PRIVATE_IMAGE = "ghcr.io/acme/app:1.0"

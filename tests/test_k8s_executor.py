@@ -13,16 +13,16 @@ import pytest
 from k8s_double import TEST_IMAGE, running_double
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core.attempt_runner import execute_attempt, plan_next_attempt
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.attempts.runner import execute_attempt, plan_next_attempt
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.executors.k8s import POD_LOG_ARTIFACT, K8sExecutor
-from leviathan_dagster.core.executors.k8s_job import job_name
+from leviathan_dagster.core.executors.k8s.executor import POD_LOG_ARTIFACT, K8sExecutor
+from leviathan_dagster.core.executors.k8s.job import job_name
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.forge.registry import forge_for
-from leviathan_dagster.core.scheduling import plan_cycle
+from leviathan_dagster.core.scheduling.cycle import plan_cycle
 
 SLOW_TESTS = ["python", "-c", "import time; time.sleep(60)"]
 
@@ -191,7 +191,7 @@ def test_cleanup_deletes_a_job_still_running(tmp_path: Path) -> None:
         executor = get_executor("k8s", config)
         spec_id = plan_next_attempt(config.target("site"), "intro", AttemptLedger.from_events([])).attempt_id
         from leviathan_dagster.core.executors.base import AttemptSpec
-        from leviathan_dagster.core.executors.k8s_job import render_job
+        from leviathan_dagster.core.executors.k8s.job import render_job
 
         spec = AttemptSpec(config.target("site"), "intro", spec_id, 1, project.config_path, project.home)
         executor._make_api(config.kubernetes).create_job(render_job(spec, config.kubernetes))
@@ -258,7 +258,7 @@ def test_an_api_server_outage_never_ends_a_running_job(tmp_path: Path) -> None:
 
 
 def test_the_pod_log_artifact_is_the_end_of_a_long_log(tmp_path: Path) -> None:
-    from leviathan_dagster.core.executors.k8s_api import LOG_LIMIT_BYTES, KubernetesApi
+    from leviathan_dagster.core.executors.k8s.api import LOG_LIMIT_BYTES, KubernetesApi
 
     with running_double(tmp_path) as (double, kubeconfig):
         config = load_project_config(k8s_project(double, tmp_path, kubeconfig).config_path)

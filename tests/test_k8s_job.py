@@ -11,14 +11,14 @@ import kubernetes_validate
 import pytest
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core.attempt_runner import execute_attempt, plan_next_attempt
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import load_project_config, parse_project_config
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.attempts.runner import execute_attempt, plan_next_attempt
+from leviathan_dagster.core.config.project import load_project_config, parse_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.executors.base import AttemptSpec
-from leviathan_dagster.core.executors.k8s_job import job_name, label_value, render_job
-from leviathan_dagster.core.executors.k8s_stub import JOB_ARTIFACT
+from leviathan_dagster.core.executors.k8s.job import job_name, label_value, render_job
+from leviathan_dagster.core.executors.k8s.stub import JOB_ARTIFACT
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import KubernetesSettings, Policy, ResourceRequests, TargetConfig

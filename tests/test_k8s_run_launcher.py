@@ -20,7 +20,7 @@ from k8s_double import TEST_IMAGE, running_double
 from support import REPO_ROOT, backlog_yaml, docs_task, make_project
 
 from leviathan_dagster.cli.main import cli
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
 from leviathan_dagster.defs.platform.resources import LeviathanResource

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.forge.local import LocalForge, local_forge_pr_records_dir
+from leviathan_dagster.core.git import commands as gitutil
 
 
 @pytest.fixture

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.graph import GraphProjection
-from leviathan_dagster.core.metrics import compute_delivery_metrics
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+from leviathan_dagster.core.projections.graph import GraphProjection
 from leviathan_dagster.core.projections.log_view import LogView, current_ledger, view_of
+from leviathan_dagster.core.projections.metrics import compute_delivery_metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.history import append_history, history_events  # noqa: E402

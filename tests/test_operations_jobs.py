@@ -10,8 +10,8 @@ import dagster as dg
 import pytest
 from support import backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.forge.local import LocalForge
 from leviathan_dagster.definitions import build_definitions

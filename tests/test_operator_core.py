@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core import operator as op
-from leviathan_dagster.core.attempt_details import attempt_details, diff_stat
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts import operator as op
+from leviathan_dagster.core.attempts.details import attempt_details, diff_stat
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.errors import NotFoundError, PolicyViolation
-from leviathan_dagster.core.event_log_health import check_event_log
+from leviathan_dagster.core.events.health import check_event_log
 from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.proofs import create_checkpoint
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.metrics import compute_delivery_metrics, usage_tokens
 from leviathan_dagster.core.models import Backlog, Policy, TargetConfig, Task
-from leviathan_dagster.core.readiness import evaluate_target
+from leviathan_dagster.core.projections.metrics import compute_delivery_metrics, usage_tokens
+from leviathan_dagster.core.scheduling.readiness import evaluate_target
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 

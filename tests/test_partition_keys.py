@@ -1,8 +1,8 @@
-"""Which task partitions a backlog change adds, deletes or keeps (core/partition_keys.py)."""
+"""Which task partitions a backlog change adds, deletes or keeps (core/scheduling/partition_keys.py)."""
 
 from __future__ import annotations
 
-from leviathan_dagster.core.partition_keys import plan_task_partitions
+from leviathan_dagster.core.scheduling.partition_keys import plan_task_partitions
 
 
 def test_new_tasks_are_added_and_leavers_deleted_or_archived_by_their_history() -> None:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core.errors import PolicyViolation, TransientError
-from leviathan_dagster.core.paths import (
+from leviathan_dagster.core.attempts.path_policy import (
     ChangedPath,
     check_changed_paths,
     list_changed_paths,
@@ -18,6 +17,7 @@ from leviathan_dagster.core.paths import (
     paths_within,
     task_paths_in_scope,
 )
+from leviathan_dagster.core.errors import PolicyViolation, TransientError
 
 
 def git(repo: Path, *args: str) -> str:

@@ -12,18 +12,18 @@ import pytest
 from github_double import GithubDouble
 from support import Project, backlog_yaml, docs_task, make_project, run_worker
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.attempts.pr_lifecycle import sync_pull_requests
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.forge.github import GithubForge
-from leviathan_dagster.core.forge.github_errors import RetryPolicy
+from leviathan_dagster.core.forge.github.errors import RetryPolicy
+from leviathan_dagster.core.forge.github.forge import GithubForge
 from leviathan_dagster.core.forge.local import LocalForge
 from leviathan_dagster.core.models import GithubSettings, TargetConfig
-from leviathan_dagster.core.pr_lifecycle import sync_pull_requests
-from leviathan_dagster.core.readiness import evaluate_target
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
+from leviathan_dagster.core.scheduling.readiness import evaluate_target
 from leviathan_dagster.defs.attempts.pr_sensors import pr_lifecycle_sensor
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 

@@ -3,9 +3,9 @@ label on a draft; never a prompt or a response (only counts reach it)."""
 
 from __future__ import annotations
 
-from leviathan_dagster.core.markers import render_task_marker
+from leviathan_dagster.core.attempts.markers import render_task_marker
+from leviathan_dagster.core.attempts.path_policy import ChangedPath
 from leviathan_dagster.core.models import Task
-from leviathan_dagster.core.paths import ChangedPath
 from worker.pull_request import TestReport, last_summary_line, render_body
 
 USAGE = {

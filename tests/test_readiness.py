@@ -8,19 +8,19 @@ from pathlib import Path
 
 import pytest
 
-from leviathan_dagster.core import lifecycle
-from leviathan_dagster.core import readiness as rd
-from leviathan_dagster.core.attempts import (
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.ledger import (
     INFRASTRUCTURE,
     TESTS_FAILED,
     AttemptLedger,
     branch_name_for,
     make_attempt_id,
 )
+from leviathan_dagster.core.attempts.markers import render_task_marker
 from leviathan_dagster.core.events.model import Event, format_timestamp
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.markers import render_task_marker
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.models import Backlog, Policy, PullRequest, TargetConfig, Task
+from leviathan_dagster.core.scheduling import readiness as rd
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 LATER = T0 + timedelta(days=1)  # long after any backoff

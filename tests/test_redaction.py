@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from leviathan_dagster.core import redaction
-from leviathan_dagster.core.artifacts import ArtifactDir
-from leviathan_dagster.core.config import parse_project_config
+from leviathan_dagster.core.attempts.artifacts import ArtifactDir
+from leviathan_dagster.core.config.project import parse_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.redaction import MASK, RedactingFilter, redact, register_secret

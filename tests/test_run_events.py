@@ -11,8 +11,8 @@ import pytest
 from support import backlog_yaml, docs_task, make_project
 
 from leviathan_dagster.cli.dagster_cycle import run_cycle
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
-from leviathan_dagster.core.run_events import RunInfo, events_for_run, record_runs
+from leviathan_dagster.core.attempts.run_events import RunInfo, events_for_run, record_runs
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.definitions import build_definitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.sensors import run_events_sensor

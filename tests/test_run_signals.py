@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import Project, backlog_yaml, docs_task, make_project
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 
 pytestmark = pytest.mark.dagster
 

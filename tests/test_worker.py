@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from support import Project, backlog_yaml, docs_task, make_project, run_worker
 
+from leviathan_dagster.core.attempts.markers import render_task_marker
 from leviathan_dagster.core.forge.local import LocalForge
-from leviathan_dagster.core.markers import render_task_marker
 from worker.attempt import EXIT_CODES
 
 PY = sys.executable

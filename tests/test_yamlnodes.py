@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from leviathan_dagster.core import yamlnodes
+from leviathan_dagster.core.config import yaml_nodes as yamlnodes
+from leviathan_dagster.core.config.yaml_nodes import YamlDocument
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.yamlnodes import YamlDocument
 
 TEXTS = [
     "tasks:\n  - id: a\n    title: plain\n    status: pending  # comment\n    ready: true\n",

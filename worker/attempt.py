@@ -15,11 +15,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core import gitutil, lifecycle
-from leviathan_dagster.core.artifacts import ArtifactDir
-from leviathan_dagster.core.backlog import parse_backlog, write_back_completion
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts import lifecycle
+from leviathan_dagster.core.attempts.artifacts import ArtifactDir
+from leviathan_dagster.core.attempts.path_policy import ChangedPath, check_changed_paths, list_changed_paths
+from leviathan_dagster.core.backlog.document import parse_backlog, write_back_completion
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import (
     ConfigError,
     GeneratorError,
@@ -35,9 +36,9 @@ from leviathan_dagster.core.forge.reviewers import reviewers_from_task
 from leviathan_dagster.core.generators.base import GenerationContext, GenerationStopped
 from leviathan_dagster.core.generators.registry import generator_name_for, get_generator
 from leviathan_dagster.core.generators.usage import UsageRecorder
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
-from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
 from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
 from leviathan_dagster.core.sandbox import files as workspace_files

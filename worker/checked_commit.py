@@ -14,9 +14,9 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from leviathan_dagster.core import gitutil
+from leviathan_dagster.core.attempts.path_policy import ChangedPath
 from leviathan_dagster.core.errors import PolicyViolation
-from leviathan_dagster.core.paths import ChangedPath
+from leviathan_dagster.core.git import commands as gitutil
 
 log = logging.getLogger("leviathan.worker")
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
 from leviathan_dagster.core.events.model import Event
 from leviathan_dagster.core.events.registry import open_event_log

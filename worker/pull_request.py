@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from leviathan_dagster.core.markers import render_task_marker
+from leviathan_dagster.core.attempts.markers import render_task_marker
+from leviathan_dagster.core.attempts.path_policy import ChangedPath
 from leviathan_dagster.core.models import Task
-from leviathan_dagster.core.paths import ChangedPath
 
 _STATUS_WORDS = {"A": "added", "M": "modified", "D": "deleted", "R": "renamed", "T": "type changed"}
 # Token totals shown on the PR, in this order (labels as a reader expects them); counts only, never text.

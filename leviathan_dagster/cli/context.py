@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError, NotFoundError
 from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.events.store import EventStore

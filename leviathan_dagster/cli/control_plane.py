@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from leviathan_dagster.cli.context import CliContext, pass_ctx
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.events.access import Principal
 

@@ -21,9 +21,9 @@ import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
 from leviathan_dagster.cli.run_queue import RunQueue
+from leviathan_dagster.core.attempts.run_events import record_runs
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.run_events import record_runs
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions

@@ -8,13 +8,13 @@ import click
 
 from leviathan_dagster.cli.context import CliContext, pass_ctx
 from leviathan_dagster.cli.run import cycle_attempts, open_cycles, print_attempts
-from leviathan_dagster.core import pr_actions
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import pr_actions
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.events.model import parse_timestamp, utc_now
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.projections.log_view import current_ledger
-from leviathan_dagster.core.readiness import BACKOFF
-from leviathan_dagster.core.scheduling import plan_cycle
+from leviathan_dagster.core.scheduling.cycle import plan_cycle
+from leviathan_dagster.core.scheduling.readiness import BACKOFF
 from leviathan_dagster.demo_setup import build_demo, fix_slugify_bug, prepare_demo_home
 
 MAX_CYCLES = 20

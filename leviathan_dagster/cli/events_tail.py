@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import click
 
 from leviathan_dagster.cli.context import CliContext, pass_ctx
-from leviathan_dagster.core.attempts import split_task_key
+from leviathan_dagster.core.attempts.ledger import split_task_key
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent
 

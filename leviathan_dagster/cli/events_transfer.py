@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
-from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.config_event_log import DEFAULT_DSN_ENV
+from leviathan_dagster.core.config.event_log import DEFAULT_DSN_ENV
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError, EventLogCorrupted
 from leviathan_dagster.core.events.checkpoint import NoteVerifier
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.proofs import load_verifier
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.events.transfer import ImportRefused, export_events, verify_export
@@ -158,7 +158,7 @@ def _open_target(ctx: CliContext, target: str | None, log_id: str) -> EventStore
     if backend != "postgres":
         raise ConfigError(f"event_log.backend {backend!r} cannot be imported into; use --to")
     # psycopg is loaded only when PostgreSQL is the target.
-    from leviathan_dagster.core.events.postgres import PostgresEventLog
+    from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 
     dsn_env = (settings.dsn_env if target is None else None) or DEFAULT_DSN_ENV
     dsn = os.environ.get(dsn_env)

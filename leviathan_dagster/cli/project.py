@@ -10,13 +10,13 @@ from pathlib import Path
 import click
 
 from leviathan_dagster.cli.context import CliContext, emit_json, pass_ctx
-from leviathan_dagster.core import gitutil
-from leviathan_dagster.core.backlog import load_backlog
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.backlog.document import load_backlog
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import BacklogError
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.models import BACKLOG_PATH
 from leviathan_dagster.core.sandbox import sandbox_problem
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
 
 BACKLOG_TEMPLATE = """\
 # Leviathan backlog: humans plan here, Leviathan executes tasks with `ready: true` as pull requests.

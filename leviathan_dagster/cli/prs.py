@@ -11,8 +11,8 @@ from leviathan_dagster.cli.context import (
     emit_json,
     pass_ctx,
 )
-from leviathan_dagster.core import pr_actions
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import pr_actions
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError, LeviathanError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.forge.registry import forge_for

@@ -17,12 +17,12 @@ from leviathan_dagster.cli.context import (
     pass_ctx,
 )
 from leviathan_dagster.cli.graceful import GracefulStop
-from leviathan_dagster.core.attempt_runner import CANCELED
-from leviathan_dagster.core.attempts import AttemptRecord
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts.ledger import AttemptRecord
+from leviathan_dagster.core.attempts.runner import CANCELED
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.projections.log_view import current_ledger
-from leviathan_dagster.core.scheduling import CyclePlan, TargetSnapshot, plan_cycle
+from leviathan_dagster.core.scheduling.cycle import CyclePlan, TargetSnapshot, plan_cycle
 
 if TYPE_CHECKING:  # Dagster is imported only by the commands that run cycles
     from leviathan_dagster.cli.dagster_cycle import CycleReport

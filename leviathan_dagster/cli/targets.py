@@ -9,9 +9,9 @@ import getpass
 import click
 
 from leviathan_dagster.cli.context import CliContext, check_target_option, emit_json, pass_ctx
-from leviathan_dagster.core import operator as op_events
-from leviathan_dagster.core.attempts import AttemptLedger
-from leviathan_dagster.core.config import load_project_config
+from leviathan_dagster.core.attempts import operator as op_events
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError
 
 ACTIONS = {

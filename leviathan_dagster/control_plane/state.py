@@ -10,10 +10,10 @@ from dataclasses import asdict
 from itertools import islice
 from typing import Any
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.store import EventStore
-from leviathan_dagster.core.graph import PULL_REQUEST, GraphProjection
+from leviathan_dagster.core.projections.graph import PULL_REQUEST, GraphProjection
 from leviathan_dagster.core.projections.log_view import RECENT_EVENTS, view_of
 
 TargetsStatus = Callable[[], Mapping[str, Mapping[str, Any]]]

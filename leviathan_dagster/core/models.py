@@ -233,7 +233,7 @@ class PullRequest:
 
     def task_marker(self) -> str | None:
         """The ``<target>/<task>`` named by the hidden marker in the body, if any."""
-        from leviathan_dagster.core.markers import parse_task_marker
+        from leviathan_dagster.core.attempts.markers import parse_task_marker
 
         return parse_task_marker(self.body)
 

@@ -1,6 +1,6 @@
 """Redaction of credentials from text that may be logged, stored in an event or shown to a user.
 
-Credentials are kept out of URLs and command lines by construction (see forge/github_auth.py); this is
+Credentials are kept out of URLs and command lines by construction (see forge/github/auth.py); this is
 the net under that: git's stderr, a library's exception text or an API that echoes the request could
 still carry one. Two ways, both applied by ``redact``:
 

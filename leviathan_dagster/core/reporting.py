@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from leviathan_dagster.core.models import Backlog
-from leviathan_dagster.core.readiness import Readiness
+from leviathan_dagster.core.scheduling.readiness import Readiness
 
 
 def _cell(value: object) -> str:

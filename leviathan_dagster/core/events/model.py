@@ -1,4 +1,4 @@
-"""Event value types and the names of the lifecycle events (seed 000 / 003)."""
+"""Event value types and the whole event vocabulary: every event type Leviathan writes (seed 000 / 003)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,25 @@ ATTEMPT_FAILED = "attempt.failed"
 RETRY_SCHEDULED = "retry.scheduled"
 TASK_COMPLETED = "task.completed"
 TASK_ESCALATED = "task.escalated"
-# An operator gave an escalated (or out-of-attempts) task a fresh attempt budget (core/operator.py).
+# An operator gave an escalated (or out-of-attempts) task a fresh attempt budget (core/attempts/operator.py).
 TASK_ESCALATION_CLEARED = "task.escalation_cleared"
 PR_CREATED = "pr.created"
 PR_MERGED = "pr.merged"
 PR_CLOSED = "pr.closed"
 CIRCUIT_OPENED = "circuit.opened"
+# Operator actions (core/attempts/operator.py); only operator tokens may append them.
+CIRCUIT_RESET = "circuit.reset"
+TARGET_PAUSED = "target.paused"
+TARGET_RESUMED = "target.resumed"
+RUN_NOW_REQUESTED = "operator.run_now"
+CANCEL_REQUESTED = "attempt.cancel_requested"
+# Dagster runs of attempt and operator jobs (core/attempts/run_events.py).
+RUN_STARTED = "run.started"
+RUN_SUCCEEDED = "run.succeeded"
+RUN_FAILED = "run.failed"
+RUN_CANCELED = "run.canceled"
+# The appender moved a damaged tail aside (core/events/ndjson/tail.py).
+TAIL_QUARANTINED = "log.tail_quarantined"
 
 
 def utc_now() -> datetime:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import EventLogSettings
@@ -50,7 +50,7 @@ def _open_postgres(
     home: LeviathanHome, settings: EventLogSettings, environ: Mapping[str, str], *, read_only: bool = False
 ) -> EventStore:
     # Imported here so that NDJSON users never pay for loading psycopg.
-    from leviathan_dagster.core.events.postgres import PostgresEventLog
+    from leviathan_dagster.core.events.postgres.store import PostgresEventLog
 
     if not settings.dsn_env:
         raise ConfigError(

@@ -129,12 +129,12 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
         "consecutive_failures": Field("count"),
         "threshold": Field("count"),
     },
-    "circuit.reset": {"target_id": _ID},
-    "target.paused": {"target_id": _ID, "reason": Field("text", nullable=True)},
-    "target.resumed": {"target_id": _ID},
-    "operator.run_now": {"target_id": _ID, "task_id": _ID},
-    "attempt.cancel_requested": {"attempt_id": _ID, "target_id": Field("id")},
-    "log.tail_quarantined": {
+    ev.CIRCUIT_RESET: {"target_id": _ID},
+    ev.TARGET_PAUSED: {"target_id": _ID, "reason": Field("text", nullable=True)},
+    ev.TARGET_RESUMED: {"target_id": _ID},
+    ev.RUN_NOW_REQUESTED: {"target_id": _ID, "task_id": _ID},
+    ev.CANCEL_REQUESTED: {"attempt_id": _ID, "target_id": Field("id")},
+    ev.TAIL_QUARANTINED: {
         "quarantine_file": Field("text", True),
         "offset": Field("count", True),
         "length": Field("count", True),
@@ -144,7 +144,7 @@ EVENT_SCHEMAS: dict[str, dict[str, Field]] = {
 # Who may append what through the control plane (see control_plane.tokens): operator actions need an
 # operator token; a worker token only the events of its own attempt.
 OPERATOR_EVENTS = frozenset(
-    {"circuit.reset", "target.paused", "target.resumed", "operator.run_now", ev.TASK_ESCALATION_CLEARED}
+    {ev.CIRCUIT_RESET, ev.TARGET_PAUSED, ev.TARGET_RESUMED, ev.RUN_NOW_REQUESTED, ev.TASK_ESCALATION_CLEARED}
 )
 WORKER_EVENTS = frozenset({ev.ATTEMPT_STARTED, ev.ATTEMPT_SUCCEEDED, ev.ATTEMPT_FAILED, ev.PR_CREATED})
 

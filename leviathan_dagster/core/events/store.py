@@ -11,7 +11,7 @@ from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_by
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
 
 if TYPE_CHECKING:
-    from leviathan_dagster.core.events.ndjson_tail import TornTail
+    from leviathan_dagster.core.events.ndjson.tail import TornTail
 
 
 class EventStore(ABC):

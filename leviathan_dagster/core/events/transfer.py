@@ -39,7 +39,7 @@ from leviathan_dagster.core.events.checkpoint import (
 )
 from leviathan_dagster.core.events.merkle import MerkleTree, leaf_hash
 from leviathan_dagster.core.events.model import StoredEvent
-from leviathan_dagster.core.events.ndjson_lines import BadLine, encode_line, parse_line, split_line
+from leviathan_dagster.core.events.ndjson.lines import BadLine, encode_line, parse_line, split_line
 from leviathan_dagster.core.events.store import EventStore
 
 FORMAT = "leviathan-export/v1"

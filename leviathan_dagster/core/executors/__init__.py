@@ -1,1 +1,1 @@
-"""Executors run one attempt somewhere (local subprocess now; k8s and k8s-stub later)."""
+"""Executors run one attempt's worker somewhere: ``local`` (a subprocess), ``k8s``, ``k8s-stub``."""

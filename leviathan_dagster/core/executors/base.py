@@ -97,7 +97,7 @@ def worker_process_environment(spec: AttemptSpec, environ: Mapping[str, str] | N
 
 
 def _event_log_dsn_env(config_path: Path) -> str | None:
-    from leviathan_dagster.core.config import load_project_config  # the config imports the executors
+    from leviathan_dagster.core.config.project import load_project_config  # the config imports the executors
 
     try:
         return load_project_config(config_path).event_log.dsn_env

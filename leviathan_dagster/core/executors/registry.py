@@ -12,13 +12,13 @@ from leviathan_dagster.core.models import KubernetesSettings, ProjectConfig
 
 def _k8s(project: ProjectConfig | None) -> Executor:
     # Imported here: the kubernetes client is only loaded by deployments that use it.
-    from leviathan_dagster.core.executors.k8s import K8sExecutor
+    from leviathan_dagster.core.executors.k8s.executor import K8sExecutor
 
     return K8sExecutor(project.kubernetes if project else KubernetesSettings())
 
 
 def _k8s_stub(project: ProjectConfig | None) -> Executor:
-    from leviathan_dagster.core.executors.k8s_stub import K8sStubExecutor
+    from leviathan_dagster.core.executors.k8s.stub import K8sStubExecutor
 
     return K8sStubExecutor(project.kubernetes if project else KubernetesSettings())
 

@@ -6,8 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
-from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import NotFoundError
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.models import AGENT_BRANCH_PREFIX, PullRequest
 
 

@@ -29,9 +29,9 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.forge.base import Forge
+from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.models import PullRequest
 
 PR_STATES = ("open", "merged", "closed")

@@ -17,7 +17,7 @@ def forge_for(target: TargetConfig, home: LeviathanHome, environ: Mapping[str, s
         return LocalForge(target.id, target.repo_url, home.root)
     if target.forge == "github":
         # Imported here: PyGithub is only loaded by processes that talk to GitHub.
-        from leviathan_dagster.core.forge.github import GithubForge
+        from leviathan_dagster.core.forge.github.forge import GithubForge
 
         return GithubForge(target, environ)
     raise ConfigError(

@@ -1,1 +1,1 @@
-"""Generators write an attempt's change into the workspace (docs, tests; an LLM generator later)."""
+"""Generators write an attempt's change into the workspace: ``docs``, ``tests`` and ``claude``."""

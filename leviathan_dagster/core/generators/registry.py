@@ -15,7 +15,7 @@ from leviathan_dagster.core.models import Task
 GENERATORS: dict[str, str] = {
     "docs": "leviathan_dagster.core.generators.docs:DocsGenerator",
     "tests": "leviathan_dagster.core.generators.tests:TestsGenerator",
-    "claude": "leviathan_dagster.core.generators.claude:ClaudeGenerator",
+    "claude": "leviathan_dagster.core.generators.claude.generator:ClaudeGenerator",
 }
 # Generators that spend model tokens: their tasks are held back by a target's daily_token_budget.
 METERED_GENERATORS = frozenset({"claude"})

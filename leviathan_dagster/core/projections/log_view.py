@@ -26,12 +26,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.store import EventStore
-from leviathan_dagster.core.graph import GraphProjection
-from leviathan_dagster.core.metrics import DeliveryFold
+from leviathan_dagster.core.projections.graph import GraphProjection
+from leviathan_dagster.core.projections.metrics import DeliveryFold
 
 RECENT_EVENTS = 10
 # Views kept per process (least recently used first out): one per log in production; tests open many.

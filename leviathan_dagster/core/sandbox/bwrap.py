@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from leviathan_dagster.core.attempts.path_policy import normalize_repo_path
 from leviathan_dagster.core.errors import LeviathanError
-from leviathan_dagster.core.paths import normalize_repo_path
 from leviathan_dagster.core.sandbox.mounts import (
     extra_mounts,
     python_mounts,

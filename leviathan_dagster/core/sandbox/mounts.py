@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from leviathan_dagster.core.paths import normalize_repo_path
+from leviathan_dagster.core.attempts.path_policy import normalize_repo_path
 
 # Read-only from the host: enough to run the interpreters and tools a test command needs. Nothing
 # else of the host exists inside (no /home, /root, /work, /run, /var: no credential file, no socket).

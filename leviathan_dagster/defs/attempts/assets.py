@@ -3,7 +3,7 @@
 import dagster as dg
 from pydantic import Field
 
-from leviathan_dagster.core import attempts as at
+from leviathan_dagster.core.attempts import ledger as at
 from leviathan_dagster.defs.attempts.attempt_run import TRANSIENT_RETRY, RunNow, attempt_metadata, run_attempt
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.assets import task_readiness

@@ -9,23 +9,23 @@ from dataclasses import dataclass, replace
 
 import dagster as dg
 
-from leviathan_dagster.core import attempts as at
-from leviathan_dagster.core import operator as op_events
-from leviathan_dagster.core.attempt_details import attempt_details
-from leviathan_dagster.core.attempt_planning import NotAttempted, recheck_before_attempt
-from leviathan_dagster.core.attempt_runner import (
+from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.attempts import operator as op_events
+from leviathan_dagster.core.attempts.details import attempt_details
+from leviathan_dagster.core.attempts.ledger import AttemptRecord, task_key
+from leviathan_dagster.core.attempts.runner import (
     DuplicateAttempt,
     execute_attempt,
     plan_next_attempt,
     reconcile_lost_attempts,
     recovery_for,
 )
-from leviathan_dagster.core.attempts import AttemptRecord, task_key
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.failures import retried_inside_run
 from leviathan_dagster.core.projections.log_view import current_ledger
+from leviathan_dagster.core.scheduling.planning import NotAttempted, recheck_before_attempt
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_view import DagsterRunView
@@ -159,7 +159,7 @@ def run_attempt(
 
 def attempt_metadata(record: AttemptRecord, details: dict[str, object] | None = None) -> dict[str, object]:
     """What an operator acts on: PR link, branch, commit, attempt number, failure, duration, diff stat,
-    touched paths and token totals (``details`` from core/attempt_details.py)."""
+    touched paths and token totals (``details`` from core/attempts/details.py)."""
     metadata: dict[str, object] = {
         "attempt_id": record.attempt_id,
         "attempt_number": record.number,

@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import dagster as dg
 
-from leviathan_dagster.core.attempt_planning import AttemptRequest, describe_idle, plan_attempt_requests
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.models import ProjectConfig, ResourceRequests
 from leviathan_dagster.core.projections.log_view import view_of
-from leviathan_dagster.core.scheduling import CyclePlan
+from leviathan_dagster.core.scheduling.cycle import CyclePlan
+from leviathan_dagster.core.scheduling.planning import AttemptRequest, describe_idle, plan_attempt_requests
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_view import DagsterRunView
 

@@ -1,10 +1,10 @@
-"""The PR lifecycle sensor: merges and closes done on the forge become events (core/pr_lifecycle.py)."""
+"""The PR lifecycle sensor: merges and closes done on the forge become events (core/attempts/pr_lifecycle)."""
 
 import dagster as dg
 
+from leviathan_dagster.core.attempts.pr_lifecycle import sync_pull_requests
 from leviathan_dagster.core.errors import ConfigError, LeviathanError
 from leviathan_dagster.core.forge.registry import forge_for
-from leviathan_dagster.core.pr_lifecycle import sync_pull_requests
 from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 

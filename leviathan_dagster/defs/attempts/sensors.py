@@ -13,7 +13,7 @@ import json
 import dagster as dg
 
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.scheduling import CyclePlan
+from leviathan_dagster.core.scheduling.cycle import CyclePlan
 from leviathan_dagster.defs.attempts.jobs import attempt_job
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.attempts.planning import attempt_run_request, decide, describe_idle

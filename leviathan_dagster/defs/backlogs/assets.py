@@ -7,10 +7,10 @@ UI's Materialize), through the same plan, so the readiness shown is the readines
 
 import dagster as dg
 
-from leviathan_dagster.core.attempts import task_key
+from leviathan_dagster.core.attempts.ledger import task_key
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.projections.log_view import current_ledger
-from leviathan_dagster.core.scheduling import plan_cycle, read_backlog
+from leviathan_dagster.core.scheduling.cycle import plan_cycle, read_backlog
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.backlogs.reports import (
@@ -58,7 +58,7 @@ def backlog(context: dg.AssetExecutionContext, leviathan: LeviathanResource):
     archived = None
     if snap.backlog is not None:
         # Partitions of tasks no longer in the backlog: backlog_sensor keeps them only for tasks that
-        # had attempts (core/partition_keys.py), so their history stays in the UI.
+        # had attempts (core/scheduling/partition_keys.py), so their history stays in the UI.
         live = {task_key(target.id, t.id) for t in snap.backlog.tasks}
         prefix = f"{target.id}/"
         archived = [

@@ -11,10 +11,10 @@ from typing import Any
 
 import dagster as dg
 
+from leviathan_dagster.core.attempts.path_policy import task_paths_in_scope
 from leviathan_dagster.core.models import Backlog, TargetConfig
-from leviathan_dagster.core.paths import task_paths_in_scope
 from leviathan_dagster.core.reporting import backlog_table, markdown_table, readiness_table
-from leviathan_dagster.core.scheduling import TargetSnapshot
+from leviathan_dagster.core.scheduling.cycle import TargetSnapshot
 
 BACKLOG_VALID = "backlog_is_valid"
 PATHS_IN_SCOPE = "allowed_paths_in_scope"

@@ -4,7 +4,7 @@ Every tick it reads each target's backlog from its base branch (cheap when uncha
 its version with the cursor's. For each changed backlog it:
 
 - adds the partitions of new tasks and deletes or archives those of tasks that left
-  (core/partition_keys.py says which and why), listing the partitions only then;
+  (core/scheduling/partition_keys.py says which and why), listing the partitions only then;
 - requests one run of the ``backlog`` asset for that target, which records the backlog and its
   checks (and the archived tasks). A run and not a run-less asset event: Dagster 1.13 stores a
   run-less check evaluation of a partition only once (``asset_check_executions`` is unique on
@@ -22,9 +22,9 @@ import json
 import dagster as dg
 
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.partition_keys import plan_task_partitions
 from leviathan_dagster.core.projections.log_view import current_ledger
-from leviathan_dagster.core.scheduling import read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
+from leviathan_dagster.core.scheduling.partition_keys import plan_task_partitions
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.jobs import refresh_backlogs_job
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions

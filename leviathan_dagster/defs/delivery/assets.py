@@ -4,9 +4,9 @@ from datetime import date
 
 import dagster as dg
 
-from leviathan_dagster.core.event_log_health import check_event_log
-from leviathan_dagster.core.metrics import METRICS_HEADERS, metrics_table_rows
+from leviathan_dagster.core.events.health import check_event_log
 from leviathan_dagster.core.projections.log_view import view_of
+from leviathan_dagster.core.projections.metrics import METRICS_HEADERS, metrics_table_rows
 from leviathan_dagster.core.reporting import markdown_table
 from leviathan_dagster.defs.delivery.partitions import daily_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource

@@ -3,8 +3,8 @@ the operator's identity (``operator:<name>``), and none of them can step outside
 
 import dagster as dg
 
-from leviathan_dagster.core import operator as op_events
-from leviathan_dagster.core.attempts import task_key
+from leviathan_dagster.core.attempts import operator as op_events
+from leviathan_dagster.core.attempts.ledger import task_key
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.projections.log_view import current_ledger

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from leviathan_dagster.core.run_events import RunInfo
+from leviathan_dagster.core.attempts.run_events import RunInfo
 
 _STATUS = {
     dg.DagsterRunStatus.QUEUED: "queued",

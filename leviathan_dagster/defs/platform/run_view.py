@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from leviathan_dagster.core.attempt_planning import ATTEMPT_TAG, TARGET_TAG, TASK_TAG
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.scheduling.planning import ATTEMPT_TAG, TARGET_TAG, TASK_TAG
 from leviathan_dagster.defs.platform.runs import ATTEMPT_JOB, queued_tasks_by_target, run_is_alive
 
 _ENDED = [dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED]

@@ -1,12 +1,9 @@
 """Questions about Dagster runs that Leviathan's scheduling needs answered."""
 
-import os
-import socket
-from pathlib import Path
-
 import dagster as dg
 
-from leviathan_dagster.core.attempts import AttemptLedger
+from leviathan_dagster.core.attempts.ledger import AttemptLedger
+from leviathan_dagster.core.scheduling.process_liveness import ProcessIdentity, this_process
 
 # Job names live here (not in jobs.py) so assets can name their own job without an import cycle.
 ATTEMPT_JOB = "attempt_job"
@@ -15,9 +12,7 @@ NOT_YET_STARTED = (dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, 
 ALIVE = (*NOT_YET_STARTED, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING)
 
 
-# A run executed in-process (``leviathan run --once``) has no run launcher and no run monitoring: if
-# its process is killed, Dagster keeps it STARTED forever and its task waits for it forever. So such
-# runs carry the identity of the process executing them, and a run whose process is gone is dead.
+# Runs executed in-process carry their process's identity (core/scheduling/process_liveness).
 PID_TAG = "leviathan/pid"
 HOST_TAG = "leviathan/host"
 PROCESS_START_TAG = "leviathan/process_start"
@@ -25,20 +20,10 @@ PROCESS_START_TAG = "leviathan/process_start"
 
 def process_tags() -> dict[str, str]:
     """Tags naming this process (pid, host, start time), for runs it executes in-process."""
-    start = process_start(os.getpid())
-    if start is None:  # no /proc: liveness cannot be checked here, so claim nothing
+    me = this_process()
+    if me is None:  # no /proc: liveness cannot be checked here, so claim nothing
         return {}
-    return {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname(), PROCESS_START_TAG: start}
-
-
-def process_start(pid: int) -> str | None:
-    """The kernel's start time of process ``pid`` (field 22 of /proc/<pid>/stat), or None if it is gone.
-    Compared along with the pid, so a recycled pid is not mistaken for the original process."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rpartition(")")[2].split()[19]  # after the comm field, which may hold spaces
+    return {PID_TAG: str(me.pid), HOST_TAG: me.host, PROCESS_START_TAG: me.start}
 
 
 def run_is_alive(instance: dg.DagsterInstance, run_id: str) -> bool:
@@ -60,10 +45,10 @@ def _still_alive(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
 
 
 def _process_gone(run: dg.DagsterRun) -> bool:
-    pid, host = run.tags.get(PID_TAG), run.tags.get(HOST_TAG)
-    if not pid or not pid.isdigit() or host != socket.gethostname() or not Path("/proc/self/stat").exists():
-        return False  # not ours to judge: another machine's process, or no /proc here
-    return process_start(int(pid)) != run.tags.get(PROCESS_START_TAG)
+    pid, host, start = run.tags.get(PID_TAG), run.tags.get(HOST_TAG), run.tags.get(PROCESS_START_TAG)
+    if not pid or not pid.isdigit() or not host or not start:
+        return False  # not executed in-process by a Leviathan command: not ours to judge
+    return ProcessIdentity(int(pid), host, start).is_gone() is True
 
 
 def queued_tasks_by_target(

@@ -1,4 +1,4 @@
-"""Every attempt and operator run into the event log, exactly once (see core/run_events.py for why).
+"""Every attempt and operator run into the event log, exactly once (see core/attempts/run_events.py for why).
 
 One sensor with a cursor over the instance's run records (ordered by their last update) replaces the
 run-status sensors and their reconciliation pass: each tick reads the records updated since the
@@ -13,8 +13,8 @@ from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
+from leviathan_dagster.core.attempts.run_events import record_runs
 from leviathan_dagster.core.projections.log_view import view_of
-from leviathan_dagster.core.run_events import record_runs
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import PAGE, run_info, run_records_page
 

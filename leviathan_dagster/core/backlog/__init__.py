@@ -1,0 +1,1 @@
+"""The target's backlog file: parsed, judged, cached by blob id, and written back."""

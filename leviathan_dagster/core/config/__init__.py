@@ -1,0 +1,1 @@
+"""The project config ``leviathan.yaml``: its sections, secrets references and YAML safety."""

@@ -1,0 +1,1 @@
+"""The embedded event-log backend: one hash-chained NDJSON file."""

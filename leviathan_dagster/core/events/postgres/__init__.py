@@ -1,0 +1,1 @@
+"""The production event-log backend: PostgreSQL, for many writers on many machines."""

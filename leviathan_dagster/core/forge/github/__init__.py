@@ -1,0 +1,1 @@
+"""The ``github`` forge: pull requests on GitHub or GitHub Enterprise."""

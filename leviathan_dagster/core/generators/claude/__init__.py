@@ -1,0 +1,1 @@
+"""The Claude generator: the model edits the workspace with Anthropic's tools, checked by the harness."""
