@@ -90,8 +90,9 @@ def _parse_defaults(
         return {}, {}
     source = _Input(doc, report, "defaults: ", node)
     values = source.add((), key, node)
-    validate_from_file(Policy, values, source.where, context, report, "defaults: ", "defaults")
-    # Unknown keys were dropped from ``values`` by the validation; each value is valid or reported.
+    if validate_from_file(Policy, values, source.where, context, report, "defaults: ", "defaults") is None:
+        return {}, {}  # reported once, as the file's problem: not again for every target
+    # Unknown keys only warned about were dropped from ``values`` by the validation.
     return values, source.where
 
 
