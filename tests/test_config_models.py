@@ -77,6 +77,12 @@ def test_loader_results_are_not_keys_of_the_file() -> None:
     assert isinstance(config, ProjectConfig) and config.source == SRC
 
 
+def test_a_missing_key_is_named_as_the_file_spells_it() -> None:
+    text = "control_plane:\n  tokens:\n    - {name: alice, role: operator}\n" + TARGET
+    [problem] = problems_of(text)
+    assert problem.startswith(f"{SRC}:3: required field 'secret' is missing. Fix: add 'secret:'"), problem
+
+
 def test_a_list_item_error_names_the_items_line() -> None:
     text = TARGET + "    policy:\n      allowed_path_prefixes:\n        - docs/\n        - /etc/\n"
     [problem] = problems_of(text)

@@ -133,7 +133,7 @@ def validate_from_file(
         try:
             return _adapter(model).validate_python(data, context=context)
         except ValidationError as exc:
-            mapper = _ErrorMapper(model, data, where, report, who, scope, tuple(known_extra))
+            mapper = _ErrorMapper(model, data, where, scope, tuple(known_extra))
             problems, ignored = mapper.map(exc.errors())
             for _, message, fix, node in sorted(problems, key=lambda p: p[0]):
                 report.error(node, who, message, fix)
@@ -157,8 +157,6 @@ class _ErrorMapper:
     model: type
     data: dict[str, Any]
     where: Where
-    report: Reporter
-    who: str
     scope: Scope
     known_extra: tuple[str, ...]
     warnings: list[tuple[int, str, yaml.Node]] = dataclasses.field(default_factory=list)
@@ -175,7 +173,7 @@ class _ErrorMapper:
         for error in errors:
             loc = tuple(error["loc"])
             if error["type"] in _UNKNOWN:
-                problem = self.unknown(model, loc, [e["loc"] for e in errors])
+                problem = self.unknown(model, loc)
                 if problem is None:
                     ignored.append(loc)
                 else:
@@ -183,7 +181,9 @@ class _ErrorMapper:
                 continue
             key, node = self.node(loc[:-1] if error["type"] == "missing" else loc)
             field = field_at(model, loc)
-            name, info = field if field is not None else (str(loc[-1]) if loc else "", None)
+            info = field[1] if field is not None else None
+            # The key as the file spells it (pydantic's loc holds aliases: 'secrets', not 'secret_env').
+            name = next((str(part) for part in reversed(loc) if isinstance(part, str)), "")
             shown = str(key.value) if key is not None and loc and error["type"] != "missing" else name
             label = label_of(self.scope, loc, shown)
             message, fix = self.explain(error, loc, label, name, info, node)
@@ -196,9 +196,10 @@ class _ErrorMapper:
             problems.append((line, message, fix, node))
         return problems, ignored
 
-    def unknown(self, model: Any, loc: Loc, all_locs: list[Any]) -> tuple[int, str, str, Any] | None:
+    def unknown(self, model: Any, loc: Loc) -> tuple[int, str, str, Any] | None:
         """The typo error for an unknown key, or None once it is reported as an ignored key (warning)."""
-        key, _ = self.node(loc)
+        key, parent_node = self.node(loc)
+        at = key if key is not None else parent_node
         parent = field_at(model, loc[:-1])
         owner = _model_in(parent[1].annotation) if parent else model
         fields = [f.validation_alias or n for n, f in owner.__pydantic_fields__.items()]
@@ -210,13 +211,11 @@ class _ErrorMapper:
         what, note = self.unknown_what(loc, name, fields)
         close = close_key(name, [k for k in known if isinstance(k, str)])
         if close is not None and close not in present:
-            return (
-                line_of(key),
-                f"{what} is unknown (did you mean {close}?)",
-                f"rename it to '{close}:'",
-                key,
-            )
-        self.warnings.append((line_of(key), f"unknown {what} is ignored{note}", key))
+            line = at if isinstance(at, int) else line_of(at)
+            return line, f"{what} is unknown (did you mean {close}?)", f"rename it to '{close}:'", at
+        self.warnings.append(
+            (at if isinstance(at, int) else line_of(at), f"unknown {what} is ignored{note}", at)
+        )
         return None
 
     def unknown_what(self, loc: Loc, name: str, known: list[str]) -> tuple[str, str]:
@@ -246,9 +245,10 @@ class _ErrorMapper:
             return f"{label} must be true or false, got {{got}}", f"write '{name}: true'"
         if number in (int, float) and (kind in _NUMBER or kind in _BOUND or kind == "bool_type"):
             low, high = _bounds(info) if info is not None else (None, None)
-            noun = "an integer" if number is int else "a number"
-            span = f" from {low:,} to {high:,}" if number is int else f" from {low:g} to {high:g}"
-            return f"{label} must be {noun}{span if low is not None else ''}, got {{got}}", fix
+            noun, span = ("an integer", "{:,}") if number is int else ("a number", "{:g}")
+            if low is not None and high is not None:
+                noun += f" from {span.format(low)} to {span.format(high)}"
+            return f"{label} must be {noun}, got {{got}}", fix
         if kind == "literal_error":
             choices = ", ".join(map(str, _choices(annotation)))
             return f"{dotted(loc)} {{got}} is unknown (available: {choices})", fix
