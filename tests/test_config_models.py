@@ -117,3 +117,16 @@ def test_the_worker_environment_is_read_by_the_shared_typed_reader(tmp_path: Pat
         "ATTEMPT_NUMBER must be an integer >= 1, got '0'",
         "LEVIATHAN_EVENT_LOG_AFTER_SEQ must be an integer >= 0, got 'x'",
     ]
+
+
+def test_a_broken_file_reports_the_isolated_targets_problems_too() -> None:
+    # The commands load with isolate_targets; when the file itself is broken (exit 2), the targets'
+    # own problems are part of the one report, so a single `leviathan validate` shows everything.
+    text = "event_log: {backend: pgsql}\n" + TARGET + "    branch: 'a b'\n    max_open_prs: 0\n"
+    with pytest.raises(ConfigError) as raised:
+        parse_project_config(text, SRC, base_dir=Path("/srv"), isolate_targets=True)
+    assert [p.split(": ", 1)[0] for p in str(raised.value).splitlines()] == [
+        f"{SRC}:1",
+        f"{SRC}:5",
+        f"{SRC}:6",
+    ]

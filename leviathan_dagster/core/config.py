@@ -220,13 +220,22 @@ def _parse_project_config(text: str, source: str, base_dir: Path, isolate_target
     else:
         report.error(doc.root, "", "no targets", "add a 'targets:' list (see `leviathan init`)")
     if report.problems or project is None:
-        raise ConfigError("\n".join(report.problems))
+        # The file itself is broken: every problem is reported, the isolated targets' ones too (in the
+        # file's order), so that one run of `leviathan validate` shows all there is to fix.
+        isolated = [problem for problems in broken.values() for problem in problems]
+        raise ConfigError("\n".join(sorted(report.problems + isolated, key=lambda p: _line_of(p, source))))
     return dataclasses.replace(
         project,
         targets=tuple(t for t in targets if t is not None),
         warnings=tuple(report.warnings),
         broken_targets=tuple((tid, "\n".join(problems)) for tid, problems in broken.items()),
     )
+
+
+def _line_of(problem: str, source: str) -> int:
+    """The line a formatted problem (``file:line: ...``) names."""
+    line = problem.removeprefix(f"{source}:").split(":", 1)[0]
+    return int(line) if line.isdigit() else 0
 
 
 def _parse_project_keys(
