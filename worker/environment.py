@@ -9,14 +9,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.env_settings import ENV_MODEL_CONFIG, read_env_settings
+from leviathan_dagster.core.config_fields import MODEL_CONFIG
+from leviathan_dagster.core.env_settings import read_env_settings
 
 # Variables a test command may see. Everything else (tokens, keys, cloud credentials) is withheld:
 # code the model writes or runs never gets a credential.
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONHASHSEED")
 
 
-@dataclass(frozen=True, config=ENV_MODEL_CONFIG)
+@dataclass(frozen=True, config=MODEL_CONFIG)
 class WorkerEnv:
     """The variables the executor gives the worker (docs/worker.md), each named by its field's alias."""
 

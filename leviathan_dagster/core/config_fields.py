@@ -26,7 +26,10 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, ConfigDict, ValidationInfo
 from pydantic_core import PydanticCustomError
 
-MODEL_CONFIG = ConfigDict(extra="forbid", use_attribute_docstrings=True, populate_by_name=True)
+# Inputs stay out of ValidationError texts: a value built in code may be a URL with a token in it.
+MODEL_CONFIG = ConfigDict(
+    extra="forbid", use_attribute_docstrings=True, populate_by_name=True, hide_input_in_errors=True
+)
 # The error type of a problem a validator of ours found (its ctx holds the message and the fix).
 LEVIATHAN_ERROR = "leviathan"
 ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

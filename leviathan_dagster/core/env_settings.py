@@ -1,5 +1,8 @@
 """Typed settings read from environment variables: a pydantic dataclass per component, one reader.
 
+The models are declared like the file's (``config_fields.MODEL_CONFIG``); their number fields are not
+strict, since every value arrives as text.
+
 Each field of the model is read from one variable: the field's ``validation_alias`` when it has one (the
 seed's contract names such as ``TARGET_NAME``), else ``prefix`` + the field's name in capitals. Unset or
 empty means the field's default. Pydantic turns the text into the field's type (``"7"`` → 7) and checks
@@ -13,17 +16,13 @@ import os
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic.fields import FieldInfo
 
 from leviathan_dagster.core.config_fields import LEVIATHAN_ERROR
 from leviathan_dagster.core.errors import ConfigError
 
 T = TypeVar("T")
-# Like the file's models, but lax: every value arrives as text and is converted to the field's type.
-ENV_MODEL_CONFIG = ConfigDict(
-    extra="forbid", use_attribute_docstrings=True, populate_by_name=True, hide_input_in_errors=True
-)
 
 
 def variable_names(model: type, prefix: str) -> dict[str, str]:

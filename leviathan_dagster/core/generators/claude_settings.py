@@ -9,8 +9,8 @@ from typing import Annotated
 from pydantic import BeforeValidator, Field
 from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config_fields import invalid
-from leviathan_dagster.core.env_settings import ENV_MODEL_CONFIG, read_env_settings
+from leviathan_dagster.core.config_fields import MODEL_CONFIG, invalid
+from leviathan_dagster.core.env_settings import read_env_settings
 
 ENV_PREFIX = "LEVIATHAN_CLAUDE_"
 # The API's floor for a manual thinking budget (``budget_tokens`` must be >= 1024).
@@ -41,7 +41,7 @@ def _http_url(value: object) -> object:
     return value
 
 
-@dataclass(frozen=True, config=ENV_MODEL_CONFIG)
+@dataclass(frozen=True, config=MODEL_CONFIG)
 class ClaudeSettings:
     """Each field is ``LEVIATHAN_CLAUDE_<FIELD IN CAPITALS>``; only the key and the model are required."""
 
