@@ -4,68 +4,64 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from leviathan_dagster.core.errors import ConfigError
+from pydantic import Field
+from pydantic.dataclasses import dataclass
 
-REQUIRED = ("TARGET_NAME", "TARGET_REPO_URL", "TARGET_BRANCH", "TASK_ID", "ATTEMPT_ID")
+from leviathan_dagster.core.config.env_settings import read_env_settings
+from leviathan_dagster.core.config.fields import MODEL_CONFIG
 
 # Variables a test command may see. Everything else (tokens, keys, cloud credentials) is withheld:
 # code the model writes or runs never gets a credential.
 SAFE_ENV_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "PYTHONHASHSEED")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=MODEL_CONFIG)
 class WorkerEnv:
-    target_id: str
-    repo_url: str
-    branch: str
-    task_id: str
-    attempt_id: str
-    attempt_number: int
-    home: Path
-    config_path: Path
-    workspace_root: Path
-    # Seq of the attempt's attempt.created (LEVIATHAN_EVENT_LOG_AFTER_SEQ): the worker's events, whose
-    # ids derive from its attempt, can only be after it, so their duplicate check starts there.
-    log_after_seq: int | None = None
-    control_plane_url: str | None = None
-    # repr=False: the environment may be logged; the token never is.
-    control_plane_token: str | None = field(default=None, repr=False)
+    """The variables the executor gives the worker (docs/worker.md), each named by its field's alias."""
+
+    target_id: str = Field(validation_alias="TARGET_NAME")
+    """The target's id."""
+    repo_url: str = Field(validation_alias="TARGET_REPO_URL")
+    """Where the worker clones the target from."""
+    branch: str = Field(validation_alias="TARGET_BRANCH")
+    """The target's base branch."""
+    task_id: str = Field(validation_alias="TASK_ID")
+    """The task the attempt works on."""
+    attempt_id: str = Field(validation_alias="ATTEMPT_ID")
+    """The attempt's id (its events' ids derive from it)."""
+    attempt_number: int = Field(1, ge=1, validation_alias="ATTEMPT_NUMBER")
+    """The attempt's number for its task, from 1."""
+    home: Path | None = Field(None, validation_alias="LEVIATHAN_HOME")
+    """Leviathan's state; unset: ~/.leviathan."""
+    config_path: Path = Field(Path("leviathan.yaml"), validation_alias="LEVIATHAN_CONFIG")
+    """The project config the worker reads its target from."""
+    workspace_root: Path | None = Field(None, validation_alias="LEVIATHAN_WORKSPACE_DIR")
+    """Where attempt workspaces are made; unset: <home>/workspaces."""
+    log_after_seq: int | None = Field(None, ge=0, validation_alias="LEVIATHAN_EVENT_LOG_AFTER_SEQ")
+    """Seq of the attempt's attempt.created: the worker's events, whose ids derive from its attempt, can
+    only be after it, so their duplicate check starts there."""
+    control_plane_url: str | None = Field(None, validation_alias="CONTROL_PLANE_URL")
+    """Where the worker posts its events; unset: it appends to the configured event log itself."""
+    control_plane_token: str | None = Field(None, repr=False, validation_alias="CONTROL_PLANE_TOKEN")
+    """The worker's control-plane token (repr=False: the environment may be logged; the token never is)."""
+
+    def __post_init__(self) -> None:
+        # Paths are made absolute once, here; the defaults depend on each other (the workspaces live under
+        # the home), so they are filled in after validation. Frozen: hence object.__setattr__.
+        home = (self.home or Path.home() / ".leviathan").resolve()
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "config_path", self.config_path.resolve())
+        object.__setattr__(self, "workspace_root", (self.workspace_root or home / "workspaces").resolve())
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None) -> WorkerEnv:
-        env = os.environ if environ is None else environ
-        missing = [key for key in REQUIRED if not env.get(key)]
-        if missing:
-            raise ConfigError(
-                f"worker environment is missing {', '.join(missing)}; the executor sets these "
-                "(see docs/worker.md for the full contract)"
-            )
-        home = Path(env.get("LEVIATHAN_HOME") or Path.home() / ".leviathan").resolve()
-        try:
-            number = int(env.get("ATTEMPT_NUMBER", "1"))
-        except ValueError as exc:
-            raise ConfigError(
-                f"ATTEMPT_NUMBER must be an integer, got {env.get('ATTEMPT_NUMBER')!r}"
-            ) from exc
-        after = env.get("LEVIATHAN_EVENT_LOG_AFTER_SEQ") or ""
-        if after and not after.isdigit():
-            raise ConfigError(f"LEVIATHAN_EVENT_LOG_AFTER_SEQ must be a seq (an integer), got {after!r}")
-        return cls(
-            target_id=env["TARGET_NAME"],
-            repo_url=env["TARGET_REPO_URL"],
-            branch=env["TARGET_BRANCH"],
-            task_id=env["TASK_ID"],
-            attempt_id=env["ATTEMPT_ID"],
-            attempt_number=number,
-            home=home,
-            config_path=Path(env.get("LEVIATHAN_CONFIG") or "leviathan.yaml").resolve(),
-            workspace_root=Path(env.get("LEVIATHAN_WORKSPACE_DIR") or home / "workspaces").resolve(),
-            log_after_seq=int(after) if after else None,
-            control_plane_url=env.get("CONTROL_PLANE_URL") or None,
-            control_plane_token=env.get("CONTROL_PLANE_TOKEN") or None,
+        return read_env_settings(
+            cls,
+            environ,
+            what="the worker",
+            missing_fix="the executor sets these (see docs/worker.md for the full contract)",
         )
 
 

@@ -1,11 +1,14 @@
 """Leviathan's own value types, shared by every module of the core, the worker and the Dagster wiring.
 
 Frozen dataclasses only: the SDKs' objects (PyGithub, kubernetes, ...) never travel past the boundary
-module that talks to them.
+module that talks to them. The config's types (``Policy``, ``TargetConfig``, ``ProjectConfig`` and the
+sections) are pydantic dataclasses defined in ``config_models`` and the section modules; they are named
+here too, as they always were (loaded on first use: the models import validators that import this module).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -58,162 +61,6 @@ class Backlog:
 
 
 @dataclass(frozen=True)
-class Policy:
-    """Per-target guardrails. Enforced by code on the actual diff and the actual forge calls."""
-
-    allowed_path_prefixes: tuple[str, ...] = (".leviathan/", "docs/", "tests/")
-    max_open_prs: int = 1
-    max_running_attempts: int = 1
-    max_attempts_per_task: int = 2
-    backoff_seconds: int = 60
-    circuit_breaker_failures: int = 2
-    attempt_timeout_seconds: int = 900
-    # Failures after which a task is escalated to a human (``task.escalated``); None: never.
-    escalation_after: int | None = None
-    # Model-driven generators (claude): test-failure feedback rounds, and the per-attempt budget checked
-    # before every model call (tokens always; USD too when set, by the price table).
-    max_repair_rounds: int = 2
-    max_tokens_per_attempt: int = 500_000
-    max_usd_per_attempt: float | None = None
-    # Tokens per target per UTC day; None: no daily limit. Checked before an attempt is scheduled.
-    daily_token_budget: int | None = None
-    # When the final test run fails, open a DRAFT PR labelled failing (the attempt succeeds as
-    # "tests: failed (draft)") instead of failing the attempt as tests_failed.
-    allow_draft_on_failing_tests: bool = False
-    # Infrastructure failures in a row after which a task waits (readiness ``infrastructure_streak``)
-    # until an operator's run-now: they never count, so without this an outage would loop forever.
-    infrastructure_streak_limit: int = 5
-
-
-@dataclass(frozen=True)
-class ResourceRequests:
-    """CPU and memory one attempt asks for (seed 004's resource requests), as Kubernetes quantities."""
-
-    cpu: str | None = None  # e.g. "500m", "2"
-    memory: str | None = None  # e.g. "512Mi", "2Gi"
-
-
-@dataclass(frozen=True)
-class GithubSettings:
-    """The ``github:`` section of a target (forge ``github``). Secrets stay under ``secrets:``
-    (``github_token``, or ``github_app_private_key`` with ``app_id``), as environment references."""
-
-    # REST base URL; None: derived from repo_url (api.github.com, or https://<host>/api/v3 for Enterprise).
-    api_url: str | None = None
-    # "owner/name"; None: derived from an https repo_url.
-    repository: str | None = None
-    # GitHub App authentication (else the github_token secret): app id and, optionally, installation id
-    # (None: looked up for the repository).
-    app_id: int | None = None
-    installation_id: int | None = None
-    # Open PRs as drafts; they are marked ready for review once the head commit's status is green.
-    draft_until_green: bool = False
-    # Seconds one HTTP request may take before it is abandoned (then retried as a transient failure).
-    timeout_seconds: int = 15
-
-
-@dataclass(frozen=True)
-class TargetConfig:
-    id: str
-    repo_url: str
-    branch: str = "main"
-    forge: str = "local"
-    executor: str = "local"
-    # argv of the target's test command, run in the workspace after the generator (empty: no tests).
-    test_command: tuple[str, ...] = ()
-    policy: Policy = field(default_factory=Policy)
-    # secret name -> environment variable that holds it (never the literal secret).
-    secret_env: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
-    # The ``github:`` section (used by forge ``github``).
-    github: GithubSettings = field(default_factory=GithubSettings)
-    # The ``resources:`` section; a task's own ``resources`` key overrides it (None: cluster defaults).
-    resources: ResourceRequests | None = None
-
-
-@dataclass(frozen=True)
-class KubernetesSettings:
-    """The ``kubernetes:`` section: where and how the ``k8s`` executor runs worker Jobs."""
-
-    namespace: str = "leviathan"
-    image: str = "leviathan-worker:latest"
-    service_account: str = "leviathan-worker"
-    # Given to the worker as CONTROL_PLANE_URL (it then posts its events there); None: not set.
-    control_plane_url: str | None = None
-    # The Secret holding control-plane-token, github-token, claude-api-key, claude-model (seed 001).
-    secret_name: str = "leviathan-secrets"
-    ttl_seconds_after_finished: int = 3600
-    # activeDeadlineSeconds = attempt_timeout_seconds + this (clone, generation and push).
-    deadline_grace_seconds: int = 60
-    # A pod that has not started after this long (unschedulable, image or secret missing) is given up.
-    start_timeout_seconds: int = 300
-    # PersistentVolumeClaim mounted at LEVIATHAN_HOME's path (local forge, artifacts); None: not mounted.
-    home_volume_claim: str | None = None
-    # ConfigMap holding leviathan.yaml (key leviathan.yaml), mounted for LEVIATHAN_CONFIG; None: not mounted.
-    config_map: str | None = None
-    # kubeconfig file for the orchestrator's API client; None: in-cluster config, else ~/.kube/config.
-    kubeconfig: str | None = None
-
-
-EVENT_LOG_BACKENDS = ("ndjson", "postgres")
-
-
-@dataclass(frozen=True)
-class EventLogSettings:
-    """Where the event log lives: the ``event_log:`` section of leviathan.yaml."""
-
-    # ndjson (a file under the Leviathan home, the embedded default) or postgres (many writers).
-    backend: str = "ndjson"
-    # ndjson: the log file; None means <home>/events/events.ndjson.
-    path: str | None = None
-    # postgres: the environment variable holding the DSN (a secret: never the DSN itself).
-    dsn_env: str | None = None
-    # postgres: tables are named <table_prefix>_events and <table_prefix>_head.
-    table_prefix: str = "leviathan"
-
-
-@dataclass(frozen=True)
-class ControlPlaneToken:
-    """One named control-plane token: its name is recorded as ``actor_id`` of what it appends."""
-
-    name: str
-    role: str  # operator | orchestrator (see core.events.access)
-    secret_env: str  # the environment variable holding the token
-
-
-@dataclass(frozen=True)
-class ControlPlaneSettings:
-    """The ``control_plane:`` section: named tokens, and the key per-attempt worker tokens derive from."""
-
-    tokens: tuple[ControlPlaneToken, ...] = ()
-    worker_key_env: str | None = None
-
-
-@dataclass(frozen=True)
-class ProjectConfig:
-    source: str
-    targets: tuple[TargetConfig, ...]
-    # Global limit over all targets; when it binds, targets are served round-robin.
-    max_concurrent_attempts: int = 4
-    warnings: tuple[str, ...] = ()
-    event_log: EventLogSettings = field(default_factory=EventLogSettings)
-    kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
-    control_plane: ControlPlaneSettings = field(default_factory=ControlPlaneSettings)
-    # (target id, its problems) for targets left out because their own config is invalid; filled only
-    # when the config is loaded with isolate_targets (the scheduler and the commands report them).
-    broken_targets: tuple[tuple[str, str], ...] = ()
-
-    def target(self, target_id: str) -> TargetConfig | None:
-        for target in self.targets:
-            if target.id == target_id:
-                return target
-        return None
-
-    def broken_target(self, target_id: str) -> str | None:
-        """The problems of target ``target_id`` if it was left out for its invalid config, else None."""
-        return dict(self.broken_targets).get(target_id)
-
-
-@dataclass(frozen=True)
 class PullRequest:
     target_id: str
     number: int
@@ -245,3 +92,25 @@ class GeneratedChange:
     files: tuple[str, ...]
     summary: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+# name -> module defining it (config_models and the section modules).
+_CONFIG_TYPES = {
+    "Policy": "config.models",
+    "TargetConfig": "config.models",
+    "ProjectConfig": "config.models",
+    "GithubSettings": "config.github",
+    "KubernetesSettings": "config.kubernetes",
+    "ResourceRequests": "config.kubernetes",
+    "EventLogSettings": "config.event_log",
+    "EVENT_LOG_BACKENDS": "config.event_log",
+    "ControlPlaneSettings": "config.control_plane",
+    "ControlPlaneToken": "config.control_plane",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CONFIG_TYPES:
+        module = importlib.import_module(f"leviathan_dagster.core.{_CONFIG_TYPES[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

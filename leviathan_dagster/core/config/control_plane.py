@@ -13,92 +13,62 @@ control_plane:
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+from typing import Annotated, Literal
 
-import yaml
+from pydantic import BeforeValidator, Field, field_validator
+from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config.sections import project_section
-from leviathan_dagster.core.config.yaml_nodes import Reporter, YamlDocument, describe
-from leviathan_dagster.core.events.schemas import is_id
-from leviathan_dagster.core.models import ControlPlaneSettings, ControlPlaneToken
+from leviathan_dagster.core.config.fields import MODEL_CONFIG, env_reference, invalid
 
 TOKEN_ROLES = ("operator", "orchestrator")
-_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TOKEN_FIX = (
     "write e.g. '- {name: scheduler, role: orchestrator, secret: {env: LEVIATHAN_CP_SCHEDULER_TOKEN}}'"
 )
+_SECRET_FIX = "write e.g. 'secret: {env: LEVIATHAN_CP_TOKEN}' (a secret is never written in the file)"
+SecretReference = env_reference(_SECRET_FIX)
 
 
-@project_section("control_plane")
-def parse_control_plane(
-    doc: YamlDocument, node: yaml.Node, who: str, report: Reporter, base_dir: Path
-) -> ControlPlaneSettings:
-    if not isinstance(node, yaml.MappingNode):
-        report.error(node, who, f"'control_plane' must be a mapping, got {describe(node)}", _TOKEN_FIX)
-        return ControlPlaneSettings()
-    tokens: list[ControlPlaneToken] = []
-    worker_key_env = None
-    for name, (key, value_node) in report.items(node, who).items():
-        if name == "tokens":
-            tokens = _tokens(doc, value_node, who, report)
-        elif name == "worker_token_key":
-            worker_key_env = _env_ref(doc, value_node, who, report, "control_plane.worker_token_key")
-        else:
-            report.warn(
-                key, who, f"unknown field 'control_plane.{name}' is ignored (known: tokens, worker_token_key)"
-            )
-    return ControlPlaneSettings(tuple(tokens), worker_key_env)
+def _token_name(value: object) -> str:
+    # Imported here: the event schemas load the whole event model, which the config does not otherwise need.
+    from leviathan_dagster.core.events.schemas import is_id
+
+    if not is_id(value):
+        raise invalid("{label} must be an id ([A-Za-z0-9][A-Za-z0-9._-]*), got {got}", _TOKEN_FIX)
+    return value  # type: ignore[return-value]
 
 
-def _tokens(doc: YamlDocument, node: yaml.Node, who: str, report: Reporter) -> list[ControlPlaneToken]:
-    if not isinstance(node, yaml.SequenceNode):
-        report.error(node, who, f"control_plane.tokens must be a list, got {describe(node)}", _TOKEN_FIX)
-        return []
-    tokens: list[ControlPlaneToken] = []
-    for index, entry in enumerate(node.value):
-        where = f"control_plane.tokens[{index}]"
-        if not isinstance(entry, yaml.MappingNode):
-            report.error(entry, who, f"{where} must be a mapping, got {describe(entry)}", _TOKEN_FIX)
-            continue
-        fields = report.items(entry, who)
-        name = doc.value(fields["name"][1]) if "name" in fields else None
-        role = doc.value(fields["role"][1]) if "role" in fields else None
-        secret = (
-            _env_ref(doc, fields["secret"][1], who, report, f"{where}.secret") if "secret" in fields else None
-        )
-        if not is_id(name):
-            report.error(
-                entry,
-                who,
-                f"{where}.name must be an id ([A-Za-z0-9][A-Za-z0-9._-]*), got {name!r}",
-                _TOKEN_FIX,
-            )
-        elif any(token.name == name for token in tokens):
-            report.error(entry, who, f"{where}.name {name!r} is used twice", "give every token its own name")
-        if role not in TOKEN_ROLES:
-            report.error(
-                entry,
-                who,
-                f"{where}.role {role!r} is unknown (available: {', '.join(TOKEN_ROLES)})",
-                _TOKEN_FIX,
-            )
-        if "secret" not in fields:
-            report.error(entry, who, f"{where}.secret: required", _TOKEN_FIX)
-        if is_id(name) and role in TOKEN_ROLES and secret:
-            tokens.append(ControlPlaneToken(name, role, secret))
-    return tokens
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class ControlPlaneToken:
+    """One named control-plane token: its name is recorded as ``actor_id`` of what it appends."""
+
+    name: Annotated[str, BeforeValidator(_token_name)]
+    """The token's name, recorded as `actor_id` of every event it appends."""
+    role: Literal["operator", "orchestrator"]
+    """`orchestrator` (the scheduler, workers' runs) or `operator` (pause, reset-breaker, run-now...)."""
+    secret_env: SecretReference = Field(validation_alias="secret")
+    """`{env: VAR}`: the environment variable holding the token."""
 
 
-def _env_ref(doc: YamlDocument, node: yaml.Node, who: str, report: Reporter, where: str) -> str | None:
-    value = doc.value(node)
-    env = value.get("env") if isinstance(value, dict) and len(value) == 1 else None
-    if isinstance(env, str) and _ENV_RE.fullmatch(env):
-        return env
-    report.error(
-        node,
-        who,
-        f"{where} must be {{env: NAME}} (a secret is never written in the file), got {describe(node)}",
-        f"write e.g. '{where.rpartition('.')[2]}: {{env: LEVIATHAN_CP_TOKEN}}'",
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class ControlPlaneSettings:
+    """The ``control_plane:`` section: named tokens, and the key per-attempt worker tokens derive from."""
+
+    tokens: tuple[ControlPlaneToken, ...] = Field(
+        (), examples=[[{"name": "scheduler", "role": "orchestrator"}]]
     )
-    return None
+    """The named tokens the control plane accepts (each name once)."""
+    worker_key_env: SecretReference | None = Field(
+        None, validation_alias="worker_token_key", examples=[{"env": "LEVIATHAN_CP_WORKER_KEY"}]
+    )
+    """`{env: VAR}`: the key per-attempt worker tokens are derived from; none: no worker tokens."""
+
+    @field_validator("tokens")
+    @classmethod
+    def _names_are_unique(cls, tokens: tuple[ControlPlaneToken, ...]) -> tuple[ControlPlaneToken, ...]:
+        names = [token.name for token in tokens]
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                raise invalid(
+                    f"{{label}}[{index}].name {name!r} is used twice", "give every token its own name"
+                )
+        return tokens

@@ -9,99 +9,70 @@ event_log:
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import AfterValidator, Field, ValidationInfo, model_validator
+from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config.yaml_nodes import Reporter, YamlDocument, describe
-from leviathan_dagster.core.models import EVENT_LOG_BACKENDS, EventLogSettings
+from leviathan_dagster.core.config.fields import (
+    MODEL_CONFIG,
+    env_reference,
+    file_context,
+    invalid,
+    matching,
+    resolve_path,
+)
+from leviathan_dagster.core.config.yaml_nodes import Reporter
 
-KEYS = ("backend", "dsn", "path", "table_prefix")
+EVENT_LOG_BACKENDS = ("ndjson", "postgres")
 DEFAULT_DSN_ENV = "LEVIATHAN_EVENT_LOG_DSN"
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 _DSN_FIX = (
     "a DSN carries a password, so name the environment variable that holds it: "
     f"'dsn: {{env: {DEFAULT_DSN_ENV}}}'"
 )
+_UNUSED = {"ndjson": ("dsn", "table_prefix"), "postgres": ("path",)}
+
+DsnReference = env_reference(_DSN_FIX)
+LogPath = Annotated[
+    matching(re.compile(r"(?s).*\S.*"), "must be a file path", "write e.g. 'path: ./events/events.ndjson'"),
+    AfterValidator(resolve_path),
+]
+TablePrefix = matching(
+    re.compile(r"[a-z_][a-z0-9_]{0,40}"),
+    "must be a lowercase SQL name",
+    "use letters, digits and '_', starting with a letter, e.g. 'leviathan'",
+)
 
 
-def parse_event_log(doc: YamlDocument, node: yaml.Node, base_dir: Path, report: Reporter) -> EventLogSettings:
-    """EventLogSettings from the ``event_log`` node; problems go to ``report`` (defaults stand in)."""
-    if not isinstance(node, yaml.MappingNode):
-        report.error(
-            node,
-            "",
-            f"'event_log' must be a mapping, got {describe(node)}",
-            f"write e.g. 'event_log: {{backend: postgres, dsn: {{env: {DEFAULT_DSN_ENV}}}}}'",
-        )
-        return EventLogSettings()
-    items = report.items(node, "")
-    values: dict[str, str] = {}
-    for name, (key, value_node) in items.items():
-        value = doc.value(value_node)
-        if name == "backend":
-            if value not in EVENT_LOG_BACKENDS:
-                report.error(
-                    value_node,
-                    "",
-                    f"event_log.backend {describe(value_node)} is unknown "
-                    f"(available: {', '.join(EVENT_LOG_BACKENDS)})",
-                    "write e.g. 'backend: postgres'",
-                )
-            else:
-                values["backend"] = value
-        elif name == "dsn":
-            env = value.get("env") if isinstance(value, dict) and len(value) == 1 else None
-            if isinstance(env, str) and _ENV_RE.match(env):
-                values["dsn_env"] = env
-            elif isinstance(value, str):
-                report.error(value_node, "", "event_log.dsn is written literally", _DSN_FIX)
-            else:
-                report.error(
-                    value_node,
-                    "",
-                    f"event_log.dsn must be {{env: NAME}} with NAME an environment variable name, "
-                    f"got {describe(value_node)}",
-                    _DSN_FIX,
-                )
-        elif name == "path":
-            if not isinstance(value, str) or not value.strip():
-                report.error(
-                    value_node,
-                    "",
-                    f"event_log.path must be a file path, got {describe(value_node)}",
-                    "write e.g. 'path: ./events/events.ndjson'",
-                )
-            else:
-                values["path"] = os.path.normpath(
-                    Path(base_dir).expanduser().absolute() / Path(value).expanduser()
-                )
-        elif name == "table_prefix":
-            if not isinstance(value, str) or not _PREFIX_RE.match(value):
-                report.error(
-                    value_node,
-                    "",
-                    f"event_log.table_prefix must be a lowercase SQL name, got {describe(value_node)}",
-                    "use letters, digits and '_', starting with a letter, e.g. 'leviathan'",
-                )
-            else:
-                values["table_prefix"] = value
-        else:
-            report.unknown_key(
-                key, "", f"field 'event_log.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class EventLogSettings:
+    """Where the event log lives: the ``event_log:`` section of leviathan.yaml."""
+
+    backend: Literal["ndjson", "postgres"] = Field("ndjson", examples=["postgres"])
+    """`ndjson` (a file under the Leviathan home, the embedded default) or `postgres` (many writers)."""
+    dsn_env: DsnReference | None = Field(None, validation_alias="dsn", examples=[{"env": DEFAULT_DSN_ENV}])
+    """postgres: `{env: VAR}`, the environment variable holding the DSN (a secret: never the DSN itself)."""
+    path: LogPath | None = Field(None, examples=["./events/events.ndjson"])
+    """ndjson: the log file (relative to this file); none: `<home>/events/events.ndjson`."""
+    table_prefix: TablePrefix = "leviathan"
+    """postgres: tables are named `<table_prefix>_events` and `<table_prefix>_head`."""
+
+    @model_validator(mode="after")
+    def _postgres_needs_a_dsn(self, info: ValidationInfo) -> EventLogSettings:
+        # Only a file must say it: code may leave the variable to LEVIATHAN_EVENT_LOG_DSN (the CLI does).
+        if file_context(info) is not None and self.backend == "postgres" and self.dsn_env is None:
+            raise invalid(
+                "event_log.dsn is required for backend 'postgres'", f"add 'dsn: {{env: {DEFAULT_DSN_ENV}}}'"
             )
-    backend = values.get("backend", "ndjson")
-    if backend == "postgres" and "dsn_env" not in values and "dsn" not in items:
-        report.error(
-            node,
-            "",
-            "event_log.dsn is required for backend 'postgres'",
-            f"add 'dsn: {{env: {DEFAULT_DSN_ENV}}}'",
-        )
-    for name in ("dsn", "table_prefix") if backend == "ndjson" else ("path",):
+        return self
+
+
+def warn_unused_event_log_keys(
+    settings: EventLogSettings, items: dict[str, tuple[yaml.Node, yaml.Node]], report: Reporter
+) -> None:
+    """A key the chosen backend does not read is a warning: it is probably meant for the other one."""
+    for name in _UNUSED[settings.backend]:
         if name in items:
-            report.warn(items[name][0], "", f"event_log.{name} is ignored by backend {backend!r}")
-    return EventLogSettings(**values)
+            report.warn(items[name][0], "", f"event_log.{name} is ignored by backend {settings.backend!r}")

@@ -18,79 +18,42 @@ targets:
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
+from typing import Annotated
 
-import yaml
+from pydantic import AfterValidator, Field
+from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config.sections import target_section
-from leviathan_dagster.core.config.yaml_nodes import Reporter, YamlDocument, describe
-from leviathan_dagster.core.models import GithubSettings
+from leviathan_dagster.core.config.fields import MODEL_CONFIG, matching
 
-KEYS = ("api_url", "repository", "app_id", "installation_id", "draft_until_green", "timeout_seconds")
-_REPOSITORY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+$")
+_API_URL_RE = re.compile(r"https?://[^/\s@]+(/\S*)?")
+_REPOSITORY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*/[A-Za-z0-9._-]+")
+# GitHub ids are 64-bit.
+_MAX_ID = 2**63 - 1
+
+ApiUrl = Annotated[
+    matching(_API_URL_RE, "must be an http(s) URL without credentials"),
+    AfterValidator(lambda url: url.rstrip("/")),
+]
+Repository = matching(_REPOSITORY_RE, "must be 'owner/name'")
 
 
-@target_section("github")
-def parse_github(
-    doc: YamlDocument, node: yaml.Node, who: str, report: Reporter, base_dir: Path
-) -> GithubSettings:
-    if not isinstance(node, yaml.MappingNode):
-        report.error(
-            node,
-            who,
-            f"field 'github' must be a mapping, got {describe(node)}",
-            "write e.g. 'github: {app_id: 1}'",
-        )
-        return GithubSettings()
-    values: dict[str, Any] = {}
-    items = report.items(node, who)
-    for name, (key, value_node) in items.items():
-        value = doc.value(value_node)
-        if name == "api_url":
-            if not isinstance(value, str) or not re.match(r"^https?://[^/\s@]+(/\S*)?$", value):
-                report.error(
-                    value_node,
-                    who,
-                    f"github.api_url must be an http(s) URL without credentials, got {describe(value_node)}",
-                    "write e.g. 'api_url: https://github.example.com/api/v3'",
-                )
-            else:
-                values[name] = value.rstrip("/")
-        elif name == "repository":
-            if not isinstance(value, str) or not _REPOSITORY_RE.match(value):
-                report.error(
-                    value_node,
-                    who,
-                    f"github.repository must be 'owner/name', got {describe(value_node)}",
-                    "write e.g. 'repository: acme/service'",
-                )
-            else:
-                values[name] = value
-        elif name in ("app_id", "installation_id", "timeout_seconds"):
-            # GitHub ids are 64-bit; a request timeout beyond 10 minutes is a typo, not a setting.
-            maximum = 600 if name == "timeout_seconds" else 2**63 - 1
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= maximum:
-                report.error(
-                    value_node,
-                    who,
-                    f"github.{name} must be an integer from 1 to {maximum:,}, got {describe(value_node)}",
-                    f"write e.g. '{name}: {15 if name == 'timeout_seconds' else 12345}'",
-                )
-            else:
-                values[name] = value
-        elif name == "draft_until_green":
-            if not isinstance(value, bool):
-                report.error(
-                    value_node,
-                    who,
-                    f"github.draft_until_green must be true or false, got {describe(value_node)}",
-                    "write 'draft_until_green: true'",
-                )
-            else:
-                values[name] = value
-        else:
-            report.unknown_key(
-                key, who, f"field 'github.{name}'", KEYS, items, f" (known: {', '.join(KEYS)})"
-            )
-    return GithubSettings(**values)
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class GithubSettings:
+    """The ``github:`` section of a target (forge ``github``). Secrets stay under ``secrets:``
+    (``github_token``, or ``github_app_private_key`` with ``app_id``), as environment references."""
+
+    api_url: ApiUrl | None = Field(None, examples=["https://github.example.com/api/v3"])
+    """REST base URL; none: derived from `repo_url` (api.github.com, or `https://<host>/api/v3` for
+    Enterprise)."""
+    repository: Repository | None = Field(None, examples=["acme/service"])
+    """`owner/name`; none: derived from an https `repo_url`."""
+    app_id: int | None = Field(None, strict=True, ge=1, le=_MAX_ID, examples=[12345])
+    """GitHub App authentication (with the secret `github_app_private_key`); none: the `github_token`
+    secret."""
+    installation_id: int | None = Field(None, strict=True, ge=1, le=_MAX_ID, examples=[12345])
+    """The App's installation; none: looked up for the repository."""
+    draft_until_green: bool = Field(False, strict=True)
+    """Open PRs as drafts; they are marked ready for review once the head commit's status is green."""
+    timeout_seconds: int = Field(15, strict=True, ge=1, le=600)
+    """Seconds one HTTP request may take before it is abandoned (then retried as a transient failure);
+    beyond 10 minutes it is a typo."""

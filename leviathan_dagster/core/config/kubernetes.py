@@ -14,33 +14,82 @@ targets:
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
-from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import AfterValidator, Field
+from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config.sections import project_section, target_section
-from leviathan_dagster.core.config.yaml_nodes import Reporter, YamlDocument, describe
+from leviathan_dagster.core.config.fields import MODEL_CONFIG, matching, resolve_path
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.models import KubernetesSettings, ResourceRequests
 
 # Kubernetes quantities as the API server accepts them for requests (no exponent forms: nobody writes them).
 CPU_RE = re.compile(r"^(?:[0-9]+m|[0-9]+(?:\.[0-9]{1,3})?)$")
 MEMORY_RE = re.compile(r"^[0-9]+(?:\.[0-9]+)?(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
 DNS_SUBDOMAIN_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?$")
-_IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$")
-_NAMES = {"service_account", "secret_name", "home_volume_claim", "config_map"}
-# Inclusive bounds (docs/configuration.md): beyond them a value overflows the Job spec or is a typo.
-_INTS = {
-    "ttl_seconds_after_finished": (0, 30 * 86_400),
-    "deadline_grace_seconds": (0, 86_400),
-    "start_timeout_seconds": (1, 86_400),
-}
-KUBERNETES_KEYS = tuple(f.name for f in dataclasses.fields(KubernetesSettings))
+_IMAGE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/:@-]*")
+_URL_RE = re.compile(r"https?://[^\s/]+\S*")
+_PATH_RE = re.compile(r"(?s).*\S.*")
+
+Namespace = matching(
+    DNS_LABEL_RE, "must be a DNS-1123 label (lowercase letters, digits, '-'; e.g. 'leviathan')"
+)
+ObjectName = matching(
+    DNS_SUBDOMAIN_RE, "must be a Kubernetes object name (lowercase letters, digits, '-', '.')"
+)
+Image = matching(_IMAGE_RE, "must be an image reference (e.g. 'ghcr.io/acme/leviathan:1.4.0')")
+ControlPlaneUrl = matching(_URL_RE, "must be an http(s):// URL (e.g. 'http://leviathan-control-plane:8000')")
+KubeconfigPath = Annotated[matching(_PATH_RE, "must be a file path"), AfterValidator(resolve_path)]
+Cpu = matching(CPU_RE, "is not a Kubernetes quantity (e.g. 500m or 2)")
+Memory = matching(MEMORY_RE, "is not a Kubernetes quantity (e.g. 512Mi or 2Gi)")
+
+
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class ResourceRequests:
+    """CPU and memory one attempt asks for (seed 004's resource requests), as Kubernetes quantities."""
+
+    cpu: Cpu | None = Field(None, examples=["500m"])
+    """CPU request, e.g. `500m` or `2`; none: the cluster's default."""
+    memory: Memory | None = Field(None, examples=["1Gi"])
+    """Memory request, e.g. `512Mi` or `2Gi`; none: the cluster's default."""
+
+
+@dataclass(frozen=True, config=MODEL_CONFIG)
+class KubernetesSettings:
+    """The ``kubernetes:`` section: where and how the ``k8s`` executor runs worker Jobs."""
+
+    namespace: Namespace = "leviathan"
+    """Where worker Jobs are created."""
+    image: Image = "leviathan-worker:latest"
+    """The image holding `python -m worker` (the project's Dockerfile)."""
+    service_account: ObjectName = "leviathan-worker"
+    """The worker pod's service account (its API token is not mounted)."""
+    control_plane_url: ControlPlaneUrl | None = Field(None, examples=["http://leviathan-control-plane:8000"])
+    """Given to the worker as `CONTROL_PLANE_URL`; the worker then posts its events there, and the
+    Secret's `control-plane-token` becomes required."""
+    secret_name: ObjectName = "leviathan-secrets"
+    """Secret with `control-plane-token`, `github-token`, `claude-api-key`, `claude-model` (seed 001),
+    read by `secretKeyRef`."""
+    ttl_seconds_after_finished: int = Field(3600, strict=True, ge=0, le=30 * 86_400)
+    """Finished Jobs (and their logs) are removed after this."""
+    deadline_grace_seconds: int = Field(60, strict=True, ge=0, le=86_400)
+    """`activeDeadlineSeconds` = `attempt_timeout_seconds` + this (clone, generation, push)."""
+    start_timeout_seconds: int = Field(300, strict=True, ge=1, le=86_400)
+    """A pod not started by then (unschedulable, image or Secret missing) is deleted; the attempt ends
+    `infrastructure`."""
+    home_volume_claim: ObjectName | None = Field(None, examples=["leviathan-home"])
+    """PersistentVolumeClaim mounted at `LEVIATHAN_HOME`'s path (the local forge, artifacts and NDJSON
+    log shared with the orchestrator); none: not mounted."""
+    config_map: ObjectName | None = Field(None, examples=["leviathan-config"])
+    """ConfigMap with key `leviathan.yaml`, mounted at `/etc/leviathan` and used as `LEVIATHAN_CONFIG`;
+    none: not mounted."""
+    kubeconfig: KubeconfigPath | None = Field(None, examples=["~/.kube/config"])
+    """kubeconfig for the orchestrator's client (relative to this file); none: in-cluster config, else
+    `~/.kube/config`."""
+
+
+KUBERNETES_KEYS = tuple(KubernetesSettings.__pydantic_fields__)
 
 
 def resource_requests(value: Any) -> ResourceRequests:
@@ -73,61 +122,3 @@ def task_resources(task_extra: Any, task_id: str) -> ResourceRequests | None:
             f"backlog task {task_id!r}: field 'resources' {exc}. Fix: write e.g. 'resources: {{cpu: 1, "
             "memory: 2Gi}' on the task"
         ) from None
-
-
-@target_section("resources")
-def parse_resources(doc: YamlDocument, node: yaml.Node, who: str, report: Reporter, base_dir: Path):
-    try:
-        return resource_requests(doc.value(node))
-    except ValueError as exc:
-        report.error(
-            node, who, f"field 'resources' {exc}", "write e.g. 'resources: {cpu: 500m, memory: 1Gi}'"
-        )
-        return None
-
-
-@project_section("kubernetes")
-def parse_kubernetes(
-    doc: YamlDocument, node: yaml.Node, who: str, report: Reporter, base_dir: Path
-) -> KubernetesSettings:
-    if not isinstance(node, yaml.MappingNode):
-        report.error(
-            node, who, f"'kubernetes' must be a mapping, got {describe(node)}", "write e.g. 'kubernetes: {}'"
-        )
-        return KubernetesSettings()
-    values: dict[str, Any] = {}
-    items = report.items(node, who)
-    for name, (key, value_node) in items.items():
-        value = doc.value(value_node)
-        problem = _check(name, value)
-        if name not in KUBERNETES_KEYS:
-            known = f" (known: {', '.join(KUBERNETES_KEYS)})"
-            report.unknown_key(key, who, f"field 'kubernetes.{name}'", KUBERNETES_KEYS, items, known)
-        elif problem:
-            example = getattr(KubernetesSettings(), name)
-            fix = f"write e.g. '{name}: {example}'" if example is not None else f"correct 'kubernetes.{name}'"
-            report.error(value_node, who, f"kubernetes.{name} {problem}, got {describe(value_node)}", fix)
-        elif name == "kubeconfig":
-            values[name] = os.path.normpath(Path(base_dir).expanduser().absolute() / Path(value).expanduser())
-        else:
-            values[name] = value
-    return KubernetesSettings(**values)
-
-
-def _check(name: str, value: Any) -> str | None:
-    """Why ``value`` is not valid for kubernetes.<name> (with the fix), or None."""
-    if name == "namespace" and not (isinstance(value, str) and DNS_LABEL_RE.match(value)):
-        return "must be a DNS-1123 label (lowercase letters, digits, '-'; e.g. 'leviathan')"
-    if name in _NAMES and not (isinstance(value, str) and DNS_SUBDOMAIN_RE.match(value)):
-        return "must be a Kubernetes object name (lowercase letters, digits, '-', '.')"
-    if name == "image" and not (isinstance(value, str) and _IMAGE_RE.match(value)):
-        return "must be an image reference (e.g. 'ghcr.io/acme/leviathan:1.4.0')"
-    if name == "control_plane_url" and not (isinstance(value, str) and re.match(r"^https?://[^\s/]+", value)):
-        return "must be an http(s):// URL (e.g. 'http://leviathan-control-plane:8000')"
-    if name == "kubeconfig" and not (isinstance(value, str) and value.strip()):
-        return "must be a file path"
-    if name in _INTS:
-        minimum, maximum = _INTS[name]
-        if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:
-            return f"must be an integer from {minimum:,} to {maximum:,}"
-    return None
