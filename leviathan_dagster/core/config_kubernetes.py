@@ -7,6 +7,11 @@ kubernetes:                               # used by the k8s and k8s-stub executo
   control_plane_url: http://leviathan-control-plane:8000
   secret_name: leviathan-secrets
   ttl_seconds_after_finished: 3600
+  # The worker container's profiles (core/executors/k8s_security.py); the defaults are shipped in
+  # deploy/k8s/node-setup/ and must be installed on every node.
+  worker_seccomp_profile: localhost/leviathan/worker-sandbox.json
+  worker_apparmor_profile: localhost/leviathan-worker-sandbox
+  worker_host_users: true
 targets:
   - id: api
     resources: {cpu: 500m, memory: 1Gi}   # a task's own `resources:` key overrides this
@@ -24,6 +29,7 @@ import yaml
 
 from leviathan_dagster.core.config_sections import project_section, target_section
 from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.executors.k8s_security import apparmor_problem, seccomp_problem
 from leviathan_dagster.core.models import KubernetesSettings, ResourceRequests
 from leviathan_dagster.core.yamlnodes import Reporter, YamlDocument, describe
 
@@ -126,6 +132,12 @@ def _check(name: str, value: Any) -> str | None:
         return "must be an http(s):// URL (e.g. 'http://leviathan-control-plane:8000')"
     if name == "kubeconfig" and not (isinstance(value, str) and value.strip()):
         return "must be a file path"
+    if name == "worker_seccomp_profile":
+        return seccomp_problem(value)
+    if name == "worker_apparmor_profile":
+        return apparmor_problem(value)
+    if name == "worker_host_users" and not isinstance(value, bool):
+        return "must be true or false"
     if name in _INTS:
         minimum, maximum = _INTS[name]
         if not isinstance(value, int) or isinstance(value, bool) or not minimum <= value <= maximum:

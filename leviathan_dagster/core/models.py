@@ -152,6 +152,14 @@ class KubernetesSettings:
     config_map: str | None = None
     # kubeconfig file for the orchestrator's API client; None: in-cluster config, else ~/.kube/config.
     kubeconfig: str | None = None
+    # The worker container's seccomp and AppArmor profiles (docs/deploy-kubernetes.md, "The worker's
+    # sandbox on a real node"): RuntimeDefault refuses the user namespaces bubblewrap needs, so the
+    # defaults are the profiles shipped in deploy/k8s/node-setup/, installed on every node.
+    # "localhost/<path or name>", "RuntimeDefault", "Unconfined"; AppArmor also "none" (field omitted).
+    worker_seccomp_profile: str = "localhost/leviathan/worker-sandbox.json"
+    worker_apparmor_profile: str = "localhost/leviathan-worker-sandbox"
+    # False: the worker pod gets its own user namespace (hostUsers: false; Kubernetes 1.33+ by default).
+    worker_host_users: bool = True
 
 
 EVENT_LOG_BACKENDS = ("ndjson", "postgres")

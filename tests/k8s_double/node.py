@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k8s_double import kubelet
+from k8s_double.confinement import CreateContainerError, sandbox_refusal
 from k8s_double.kubelet import ContainerConfigError, ImagePullError, MountError
 from k8s_double.pods import Pod, now
 from k8s_double.sandbox import bwrap_argv
@@ -125,7 +126,10 @@ class Node:
             "runAsUser", (spec.get("securityContext") or {}).get("runAsUser", 10001)
         )
         files = self._etc_files(folder, hosts, uid)
-        return kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.cluster.visible)
+        sandbox = kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.cluster.visible)
+        pod.confinement_refusal = sandbox_refusal(pod.body, container, self.cluster)
+        sandbox.nested_userns = pod.confinement_refusal is None
+        return sandbox
 
     def run_pod(self, pod: Pod, restart: bool) -> None:
         try:
@@ -155,6 +159,8 @@ class Node:
                 )
             except ContainerConfigError as exc:
                 pod.waiting = ("CreateContainerConfigError", str(exc))
+            except CreateContainerError as exc:
+                pod.waiting = ("CreateContainerError", str(exc))
             except MountError:
                 pod.waiting = ("ContainerCreating", "")
             except Unschedulable as exc:

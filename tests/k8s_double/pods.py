@@ -34,6 +34,8 @@ class Pod:
     stopped: threading.Event = field(default_factory=threading.Event)
     restarts: bool = False  # a Deployment's pod (restartPolicy Always): restarted when it exits
     unschedulable: str | None = None  # the scheduler's message while no node takes it
+    # Why a sandbox inside the container cannot create namespaces (confinement.py); None: it can.
+    confinement_refusal: str | None = None
 
     @property
     def name(self) -> str:
