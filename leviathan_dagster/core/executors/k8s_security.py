@@ -41,8 +41,7 @@ def seccomp_problem(value: Any) -> str | None:
         if all(_PATH_PART.match(p) and p not in (".", "..") for p in parts):
             return None
         return (
-            f"names a path that is not descending below the kubelet's seccomp root ({KUBELET_SECCOMP_ROOT}):"
-            " write e.g. 'localhost/leviathan/worker-sandbox.json'"
+            f"names a path that is not descending below the kubelet's seccomp root ({KUBELET_SECCOMP_ROOT})"
         )
     return "must be 'localhost/<path below the kubelet's seccomp root>', 'RuntimeDefault' or 'Unconfined'"
 
