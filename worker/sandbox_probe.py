@@ -17,7 +17,7 @@ from leviathan_dagster.core.sandbox import SandboxUnavailable, sandbox_problem
 
 log = logging.getLogger("leviathan.worker")
 
-FIX_DOC = "docs/deploy-kubernetes.md#the-workers-sandbox-on-a-real-node"
+FIX_DOC = "docs/deploy-kubernetes.md#the-workers-sandbox-on-a-real-node-read-before-the-first-attempt"
 
 
 def sandbox_failure(problem: str, environ=os.environ) -> str:
