@@ -11,8 +11,9 @@ from pathlib import Path
 
 import kubernetes
 import pytest
-from k8s_double import NODE_SETUP, TEST_IMAGE, running_double
+from k8s_double import NODE_SETUP, running_double
 from k8s_double.confinement import SANDBOX_CALLS, seccomp_refusals
+from test_k8s_double import job as job_body
 
 SHIPPED = json.loads((NODE_SETUP / "worker-sandbox.json").read_text())
 SHIPPED_SECCOMP = {"type": "Localhost", "localhostProfile": "leviathan/worker-sandbox.json"}
@@ -67,23 +68,8 @@ def test_the_shipped_profile_adds_nothing_beyond_the_sandbox_calls() -> None:
 def run_bwrap_job(tmp_path: Path, name: str, security: dict, *, pod_security=None, **cluster):
     with running_double(tmp_path, visible=(), **cluster) as (double, kubeconfig):
         client = kubernetes.config.new_client_from_config(str(kubeconfig))
-        body = {
-            "apiVersion": "batch/v1",
-            "kind": "Job",
-            "metadata": {"name": name},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "securityContext": pod_security or {},
-                        "containers": [
-                            {"name": "c", "image": TEST_IMAGE, "command": BWRAP, "securityContext": security}
-                        ],
-                    }
-                },
-            },
-        }
+        container = {"command": BWRAP, "securityContext": security}
+        body = job_body(name, "", container=container, pod={"securityContext": pod_security or {}})
         kubernetes.client.BatchV1Api(client).create_namespaced_job("leviathan", body)
         key = ("leviathan", name)
 
