@@ -123,27 +123,36 @@ def test_a_node_without_apparmor_needs_only_the_seccomp_profile(tmp_path: Path) 
     assert job.finished[0] == "Complete", log
 
 
-@pytest.mark.parametrize(
-    ("cluster", "message"),
-    [
-        (
-            {"seccomp_profiles": {}},
-            "failed to create containerd container: cannot load seccomp profile",
-        ),
-        (
-            {"apparmor_profiles": ()},
-            'Cannot enforce AppArmor: profile "leviathan-worker-sandbox" is not loaded',
-        ),
-    ],
-)
-def test_a_profile_missing_on_the_node_keeps_the_container_from_being_created(
-    tmp_path: Path, cluster, message
-) -> None:
+def test_a_seccomp_profile_missing_on_the_node_keeps_the_container_from_being_created(tmp_path: Path) -> None:
     job, _log = run_bwrap_job(
         tmp_path,
         "missing",
         {"seccompProfile": SHIPPED_SECCOMP, "appArmorProfile": SHIPPED_APPARMOR},
-        **cluster,
+        seccomp_profiles={},
     )
     assert job.finished is None
-    assert job.pod.waiting[0] == "CreateContainerError" and message in job.pod.waiting[1]
+    assert job.pod.waiting[0] == "CreateContainerError"
+    assert "failed to create containerd container: cannot load seccomp profile" in job.pod.waiting[1]
+
+
+@pytest.mark.parametrize(
+    ("cluster", "message"),
+    [
+        (
+            {"apparmor_profiles": ()},
+            'Cannot enforce AppArmor: profile "leviathan-worker-sandbox" is not loaded',
+        ),
+        ({"apparmor": False}, "Cannot enforce AppArmor: AppArmor is not enabled on the host"),
+    ],
+)
+def test_an_apparmor_profile_the_node_cannot_enforce_fails_the_pod_at_admission(
+    tmp_path: Path, cluster, message
+) -> None:
+    job, log = run_bwrap_job(
+        tmp_path,
+        "rejected",
+        {"seccompProfile": SHIPPED_SECCOMP, "appArmorProfile": SHIPPED_APPARMOR},
+        **cluster,
+    )
+    assert job.finished[0] == "Failed" and log == ""
+    assert job.pod.rejected == ("AppArmor", message)

@@ -344,3 +344,12 @@ def test_the_worker_logs_its_sandbox_probe_under_the_shipped_profiles(tmp_path: 
     assert record.status == at.SUCCEEDED, record.error_summary
     log = (project.home.artifacts_dir(planned.attempt_id) / POD_LOG_ARTIFACT).read_text()
     assert "sandbox probe: ok" in log
+
+
+def test_a_pod_the_kubelet_refuses_is_infrastructure_with_its_reason(tmp_path: Path) -> None:
+    with running_double(tmp_path, apparmor_profiles=()) as (double, kubeconfig):
+        project = k8s_project(double, tmp_path, kubeconfig)
+        _planned, record = run_attempt(project)
+    assert record.failure_type == at.INFRASTRUCTURE
+    refused = 'the node refused the worker pod (AppArmor: Cannot enforce AppArmor: profile "leviathan-worker'
+    assert refused in record.error_summary

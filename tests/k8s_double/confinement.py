@@ -13,8 +13,9 @@ profiles installed on its node, exactly as a node would resolve them:
   process without capabilities.
 - AppArmor (a node with AppArmor, as Ubuntu's and COS's): ``appArmorProfile`` of the container, else
   the pod's, else ``RuntimeDefault``, whose ``deny mount`` stops the sandbox. ``Localhost`` must name
-  a profile loaded on the node (else the kubelet's "Cannot enforce AppArmor" refusal) that allows
-  ``mount`` and ``pivot_root``.
+  a profile loaded on the node (else the kubelet's admission refuses the pod: "Cannot enforce
+  AppArmor") that allows ``mount`` and ``pivot_root``. On a node without AppArmor any profile but
+  ``Unconfined`` is refused the same way.
 
 A refusal is enforced by running the container with bubblewrap's ``--disable-userns``: a sandbox
 inside it then fails to create its user namespace, as it would on a node.
@@ -39,6 +40,15 @@ _APPARMOR_NAME = re.compile(r"^\s*profile\s+(\S+)", re.MULTILINE)
 
 class CreateContainerError(Exception):
     """The runtime cannot create the container (CreateContainerError): the message is the kubelet's."""
+
+
+class PodRejected(Exception):
+    """The kubelet's admission refuses the pod: it fails at once (phase Failed, this reason and
+    message on the pod, no container status), as for an AppArmor profile it cannot enforce."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _effective(pod: dict, container: dict, key: str) -> dict[str, Any] | None:
@@ -123,15 +133,18 @@ def sandbox_refusal(pod: dict, container: dict, node) -> str | None:
         refused = seccomp_refusals(_localhost_seccomp(node.seccomp_root, seccomp["localhostProfile"]))
         if refused:
             reasons.append(f"seccomp {seccomp['localhostProfile']} refuses {', '.join(refused)}")
+    apparmor = _effective(pod, container, "appArmorProfile")
+    if not node.apparmor and apparmor and apparmor["type"] != "Unconfined":
+        raise PodRejected("AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host")
     if node.apparmor:
-        apparmor = _effective(pod, container, "appArmorProfile") or {"type": "RuntimeDefault"}
+        apparmor = apparmor or {"type": "RuntimeDefault"}
         if apparmor["type"] == "RuntimeDefault":
             reasons.append("AppArmor RuntimeDefault denies mount")
         elif apparmor["type"] == "Localhost":
             name = apparmor["localhostProfile"]
             text = node.apparmor_profiles.get(name)
             if text is None:
-                raise CreateContainerError(f'Cannot enforce AppArmor: profile "{name}" is not loaded')
+                raise PodRejected("AppArmor", f'Cannot enforce AppArmor: profile "{name}" is not loaded')
             missing = {"mount", "pivot_root"} - set(_APPARMOR_RULE.findall(text))
             if missing:
                 reasons.append(f"AppArmor {name} denies {', '.join(sorted(missing))}")
