@@ -363,6 +363,22 @@ CONFIG_CASES: list[tuple[str, str | bytes, str]] = [
     ("event-log-typo", "event_log: {backnd: postgres}\n" + TARGET, "did you mean backend?"),
     ("kubernetes-namespace", "kubernetes: {namespace: Bad_NS}\n" + TARGET, "kubernetes.namespace must be"),
     ("kubernetes-typo", "kubernetes: {namspace: x}\n" + TARGET, "did you mean namespace?"),
+    (
+        "kubernetes-seccomp-unknown",
+        "kubernetes: {worker_seccomp_profile: Privileged}\n" + TARGET,
+        "kubernetes.worker_seccomp_profile must be 'localhost/<path below the kubelet's seccomp root>'",
+    ),
+    (
+        "kubernetes-seccomp-ascending",
+        "kubernetes: {worker_seccomp_profile: localhost/../etc/x.json}\n" + TARGET,
+        "names a path that is not descending below the kubelet's seccomp root",
+    ),
+    (
+        "kubernetes-apparmor-unknown",
+        "kubernetes: {worker_apparmor_profile: unconfined}\n" + TARGET,
+        "kubernetes.worker_apparmor_profile must be 'localhost/<loaded profile name>'",
+    ),
+    ("kubernetes-host-users", "kubernetes: {worker_host_users: 'no'}\n" + TARGET, "must be true or false"),
     ("github-api-url", target("github: {api_url: 'ftp://x'}"), "github.api_url must be an http(s) URL"),
     ("github-timeout-huge", target("github: {timeout_seconds: 100000}"), "github.timeout_seconds must be"),
     (

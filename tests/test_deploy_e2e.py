@@ -24,7 +24,7 @@ import pytest
 import yaml
 from github import Auth, Github
 from github_double import GithubDouble
-from k8s_double import Cluster, KubernetesApiDouble, project_image
+from k8s_double import Cluster, KubernetesApiDouble, project_image, shipped_node_setup
 from kustomize_build import render
 from pg_dagster import temporary_database
 from psycopg.conninfo import conninfo_to_dict
@@ -41,6 +41,7 @@ REGISTRY_USER = "deploy-bot"
 RUNNING = ("leviathan-code-server", "dagster-daemon", "leviathan-control-plane")
 FAILING = (
     "CreateContainerConfigError",
+    "CreateContainerError",
     "ErrImagePull",
     "ImagePullBackOff",
     "CrashLoopBackOff",
@@ -185,6 +186,9 @@ def deployed(tmp_path: Path, *, drop_key: tuple[str, str] | None = None) -> Iter
             images={IMAGE: project_image()},
             private_registries={"ghcr.io": f"{REGISTRY_USER}:{registry_password}"},
             schedule=RUNNING,
+            # The node as deploy/k8s/node-setup leaves it (docs/deploy-kubernetes.md): the worker's
+            # seccomp profile under the kubelet's seccomp root, its AppArmor profile loaded.
+            **shipped_node_setup(),
         )
         double = KubernetesApiDouble(cluster).start()
         client = kubernetes.config.new_client_from_config(

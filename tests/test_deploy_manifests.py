@@ -306,3 +306,64 @@ def test_dockerfile_is_non_root_pinned_and_secret_free() -> None:
     assert "pip install ." in runs
     ignored = (REPO_ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", ".env", ".leviathan"} <= set(ignored)
+
+
+NODE_SETUP = K8S / "node-setup"
+
+
+def test_node_setup_installs_the_profiles_the_worker_job_names() -> None:
+    """deploy/k8s/node-setup puts the seccomp profile where the kubelet resolves the worker's default
+    ``localhost/leviathan/worker-sandbox.json`` and the AppArmor profile the default names."""
+    from leviathan_dagster.core.executors.k8s.security import KUBELET_SECCOMP_ROOT
+    from leviathan_dagster.core.models import KubernetesSettings
+
+    objects = by_kind(render(NODE_SETUP))
+    for obj in objects.values():
+        validate(obj, "deploy/k8s/node-setup")
+    defaults = KubernetesSettings()
+    seccomp_path = defaults.worker_seccomp_profile.removeprefix("localhost/")
+    apparmor_name = defaults.worker_apparmor_profile.removeprefix("localhost/")
+    pod = objects[("DaemonSet", "leviathan-node-setup")]["spec"]["template"]["spec"]
+    host = {v["name"]: v["hostPath"]["path"] for v in pod["volumes"] if "hostPath" in v}
+    (install,) = pod["initContainers"]
+    script = install["command"][-1]
+    folder, name = seccomp_path.rsplit("/", 1)
+    assert host["seccomp"] == f"{KUBELET_SECCOMP_ROOT}/{folder}" and f"/seccomp/{name}" in script
+    assert host["apparmor"] == "/etc/apparmor.d" and f"/apparmor/{apparmor_name} " in script
+    (profiles,) = [o for (kind, _), o in objects.items() if kind == "ConfigMap"]
+    assert profiles["data"]["worker-sandbox.json"] == (NODE_SETUP / "worker-sandbox.json").read_text()
+    apparmor = profiles["data"]["leviathan-worker-sandbox.apparmor"]
+    assert re.search(rf"^profile {re.escape(apparmor_name)} ", apparmor, re.MULTILINE)
+    for container in [install, *pod["containers"]]:
+        assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_shipped_apparmor_profile_is_valid_for_apparmor_parser() -> None:
+    import shutil
+    import subprocess
+
+    parser = shutil.which("apparmor_parser") or "/sbin/apparmor_parser"
+    assert Path(parser).exists(), "apparmor_parser is missing: apt-get install apparmor (make test does)"
+    profile = NODE_SETUP / "leviathan-worker-sandbox.apparmor"
+    # -Q: compile only, never load into the kernel; -K: no cache.
+    checked = subprocess.run([parser, "-Q", "-K", str(profile)], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_worker_job_meets_the_namespaces_pod_security_levels() -> None:
+    """baseline (enforced) and restricted (warned): Localhost profiles only, never Unconfined;
+    no capabilities, non-root, no privilege escalation, a read-only root."""
+    [namespace] = [o for o in render(K8S / "overlays" / "production") if o["kind"] == "Namespace"]
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+    config = load_project_config(K8S / "overlays" / "production" / "leviathan.yaml")
+    target = config.targets[0]
+    home = LeviathanHome(Path("/var/lib/leviathan"))
+    spec = AttemptSpec(target, "t", "attempt-1", 1, Path("/etc/leviathan/leviathan.yaml"), home)
+    pod = render_job(spec, config.kubernetes)["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["seccompProfile"]["type"] == "Localhost"
+    assert security["appArmorProfile"]["type"] == "Localhost"
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True

@@ -293,3 +293,63 @@ def test_the_pod_log_artifact_is_the_end_of_a_long_log(tmp_path: Path) -> None:
     assert first.startswith("[first ") and first.endswith(" bytes of the log not kept]")
     assert rest.endswith("THE-END\n") and rest.startswith("line ")
     assert LOG_LIMIT_BYTES - 100 < len(rest.encode()) <= LOG_LIMIT_BYTES
+
+
+@pytest.mark.parametrize(
+    ("settings", "refused"),
+    [
+        ({"worker_seccomp_profile": "RuntimeDefault"}, "seccomp RuntimeDefault"),
+        ({"worker_apparmor_profile": "RuntimeDefault"}, "AppArmor RuntimeDefault"),
+    ],
+)
+def test_a_worker_whose_node_refuses_namespaces_fails_executor_error_naming_the_fix(
+    tmp_path: Path, settings, refused
+) -> None:
+    """The runtime's default profiles refuse user namespaces and mounts to a container without
+    capabilities: the sandbox cannot start, the attempt ends executor_error before anything is cloned,
+    and the message names the securityContext fix. Never an unsandboxed test run."""
+    with running_double(tmp_path) as (double, kubeconfig):
+        project = k8s_project(double, tmp_path, kubeconfig, test_command=["true"], **settings)
+        planned, record = run_attempt(project)
+        pod = double.cluster.jobs[("leviathan", job_name(planned.attempt_id))].pod
+        assert refused in (pod.confinement_refusal or "")
+    assert record.status == at.FAILED and record.failure_type == at.EXECUTOR_ERROR
+    summary = record.error_summary
+    assert "no sandbox for the test command: user namespaces are disabled" in summary
+    assert "seccompProfile Localhost leviathan/worker-sandbox.json" in summary
+    assert "appArmorProfile Localhost leviathan-worker-sandbox" in summary
+    assert "deploy/k8s/node-setup" in summary
+    assert project.branches("site") == ["main"]  # nothing pushed
+    log = (project.home.artifacts_dir(planned.attempt_id) / POD_LOG_ARTIFACT).read_text()
+    assert "sandbox probe: FAILED" in log
+
+
+def test_a_seccomp_profile_missing_on_the_node_keeps_the_pod_from_starting(tmp_path: Path) -> None:
+    with running_double(tmp_path, seccomp_profiles={}) as (double, kubeconfig):
+        project = k8s_project(double, tmp_path, kubeconfig, start_timeout_seconds=3)
+        _planned, record = run_attempt(project)
+    assert record.failure_type == at.INFRASTRUCTURE
+    assert "CreateContainerError: failed to create containerd container: cannot load seccomp profile" in (
+        record.error_summary
+    )
+    assert "leviathan/worker-sandbox.json: no such file or directory" in record.error_summary
+
+
+def test_the_worker_logs_its_sandbox_probe_under_the_shipped_profiles(tmp_path: Path) -> None:
+    with running_double(tmp_path) as (double, kubeconfig):
+        project = k8s_project(double, tmp_path, kubeconfig, test_command=["true"])
+        planned, record = run_attempt(project)
+        pod = double.cluster.jobs[("leviathan", job_name(planned.attempt_id))].pod
+        assert pod.confinement_refusal is None
+    assert record.status == at.SUCCEEDED, record.error_summary
+    log = (project.home.artifacts_dir(planned.attempt_id) / POD_LOG_ARTIFACT).read_text()
+    assert "sandbox probe: ok" in log
+
+
+def test_a_pod_the_kubelet_refuses_is_infrastructure_with_its_reason(tmp_path: Path) -> None:
+    with running_double(tmp_path, apparmor_profiles=()) as (double, kubeconfig):
+        project = k8s_project(double, tmp_path, kubeconfig)
+        _planned, record = run_attempt(project)
+    assert record.failure_type == at.INFRASTRUCTURE
+    refused = 'the node refused the worker pod (AppArmor: Cannot enforce AppArmor: profile "leviathan-worker'
+    assert refused in record.error_summary

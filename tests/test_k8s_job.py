@@ -90,6 +90,49 @@ def test_every_variant_is_a_valid_job(settings, resources) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("settings", "container_security", "host_users"),
+    [
+        (
+            KubernetesSettings(),
+            {
+                "seccompProfile": {"type": "Localhost", "localhostProfile": "leviathan/worker-sandbox.json"},
+                "appArmorProfile": {"type": "Localhost", "localhostProfile": "leviathan-worker-sandbox"},
+            },
+            None,
+        ),
+        (
+            KubernetesSettings(
+                worker_seccomp_profile="Unconfined", worker_apparmor_profile="none", worker_host_users=False
+            ),
+            {"seccompProfile": {"type": "Unconfined"}},
+            False,
+        ),
+        (
+            KubernetesSettings(
+                worker_seccomp_profile="RuntimeDefault", worker_apparmor_profile="RuntimeDefault"
+            ),
+            {"seccompProfile": {"type": "RuntimeDefault"}, "appArmorProfile": {"type": "RuntimeDefault"}},
+            None,
+        ),
+    ],
+)
+def test_the_worker_containers_confinement_is_configured(settings, container_security, host_users) -> None:
+    """The profiles go on the worker container (the pod keeps RuntimeDefault for anything else);
+    capabilities stay dropped and the root read-only whatever is chosen."""
+    body = render_job(spec(), settings)
+    validate(body)
+    pod = body["spec"]["template"]["spec"]
+    security = pod["containers"][0]["securityContext"]
+    assert {k: security.get(k) for k in container_security} == container_security
+    assert ("appArmorProfile" in security) is ("appArmorProfile" in container_security)
+    assert security["capabilities"] == {"drop": ["ALL"]} and security["readOnlyRootFilesystem"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod.get("hostUsers") is host_users
+    env = {e["name"]: e.get("value") for e in pod["containers"][0]["env"]}
+    assert env["LEVIATHAN_WORKER_CONFINEMENT"].startswith(f"seccomp {settings.worker_seccomp_profile}, ")
+
+
 def test_names_and_labels_are_dns_safe() -> None:
     assert job_name("attempt-abc123") == "leviathan-attempt-abc123"
     long = job_name("attempt-" + "X_" * 40)

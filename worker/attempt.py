@@ -45,6 +45,7 @@ from leviathan_dagster.core.sandbox import files as workspace_files
 from worker import checked_commit, pull_request
 from worker.environment import WorkerEnv, sanitized_environment
 from worker.event_sink import sink_for
+from worker.sandbox_probe import probe_sandbox
 
 log = logging.getLogger("leviathan.worker")
 
@@ -136,6 +137,8 @@ def run_attempt(
 ) -> dict:
     target = _load_target(env)
     register_environment_secrets(os.environ, target.secret_env.values())
+    # Before anything is cloned or generated (a model call costs money): the tests need the sandbox.
+    probe_sandbox(required=bool(target.test_command))
     workspace = env.workspace_root / env.attempt_id
     shutil.rmtree(workspace, ignore_errors=True)
     deadline = time.monotonic() + target.policy.attempt_timeout_seconds

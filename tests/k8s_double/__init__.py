@@ -11,6 +11,7 @@ from k8s_double.kubelet import Image, project_image
 from k8s_double.server import KubernetesApiDouble
 
 TEST_IMAGE = "leviathan-worker:test"
+NODE_SETUP = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "node-setup"
 # The seed's Secret keys (seed 001), with test values.
 TEST_SECRETS = {
     "leviathan-secrets": {
@@ -22,6 +23,15 @@ TEST_SECRETS = {
 }
 
 
+def shipped_node_setup() -> dict:
+    """The node as deploy/k8s/node-setup leaves it: the worker's seccomp profile under the kubelet's
+    seccomp root, its AppArmor profile loaded (Cluster options)."""
+    return {
+        "seccomp_profiles": {"leviathan/worker-sandbox.json": NODE_SETUP / "worker-sandbox.json"},
+        "apparmor_profiles": (NODE_SETUP / "leviathan-worker-sandbox.apparmor",),
+    }
+
+
 @contextmanager
 def running_double(
     tmp_path: Path, *, secrets_=None, service_accounts=("leviathan-worker",), **cluster_options
@@ -30,6 +40,8 @@ def running_double(
     client. Pods may read ``tmp_path`` (the test's git remotes and files stand in for the network)."""
     cluster_options.setdefault("images", {TEST_IMAGE: project_image()})
     cluster_options.setdefault("visible", (tmp_path,))
+    for key, value in shipped_node_setup().items():
+        cluster_options.setdefault(key, value)
     double = KubernetesApiDouble(Cluster(**cluster_options)).start()
     for name, data in (TEST_SECRETS if secrets_ is None else secrets_).items():
         double.cluster.create_secret(name, data)
@@ -49,4 +61,5 @@ __all__ = [
     "KubernetesApiDouble",
     "project_image",
     "running_double",
+    "shipped_node_setup",
 ]

@@ -24,6 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from k8s_double.confinement import loaded_apparmor_profiles
 from k8s_double.kubelet import Image
 from k8s_double.node import Node
 from k8s_double.pods import Job, Pod, now
@@ -37,7 +38,10 @@ class Cluster:
     ``images``: image name -> Image (anything else is not found); ``private_registries``: registry host
     -> "user:password" a pull must present; ``claims``: PVC name -> host folder; ``visible``: host
     folders every pod may read (a test's local git remotes); ``schedule``: Deployments whose pods
-    run (others stay Pending, unschedulable) — None runs all.
+    run (others stay Pending, unschedulable) — None runs all. The node (confinement.py):
+    ``seccomp_profiles``: path below the kubelet's seccomp root -> file installed there;
+    ``seccomp_default``: the kubelet's seccompDefault (unset profiles are RuntimeDefault);
+    ``apparmor``: the node has AppArmor; ``apparmor_profiles``: profile files loaded on it.
     """
 
     def __init__(
@@ -49,6 +53,10 @@ class Cluster:
         claims=None,
         visible=(),
         schedule=None,
+        seccomp_profiles=None,
+        seccomp_default=True,
+        apparmor=True,
+        apparmor_profiles=(),
     ):
         self.images: dict[str, Image] = dict(images or {})
         self.private_registries = dict(private_registries or {})
@@ -61,6 +69,13 @@ class Cluster:
         self.tokens: dict[str, tuple[str, str]] = {}  # bearer token -> (namespace, service account)
         self.lock = threading.RLock()
         self.root = Path(tempfile.mkdtemp(prefix="k8s-double-"))
+        self.seccomp_root = self.root / "node" / "var" / "lib" / "kubelet" / "seccomp"
+        self.seccomp_root.mkdir(parents=True)
+        for relative, source in (seccomp_profiles or {}).items():
+            self.install_seccomp_profile(relative, Path(source).read_bytes())
+        self.seccomp_default = seccomp_default
+        self.apparmor = apparmor
+        self.apparmor_profiles = loaded_apparmor_profiles(apparmor_profiles)
         self.created_bodies: list[dict[str, Any]] = []
         self.orphans: list[Pod] = []  # pods of Jobs deleted without propagation: still running
         self.api_port = 0
@@ -73,6 +88,13 @@ class Cluster:
             )
             self.put("ServiceAccount", namespace, _service_account("default", namespace))
         threading.Thread(target=self._controllers, daemon=True).start()
+
+    def install_seccomp_profile(self, relative: str, content: bytes) -> Path:
+        """What the operator's node setup does: a file below the kubelet's seccomp root."""
+        path = self.seccomp_root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        return path
 
     # -- the object store -----------------------------------------------------------------------------
     def put(self, kind: str, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from k8s_double import kubelet
+from k8s_double.confinement import CreateContainerError, PodRejected, sandbox_refusal
 from k8s_double.kubelet import ContainerConfigError, ImagePullError, MountError
 from k8s_double.pods import Pod, now
 from k8s_double.sandbox import bwrap_argv
@@ -100,6 +101,8 @@ class Node:
     def _prepare(self, pod: Pod):
         """Everything the container needs, or raise what keeps it waiting."""
         spec, container = pod.body["spec"], pod.body["spec"]["containers"][0]
+        # The kubelet's admission (AppArmor) first, then what the runtime needs to create it (seccomp).
+        pod.confinement_refusal = sandbox_refusal(pod.body, container, self.cluster)
         if pod.restarts and self.cluster.schedule is not None and pod.owner not in self.cluster.schedule:
             raise Unschedulable(
                 "0/1 nodes are available: this double runs only the Deployments its test starts"
@@ -125,7 +128,9 @@ class Node:
             "runAsUser", (spec.get("securityContext") or {}).get("runAsUser", 10001)
         )
         files = self._etc_files(folder, hosts, uid)
-        return kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.cluster.visible)
+        sandbox = kubelet.sandbox_for(pod.body, container, image, env, mounts, files, self.cluster.visible)
+        sandbox.nested_userns = pod.confinement_refusal is None
+        return sandbox
 
     def run_pod(self, pod: Pod, restart: bool) -> None:
         try:
@@ -155,6 +160,14 @@ class Node:
                 )
             except ContainerConfigError as exc:
                 pod.waiting = ("CreateContainerConfigError", str(exc))
+            except CreateContainerError as exc:
+                pod.waiting = ("CreateContainerError", str(exc))
+            except PodRejected as exc:  # admission: the pod fails for good, no container ever runs
+                pod.rejected, pod.phase, pod.waiting = (exc.reason, str(exc)), "Failed", None
+                pod.stopped.set()
+                if not restart:
+                    self.cluster.job_pod_ended(pod)
+                return
             except MountError:
                 pod.waiting = ("ContainerCreating", "")
             except Unschedulable as exc:

@@ -34,6 +34,9 @@ class Pod:
     stopped: threading.Event = field(default_factory=threading.Event)
     restarts: bool = False  # a Deployment's pod (restartPolicy Always): restarted when it exits
     unschedulable: str | None = None  # the scheduler's message while no node takes it
+    # Why a sandbox inside the container cannot create namespaces (confinement.py); None: it can.
+    confinement_refusal: str | None = None
+    rejected: tuple[str, str] | None = None  # (reason, message): the kubelet's admission refused it
 
     @property
     def name(self) -> str:
@@ -80,6 +83,9 @@ class Pod:
         if self.unschedulable:
             scheduled.update(status="False", reason="Unschedulable", message=self.unschedulable)
             return {**self.body, "status": {"phase": "Pending", "conditions": [scheduled]}}
+        if self.rejected:
+            reason, message = self.rejected
+            return {**self.body, "status": {"phase": "Failed", "reason": reason, "message": message}}
         status: dict[str, Any] = {
             "phase": self.phase,
             "conditions": [

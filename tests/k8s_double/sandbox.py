@@ -47,6 +47,8 @@ class SandboxSpec:
     files: dict[str, Path] = field(default_factory=dict)
     # Host paths the pod reaches as if over the network (a test's local git remotes): bound read-write.
     visible: tuple[Path, ...] = ()
+    # False when the node's seccomp or AppArmor profile would refuse namespaces (confinement.py).
+    nested_userns: bool = True
 
 
 def _image_paths_hidden_by_private_tops() -> list[str]:
@@ -84,6 +86,10 @@ def bwrap_argv(spec: SandboxSpec) -> list[str]:
     args = [BWRAP, "--die-with-parent", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
     if spec.uid is not None:
         args += ["--unshare-user", "--uid", str(spec.uid), "--gid", str(spec.gid or spec.uid)]
+    if not spec.nested_userns:
+        # What the container's profiles do to a sandbox inside it: its user namespace is refused.
+        args += [] if spec.uid is not None else ["--unshare-user"]
+        args += ["--disable-userns"]
     args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--dir", "/run"]
     tops = sorted(p.name for p in Path("/").iterdir() if p.name not in _PRIVATE_TOP and p.is_dir())
     # Where a needed path is missing on the host, its deepest existing folder is rebuilt as a tmpfs.

@@ -91,3 +91,15 @@ def matching(pattern: re.Pattern[str], problem: str, fix: str | None = None) -> 
         return value
 
     return Annotated[str, BeforeValidator(check)]
+
+
+def checked_by(problem_of: Any, fix: str | None = None) -> Any:
+    """The type of a string judged by ``problem_of(value)``: None when valid, else what it must be."""
+
+    def check(value: object) -> str:
+        problem = problem_of(value)
+        if problem is not None:
+            raise invalid(f"{{label}} {problem}, got {{got}}", fix)
+        return value  # type: ignore[return-value]
+
+    return Annotated[str, BeforeValidator(check)]

@@ -7,6 +7,11 @@ kubernetes:                               # used by the k8s and k8s-stub executo
   control_plane_url: http://leviathan-control-plane:8000
   secret_name: leviathan-secrets
   ttl_seconds_after_finished: 3600
+  # The worker container's profiles (core/executors/k8s/security.py); the defaults are shipped in
+  # deploy/k8s/node-setup/ and must be installed on every node.
+  worker_seccomp_profile: localhost/leviathan/worker-sandbox.json
+  worker_apparmor_profile: localhost/leviathan-worker-sandbox
+  worker_host_users: true
 targets:
   - id: api
     resources: {cpu: 500m, memory: 1Gi}   # a task's own `resources:` key overrides this
@@ -20,8 +25,9 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 from pydantic.dataclasses import dataclass
 
-from leviathan_dagster.core.config.fields import MODEL_CONFIG, matching, resolve_path
+from leviathan_dagster.core.config.fields import MODEL_CONFIG, checked_by, matching, resolve_path
 from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.executors.k8s.security import apparmor_problem, seccomp_problem
 
 # Kubernetes quantities as the API server accepts them for requests (no exponent forms: nobody writes them).
 CPU_RE = re.compile(r"^(?:[0-9]+m|[0-9]+(?:\.[0-9]{1,3})?)$")
@@ -43,6 +49,8 @@ ControlPlaneUrl = matching(_URL_RE, "must be an http(s):// URL (e.g. 'http://lev
 KubeconfigPath = Annotated[matching(_PATH_RE, "must be a file path"), AfterValidator(resolve_path)]
 Cpu = matching(CPU_RE, "is not a Kubernetes quantity (e.g. 500m or 2)")
 Memory = matching(MEMORY_RE, "is not a Kubernetes quantity (e.g. 512Mi or 2Gi)")
+SeccompProfile = checked_by(seccomp_problem)
+AppArmorProfile = checked_by(apparmor_problem)
 
 
 @dataclass(frozen=True, config=MODEL_CONFIG)
@@ -87,6 +95,16 @@ class KubernetesSettings:
     kubeconfig: KubeconfigPath | None = Field(None, examples=["~/.kube/config"])
     """kubeconfig for the orchestrator's client (relative to this file); none: in-cluster config, else
     `~/.kube/config`."""
+    worker_seccomp_profile: SeccompProfile = "localhost/leviathan/worker-sandbox.json"
+    """The worker container's seccomp profile: `localhost/<path below the kubelet's seccomp root>`,
+    `RuntimeDefault` or `Unconfined`. RuntimeDefault refuses the user namespaces bubblewrap needs, so the
+    default is the profile shipped in `deploy/k8s/node-setup/`, installed on every node
+    (docs/deploy-kubernetes.md, "The worker's sandbox on a real node")."""
+    worker_apparmor_profile: AppArmorProfile = "localhost/leviathan-worker-sandbox"
+    """The worker container's AppArmor profile: `localhost/<loaded profile>`, `RuntimeDefault`,
+    `Unconfined`, or `none` (a node without AppArmor: the field is omitted)."""
+    worker_host_users: bool = Field(True, strict=True)
+    """false: the worker pod gets its own user namespace (`hostUsers: false`, Kubernetes 1.33+)."""
 
 
 KUBERNETES_KEYS = tuple(KubernetesSettings.__pydantic_fields__)

@@ -12,7 +12,7 @@ from datetime import datetime
 
 from leviathan_dagster.core.attempts.ledger import AttemptLedger
 from leviathan_dagster.core.backlog.cache import parse_backlog_cached
-from leviathan_dagster.core.errors import LeviathanError
+from leviathan_dagster.core.errors import LeviathanError, TransientError
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.forge.registry import forge_for
 from leviathan_dagster.core.gc_pause import collector_paused
@@ -33,6 +33,8 @@ class BacklogSnapshot:
     target: TargetConfig
     backlog: Backlog | None
     error: str | None = None
+    # The read failed for now (a rate limit, the network): a sensor tick skips it and reads again.
+    transient: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def read_backlog(target: TargetConfig, home: LeviathanHome) -> BacklogSnapshot:
         )
         return BacklogSnapshot(target, parsed)
     except LeviathanError as exc:
-        return BacklogSnapshot(target, None, str(exc))
+        return BacklogSnapshot(target, None, str(exc), transient=isinstance(exc, TransientError))
     except Exception as exc:  # noqa: BLE001 - one target's bug must not stop the others (see snapshot_target)
         return BacklogSnapshot(target, None, unexpected_error(exc))
 

@@ -13,6 +13,7 @@ import json
 import dagster as dg
 
 from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.forge.tick_budget import tick_reads
 from leviathan_dagster.core.scheduling.cycle import CyclePlan
 from leviathan_dagster.defs.attempts.jobs import attempt_job
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
@@ -38,7 +39,8 @@ READINESS_KEY = dg.AssetKey("task_readiness")
 )
 def attempt_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanResource):
     try:
-        decision = decide(context.instance, leviathan)
+        with tick_reads():  # a target rate-limited now is skipped (a warning) and planned next tick
+            decision = decide(context.instance, leviathan)
     except ConfigError as exc:
         return dg.SkipReason(f"leviathan.yaml is invalid: {exc}")
     for warning in decision.warnings:

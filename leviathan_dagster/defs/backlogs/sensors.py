@@ -22,6 +22,7 @@ import json
 import dagster as dg
 
 from leviathan_dagster.core.errors import ConfigError
+from leviathan_dagster.core.forge.tick_budget import skipped_this_tick, tick_reads
 from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.scheduling.cycle import read_backlog
 from leviathan_dagster.core.scheduling.partition_keys import plan_task_partitions
@@ -54,9 +55,15 @@ def backlog_sensor(context: dg.SensorEvaluationContext, leviathan: LeviathanReso
     except (ValueError, TypeError):
         cursor = {}  # an old or foreign cursor: record every backlog once more
     snaps, versions = {}, {}
-    for target in project.targets:
-        if leviathan.only_target in (None, target.id):
-            snap = snaps[target.id] = read_backlog(target, home)
+    with tick_reads():  # a rate limit skips that target this tick instead of holding the loop
+        for target in project.targets:
+            if leviathan.only_target not in (None, target.id):
+                continue
+            snap = read_backlog(target, home)
+            if snap.transient:  # not a new version of the backlog: its cursor stays, read next tick
+                context.log.warning(skipped_this_tick(target.id, "backlog", snap.error))
+                continue
+            snaps[target.id] = snap
             versions[target.id] = backlog_version(snap.backlog, snap.error)
     changed = sorted(tid for tid, version in versions.items() if cursor.get(tid) != version)
     # First sight of a target (a new sensor, a reset cursor): a backlog already recorded at this version

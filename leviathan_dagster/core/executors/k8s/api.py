@@ -52,6 +52,10 @@ class PodState:
     waiting_message: str | None = None
     exit_code: int | None = None
     terminated_reason: str | None = None  # e.g. Completed, Error, OOMKilled
+    # The pod's own status reason/message: a pod the kubelet refused to run (e.g. AppArmor) has these
+    # and no container status.
+    reason: str | None = None
+    message: str | None = None
 
 
 @contextmanager
@@ -209,4 +213,6 @@ def _pod_state(pod: Any) -> PodState:
         waiting_message=waiting.message if waiting else None,
         exit_code=terminated.exit_code if terminated else None,
         terminated_reason=terminated.reason if terminated else None,
+        reason=pod.status.reason,
+        message=pod.status.message,
     )

@@ -167,6 +167,12 @@ def _result(
         )
     exit_code = pod.exit_code if pod else None
     killed = pod is not None and (pod.terminated_reason == "OOMKilled" or (exit_code or 0) >= 128)
+    if job.finished == "Failed" and pod is not None and exit_code is None and pod.reason:
+        # The kubelet refused to run the pod at all (its admission: an AppArmor profile not loaded).
+        return _infrastructure(
+            f"Job {name}: the node refused the worker pod ({pod.reason}: {pod.message}); "
+            "docs/operations-runbook.md lists the fixes"
+        )
     if job.finished == "Failed" and killed:
         return _infrastructure(
             f"Job {name}: worker killed ({pod.terminated_reason}, exit {exit_code})\n{tail}"

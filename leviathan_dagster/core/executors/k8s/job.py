@@ -11,6 +11,11 @@ import re
 from typing import Any
 
 from leviathan_dagster.core.executors.base import AttemptSpec
+from leviathan_dagster.core.executors.k8s.security import (
+    CONFINEMENT_ENV,
+    confinement_summary,
+    worker_container_confinement,
+)
 from leviathan_dagster.core.models import KubernetesSettings, ResourceRequests
 
 WORKSPACE_MOUNT = "/workspace"
@@ -80,6 +85,7 @@ def worker_env(spec: AttemptSpec, settings: KubernetesSettings) -> list[dict[str
         plain["LEVIATHAN_CONFIG"] = f"{CONFIG_MOUNT}/leviathan.yaml"
     if settings.control_plane_url:
         plain["CONTROL_PLANE_URL"] = settings.control_plane_url
+    plain[CONFINEMENT_ENV] = confinement_summary(settings)
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     for name, key in SECRET_ENV.items():
         # The token is required once a control plane is named: without it every event post would fail.
@@ -118,6 +124,9 @@ def render_job(
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,
             "capabilities": {"drop": ["ALL"]},
+            # The sandbox's namespaces need these profiles (k8s_security.py); set on the container,
+            # not the pod, so nothing else in the pod (the runtime's pause sandbox) is loosened.
+            **worker_container_confinement(settings),
         },
     }
     if resources is not None:
@@ -146,6 +155,7 @@ def render_job(
                         "fsGroup": WORKER_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
+                    **({} if settings.worker_host_users else {"hostUsers": False}),
                     "containers": [container],
                     "volumes": volumes,
                 },

@@ -63,9 +63,28 @@ class RetryPolicy:
     secondary_min_wait: float = 60.0
     secondary_max_wait: float = 300.0
     secondary_jitter: float = 0.2
+    # False: a secondary limit is not waited out at all (a sensor tick's reads: tick_budget.py).
+    wait_out_secondary: bool = True
+    # The most one call may sleep in all (None: bounded by attempts and max_wait only).
+    max_total_sleep: float | None = None
     sleep: Callable[[float], None] = time.sleep
     # What "now" is when X-RateLimit-Reset is read (injected by tests together with ``sleep``).
     clock: Callable[[], float] = time.time
+
+
+# A sensor tick's reads (core/forge/tick_budget.py): two quick retries of a 5xx or a dropped
+# connection; a secondary limit, or a wait GitHub asks for beyond TICK_MAX_WAIT_SECONDS, gives up at
+# once; all sleeps of one call stay under TICK_MAX_SLEEP_SECONDS. The target is read again next tick.
+TICK_MAX_SLEEP_SECONDS = 5.0
+TICK_MAX_WAIT_SECONDS = 3.0
+TICK_RETRY = RetryPolicy(
+    attempts=3,
+    initial_backoff=0.5,
+    max_backoff=2.0,
+    max_wait=TICK_MAX_WAIT_SECONDS,
+    wait_out_secondary=False,
+    max_total_sleep=TICK_MAX_SLEEP_SECONDS,
+)
 
 
 def _retry_after(headers: dict | None, now: float) -> float | None:
@@ -141,9 +160,20 @@ def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:
 def _retryable(policy: RetryPolicy) -> Callable[[BaseException], bool]:
     def retryable(exc: BaseException) -> bool:
         asked = getattr(exc, "retry_after", None)
+        if getattr(exc, "secondary", False) and not policy.wait_out_secondary:
+            return False
         return isinstance(exc, TransientError) and (asked is None or asked <= policy.max_wait)
 
     return retryable
+
+
+def _sleep_budget_spent(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], bool]:
+    def spent(state: tenacity.RetryCallState) -> bool:
+        # tenacity computes the next wait before asking whether to stop: upcoming_sleep is known here.
+        limit = policy.max_total_sleep
+        return limit is not None and state.idle_for + (state.upcoming_sleep or 0.0) > limit
+
+    return spent
 
 
 def call_github(
@@ -152,7 +182,7 @@ def call_github(
     """``fn()`` under the retry policy; every failure leaves as one of Leviathan's errors."""
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(_retryable(policy)),
-        stop=tenacity.stop_after_attempt(policy.attempts),
+        stop=tenacity.stop_after_attempt(policy.attempts) | _sleep_budget_spent(policy),
         wait=_wait(policy),
         sleep=policy.sleep,
         reraise=True,
