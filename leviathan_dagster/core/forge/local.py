@@ -6,7 +6,9 @@ repository (``git init --bare``): git refuses pushes to the checked-out branch o
 
 Records live at ``<home>/forge/<target_id>/pulls/<number:06d>.json``. Every write (open, merge, close)
 happens under one file lock per target, so concurrent workers never reuse a number, never open two PRs
-for one head, and never race each other pushing the base branch.
+for one head (or for one task: the body's task marker), and never race each other pushing the base
+branch. Opening again what is already open from the same head with the same marker returns that PR,
+as the GitHub forge does for a create whose answer was lost.
 
 The scheduler asks for the open PRs of every target on every tick, for years: reading every record ever
 written would grow without bound (1.5 s at 10k records). An index, ``<home>/forge/<target_id>/open/``,
@@ -32,6 +34,7 @@ from filelock import FileLock, Timeout
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.forge.base import Forge
+from leviathan_dagster.core.markers import parse_task_marker
 from leviathan_dagster.core.models import PullRequest
 
 PR_STATES = ("open", "merged", "closed")
@@ -85,6 +88,7 @@ class LocalForge(Forge):
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
         if state != "all" and state not in PR_STATES:
             raise ValueError(f"state {state!r} is unknown (available: {', '.join(PR_STATES)}, all)")
+        self._require_repo()  # records without their repository describe nothing a caller can act on
         if not self._records.is_dir():
             return []
         if state == "open":
@@ -111,6 +115,7 @@ class LocalForge(Forge):
         return pulls
 
     def get_pull_request(self, number: int) -> PullRequest:
+        self._require_repo()
         path = self._record_path(number)
         if not path.is_file():
             raise NotFoundError(f"target {self.target_id!r} has no pull request #{number}")
@@ -137,11 +142,19 @@ class LocalForge(Forge):
                 )
         if head == base:
             raise ConflictError(f"target {self.target_id!r}: head and base are both {head!r}")
+        marker = parse_task_marker(body)
         with self._locked():
             for pr in self._list_open(locked=True):
+                if pr.head == head and marker and pr.task_marker() == marker:
+                    return pr  # the same attempt opening again (its first answer was lost): adopt it
                 if pr.head == head:
                     raise ConflictError(
                         f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
+                    )
+                if marker and pr.task_marker() == marker:
+                    raise ConflictError(
+                        f"target {self.target_id!r}: pull request #{pr.number} ({pr.url}) is already open "
+                        f"for task {marker}; not opening a duplicate"
                     )
             # The highest record number, from the file names alone (records are never deleted).
             number = max((int(name[:-5]) for name in _numbered(self._records, ".json")), default=0) + 1
@@ -156,7 +169,7 @@ class LocalForge(Forge):
                 created_at=_utc_now(),
                 url=f"local://{self.target_id}/pull/{number}",
                 draft=draft,
-                reviewers=tuple(reviewers),
+                reviewers=tuple(dict.fromkeys(reviewers)),
             )
             self._mark_open(number)
             self._write(pr)
