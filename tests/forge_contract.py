@@ -313,11 +313,11 @@ class ForgeContract:
         forge = backend.forge
         pr = self.open_for(forge, push, "a")
         backend.break_service()
+        # The calls that need the repository (a local forge lists its records without it).
         calls = {
             "open": lambda: forge.open_pull_request(
                 head="agent/z", base="main", title="z", body=body_for("z")
             ),
-            "list": lambda: forge.list_pull_requests("open"),
             "merge": lambda: forge.merge_pull_request(pr.number),
         }
         for what, call in calls.items():

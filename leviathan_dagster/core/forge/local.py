@@ -88,7 +88,6 @@ class LocalForge(Forge):
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
         if state != "all" and state not in PR_STATES:
             raise ValueError(f"state {state!r} is unknown (available: {', '.join(PR_STATES)}, all)")
-        self._require_repo()  # records without their repository describe nothing a caller can act on
         if not self._records.is_dir():
             return []
         if state == "open":
@@ -115,7 +114,6 @@ class LocalForge(Forge):
         return pulls
 
     def get_pull_request(self, number: int) -> PullRequest:
-        self._require_repo()
         path = self._record_path(number)
         if not path.is_file():
             raise NotFoundError(f"target {self.target_id!r} has no pull request #{number}")
