@@ -13,7 +13,7 @@ from github_double import GithubDouble, stale_read
 from github_double.state import Pull
 from test_github_forge import KEY_ENV, TOKEN_ENV, body_for, make_forge, push_branch, target_for
 
-from leviathan_dagster.core.errors import ConflictError
+from leviathan_dagster.core.errors import ConflictError, NotFoundError
 from leviathan_dagster.core.forge.github.forge import GithubForge
 
 
@@ -45,7 +45,8 @@ def test_draft_unsupported_is_retried_once_without_draft(gh, forge, tmp_path) ->
 
 def test_other_422s_on_create_still_fail(gh, forge, tmp_path) -> None:
     push_branch(forge, tmp_path / "w", "agent/a-1")
-    with pytest.raises(ConflictError, match="base is invalid"):
+    # A missing branch is NotFoundError, as on every forge (tests/forge_contract.py); never a retry.
+    with pytest.raises(NotFoundError, match="base is invalid.*base branch does not exist"):
         forge.open_pull_request(head="agent/a-1", base="nope", title="A", body=body_for("a"))
     assert gh.count("POST", "/repos/acme/site/pulls") == 1
 

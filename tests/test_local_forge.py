@@ -82,15 +82,6 @@ def test_open_requires_pushed_head(forge: LocalForge) -> None:
     assert forge.list_pull_requests("all") == []
 
 
-def test_duplicate_open_for_same_head_conflicts(forge: LocalForge, work: Path) -> None:
-    push_branch(work, "agent/t1-a1", {"docs/t1.md": "# t1\n"})
-    forge.open_pull_request(head="agent/t1-a1", base="main", title="t", body="")
-
-    with pytest.raises(ConflictError, match="#1 is already open for 'agent/t1-a1'"):
-        forge.open_pull_request(head="agent/t1-a1", base="main", title="again", body="")
-    assert [pr.number for pr in forge.list_pull_requests("all")] == [1]
-
-
 def test_merge_really_merges_into_base(forge: LocalForge, work: Path, remote: Path) -> None:
     head_sha = push_branch(work, "agent/t1-a1", {"docs/t1.md": "# t1\n"})
     pr = forge.open_pull_request(head="agent/t1-a1", base="main", title="Task t1", body="")

@@ -241,8 +241,9 @@ class Rest:
             )
         with self.state.lock:
             pr = self.pull(repo, number)
-            pr.requested_reviewers += [u for u in users if u not in pr.requested_reviewers]
-            pr.requested_teams += [t for t in teams if t not in pr.requested_teams]
+            # GitHub lists each reviewer once, however often a request names them.
+            pr.requested_reviewers += [u for u in dict.fromkeys(users) if u not in pr.requested_reviewers]
+            pr.requested_teams += [t for t in dict.fromkeys(teams) if t not in pr.requested_teams]
         return 201, {}, self.urls.pull(self.state, repo, pr, full=False)
 
     def list_comments(self, who, owner, name, number, *, query, body) -> Answer:

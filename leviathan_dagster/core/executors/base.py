@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import TargetConfig
+from leviathan_dagster.core.redaction import redact
 
 
 @dataclass(frozen=True)
@@ -41,13 +42,40 @@ class AttemptSpec:
         }
 
 
+# What a result keeps of the worker's output: it is shown in Dagster's run storage and its start becomes
+# the attempt's summary when the worker could not record one, so it must stay small whatever the
+# worker printed (a test command of 20,000 characters is logged on one line).
+LOG_TAIL_LINES = 20
+LOG_TAIL_CHARS = 4000
+_HEADLINE_CHARS = 500
+
+
+def log_tail(output: str | None, secrets: Iterable[str] = (), *, headline: str = "") -> str:
+    """``headline`` (the executor's own words: first, so a summary begins with them), then the end of
+    ``output``; at most LOG_TAIL_LINES lines and LOG_TAIL_CHARS characters, redacted by ``secrets``
+    (before it is cut, so no cut leaves part of a secret behind)."""
+    secrets = tuple(secrets)
+    headline = redact(headline, secrets)[:_HEADLINE_CHARS]
+    keep = LOG_TAIL_LINES - (1 if headline else 0)
+    tail = redact("\n".join((output or "").strip().splitlines()[-keep:]), secrets)
+    room = LOG_TAIL_CHARS - len(headline) - 1
+    if len(tail) > room:
+        tail = "…" + tail[-(room - 1) :]
+    return "\n".join(part for part in (headline, tail) if part)
+
+
 @dataclass(frozen=True)
 class ExecutionResult:
+    """How the executor saw the worker end. The worker records the attempt's outcome itself; this only
+    decides it when the worker could not (``failure_type``; None: ``infrastructure``, or ``timeout``
+    when ``timed_out``). Every executor passes ``tests/executor_contract.py``: a worker the executor
+    had to kill at its own deadline (attempt_timeout_seconds + a grace) is ``infrastructure`` with
+    ``timed_out``; one it refused to run as configured (k8s-stub, bad cluster config) is
+    ``executor_error``; ``log_tail`` comes from ``log_tail()``."""
+
     exit_code: int | None
     timed_out: bool
     log_tail: str
-    # How the attempt ended when the worker could not record it (None: timeout or infrastructure, from
-    # ``timed_out``). ``executor_error`` when the executor refused to run it (k8s-stub, bad cluster config).
     failure_type: str | None = None
 
 

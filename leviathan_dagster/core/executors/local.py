@@ -7,23 +7,28 @@ import signal
 import subprocess
 import sys
 
+from leviathan_dagster.core.attempts.ledger import INFRASTRUCTURE
 from leviathan_dagster.core.executors.base import (
     AttemptSpec,
     ExecutionResult,
     Executor,
+    log_tail,
     worker_process_environment,
 )
-from leviathan_dagster.core.redaction import is_secret_name, redact
+from leviathan_dagster.core.redaction import is_secret_name
 
-# The worker enforces the attempt timeout on the test command itself; this grace covers clone and push
-# so the executor only kills a worker that is really stuck.
+# The worker enforces the attempt timeout on the test command itself (and records ``timeout``); this
+# grace covers clone and push so the executor only kills a worker that is really stuck. Such a worker
+# could not record how it ended: ``infrastructure``, as the k8s executor reports a Job past its
+# activeDeadlineSeconds (attempt_timeout_seconds + deadline_grace_seconds).
 KILL_GRACE_SECONDS = 60
 
 
 class LocalExecutor(Executor):
     name = "local"
 
-    def __init__(self) -> None:
+    def __init__(self, *, kill_grace_seconds: float = KILL_GRACE_SECONDS) -> None:
+        self.kill_grace_seconds = kill_grace_seconds
         self._workers: dict[str, subprocess.Popen] = {}
 
     def cleanup(self, attempt_id: str) -> None:
@@ -38,7 +43,7 @@ class LocalExecutor(Executor):
         env = worker_process_environment(spec)
         named = set(spec.target.secret_env.values())
         secrets = [value for key, value in env.items() if key in named or is_secret_name(key)]
-        timeout = spec.target.policy.attempt_timeout_seconds + KILL_GRACE_SECONDS
+        timeout = spec.target.policy.attempt_timeout_seconds + self.kill_grace_seconds
         # A new session so a timeout kills the worker *and* whatever it started (test commands).
         proc = subprocess.Popen(
             [sys.executable, "-m", "worker"],
@@ -51,13 +56,13 @@ class LocalExecutor(Executor):
         self._workers[spec.attempt_id] = proc
         try:
             output, _ = proc.communicate(timeout=timeout)
-            return ExecutionResult(proc.returncode, False, _tail(output, secrets))
+            # Redacted by every secret value the worker was given.
+            return ExecutionResult(proc.returncode, False, log_tail(output, secrets))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             output, _ = proc.communicate()
-            return ExecutionResult(None, True, _tail(output, secrets))
-
-
-def _tail(output: str | None, secrets: list[str], lines: int = 20) -> str:
-    # Shown in Dagster's run storage: redacted by every secret value the worker was given.
-    return redact("\n".join((output or "").strip().splitlines()[-lines:]), secrets)
+            headline = (
+                f"worker killed: attempt_timeout_seconds={spec.target.policy.attempt_timeout_seconds} "
+                f"+ {self.kill_grace_seconds:g}s grace passed before it ended"
+            )
+            return ExecutionResult(None, True, log_tail(output, secrets, headline=headline), INFRASTRUCTURE)

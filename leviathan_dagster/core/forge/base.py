@@ -45,8 +45,13 @@ class Forge(ABC):
         reviewers: Sequence[str] = (),
         draft: bool = False,
     ) -> PullRequest:
-        """Open a PR from an already pushed ``head`` branch, requesting review from ``reviewers``;
-        ``draft`` opens it as a draft (not ready for review). ConflictError if one is open for ``head``."""
+        """Open a PR from an already pushed ``head`` branch, requesting review from ``reviewers``
+        (logins or ``org/team``, each once); ``draft`` opens it as a draft (not ready for review).
+
+        Idempotent for one attempt: a PR already open from ``head`` whose body carries the same task
+        marker is returned as it is. ConflictError when another PR is open from ``head``, or one from
+        another head carries this body's task marker (one open PR per task); NotFoundError when
+        ``head`` or ``base`` is not a branch. Every backend passes ``tests/forge_contract.py``."""
 
     @abstractmethod
     def list_pull_requests(self, state: str = "open") -> list[PullRequest]:
@@ -58,7 +63,8 @@ class Forge(ABC):
 
     @abstractmethod
     def merge_pull_request(self, number: int) -> PullRequest:
-        """Really merge head into base. ConflictError when not open or not mergeable."""
+        """Really merge head into base. ConflictError when not open (merged or closed: "it is
+        <state>") or not mergeable; the PR then stays as it was."""
 
     @abstractmethod
     def close_pull_request(self, number: int) -> PullRequest:

@@ -6,7 +6,9 @@ repository (``git init --bare``): git refuses pushes to the checked-out branch o
 
 Records live at ``<home>/forge/<target_id>/pulls/<number:06d>.json``. Every write (open, merge, close)
 happens under one file lock per target, so concurrent workers never reuse a number, never open two PRs
-for one head, and never race each other pushing the base branch.
+for one head (or for one task: the body's task marker), and never race each other pushing the base
+branch. Opening again what is already open from the same head with the same marker returns that PR,
+as the GitHub forge does for a create whose answer was lost.
 
 The scheduler asks for the open PRs of every target on every tick, for years: reading every record ever
 written would grow without bound (1.5 s at 10k records). An index, ``<home>/forge/<target_id>/open/``,
@@ -29,6 +31,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
+from leviathan_dagster.core.attempts.markers import parse_task_marker
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.git import commands as gitutil
@@ -137,11 +140,19 @@ class LocalForge(Forge):
                 )
         if head == base:
             raise ConflictError(f"target {self.target_id!r}: head and base are both {head!r}")
+        marker = parse_task_marker(body)
         with self._locked():
             for pr in self._list_open(locked=True):
+                if pr.head == head and marker and pr.task_marker() == marker:
+                    return pr  # the same attempt opening again (its first answer was lost): adopt it
                 if pr.head == head:
                     raise ConflictError(
                         f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
+                    )
+                if marker and pr.task_marker() == marker:
+                    raise ConflictError(
+                        f"target {self.target_id!r}: pull request #{pr.number} ({pr.url}) is already open "
+                        f"for task {marker}; not opening a duplicate"
                     )
             # The highest record number, from the file names alone (records are never deleted).
             number = max((int(name[:-5]) for name in _numbered(self._records, ".json")), default=0) + 1
@@ -156,7 +167,7 @@ class LocalForge(Forge):
                 created_at=_utc_now(),
                 url=f"local://{self.target_id}/pull/{number}",
                 draft=draft,
-                reviewers=tuple(reviewers),
+                reviewers=tuple(dict.fromkeys(reviewers)),
             )
             self._mark_open(number)
             self._write(pr)

@@ -18,7 +18,7 @@ import tenacity
 
 from leviathan_dagster.core.attempts.ledger import INFRASTRUCTURE
 from leviathan_dagster.core.errors import LeviathanError, TransientError
-from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
+from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor, log_tail
 from leviathan_dagster.core.executors.k8s.api import JobState, KubernetesApi, PodState
 from leviathan_dagster.core.executors.k8s.job import job_name, render_job
 from leviathan_dagster.core.executors.k8s.stub import resolve_resources, validate_job, write_job_artifact
@@ -148,7 +148,6 @@ class K8sExecutor(Executor):
 def _result(
     name: str, deadline: int, ended: _Ended, log: str, settings: KubernetesSettings
 ) -> ExecutionResult:
-    tail = "\n".join(log.strip().splitlines()[-20:])
     pod, job = ended.pod, ended.job
     if ended.never_started:
         why = f"{pod.waiting_reason}: {pod.waiting_message}" if pod and pod.waiting_reason else "no pod"
@@ -157,13 +156,14 @@ def _result(
             f"({why}); Job deleted"
         )
     if job is None:
-        return _infrastructure(f"Job {name} was deleted before it finished (cancelled or removed)\n{tail}")
+        return _infrastructure(f"Job {name} was deleted before it finished (cancelled or removed)", log)
     if job.finished is None:
-        return _infrastructure(f"Job {name} did not finish; given up and deleted\n{tail}")
+        return _infrastructure(f"Job {name} did not finish; given up and deleted", log)
     if job.reason == "DeadlineExceeded":
         return _infrastructure(
             f"Job {name} exceeded activeDeadlineSeconds={deadline} "
-            "(attempt_timeout_seconds + deadline_grace_seconds); Kubernetes killed its pod"
+            "(attempt_timeout_seconds + deadline_grace_seconds); Kubernetes killed its pod",
+            timed_out=True,
         )
     exit_code = pod.exit_code if pod else None
     killed = pod is not None and (pod.terminated_reason == "OOMKilled" or (exit_code or 0) >= 128)
@@ -174,12 +174,10 @@ def _result(
             "docs/operations-runbook.md lists the fixes"
         )
     if job.finished == "Failed" and killed:
-        return _infrastructure(
-            f"Job {name}: worker killed ({pod.terminated_reason}, exit {exit_code})\n{tail}"
-        )
+        return _infrastructure(f"Job {name}: worker killed ({pod.terminated_reason}, exit {exit_code})", log)
     # The worker ran to its end: it recorded the outcome itself (exit codes in docs/worker.md).
-    return ExecutionResult(exit_code, False, tail)
+    return ExecutionResult(exit_code, False, log_tail(log))
 
 
-def _infrastructure(message: str) -> ExecutionResult:
-    return ExecutionResult(None, False, message, INFRASTRUCTURE)
+def _infrastructure(headline: str, log: str = "", *, timed_out: bool = False) -> ExecutionResult:
+    return ExecutionResult(None, timed_out, log_tail(log, headline=headline), INFRASTRUCTURE)

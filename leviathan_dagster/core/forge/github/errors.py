@@ -6,9 +6,10 @@ primary limit (``X-RateLimit-Remaining: 0``) until ``X-RateLimit-Reset``; a seco
 either at least a minute, then exponentially longer (with jitter, up to a ceiling) while it persists
 (retrying sooner may get the integration banned); anything else exponential with jitter from a second.
 Never retried: bad credentials and missing permissions (``ConfigError``; a 401 is ``GithubAuthError``,
-so the forge can exchange a revoked installation token once), 404 (``NotFoundError``), 405/409/422
-(``ConflictError``). A wait GitHub asks for that is longer than ``max_wait`` is not slept through
-here: the error goes up as transient (an ``infrastructure`` failure, retried later, never counted).
+so the forge can exchange a revoked installation token once), 404 and a 422 naming a pull request's
+missing head or base branch (``NotFoundError``), other 405/409/422 (``ConflictError``). A wait GitHub
+asks for that is longer than ``max_wait`` is not slept through here: the error goes up as transient
+(an ``infrastructure`` failure, retried later, never counted).
 """
 
 from __future__ import annotations
@@ -129,9 +130,25 @@ def translate(
         return ConfigError(f"{text}. Fix: grant the token or App contents and pull-requests write access")
     if status == 404:
         return NotFoundError(f"{text} (or the credential cannot see it)")
+    missing = _missing_branch(data)
+    if status == 422 and missing:
+        # A PR from or into a branch that does not exist: GitHub says 422, the forge contract NotFound.
+        return NotFoundError(f"{text}: the {missing} branch does not exist (push it before opening)")
     if status in (405, 409, 422):
         return ConflictError(text)
     return LeviathanError(text)
+
+
+def _missing_branch(data: dict) -> str | None:
+    """``head`` or ``base`` when a 422 says that branch of a pull request is invalid (not there)."""
+    for error in data.get("errors") or []:
+        if (
+            isinstance(error, dict)
+            and error.get("code") == "invalid"
+            and error.get("field") in ("head", "base")
+        ):
+            return str(error["field"])
+    return None
 
 
 def _wait(policy: RetryPolicy) -> Callable[[tenacity.RetryCallState], float]:

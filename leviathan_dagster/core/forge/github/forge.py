@@ -58,7 +58,8 @@ def _stamp(moment: datetime | None) -> str | None:
 
 
 def _to_pull_request(target_id: str, pr) -> PullRequest:
-    """The one place a PyGithub PullRequest becomes Leviathan's PullRequest."""
+    """The one place a PyGithub PullRequest becomes Leviathan's PullRequest. Teams are named
+    ``org/slug``, as they are requested (a repository's teams are its owner's)."""
     state = "merged" if pr.merged_at else pr.state
     return PullRequest(
         target_id=target_id,
@@ -75,7 +76,8 @@ def _to_pull_request(target_id: str, pr) -> PullRequest:
         merge_commit_sha=pr.merge_commit_sha if pr.merged_at else None,
         draft=bool(pr.draft),
         reviewers=tuple(
-            [u.login for u in pr.requested_reviewers or []] + [t.slug for t in pr.requested_teams or []]
+            [u.login for u in pr.requested_reviewers or []]
+            + [f"{pr.base.repo.owner.login}/{t.slug}" for t in pr.requested_teams or []]
         ),
     )
 
@@ -204,7 +206,7 @@ class GithubForge(Forge):
                     f"target {self.target_id!r}: pull request #{pr.number} ({pr.url}) is already open "
                     f"for task {marker}; not opening a duplicate"
                 )
-            if pr.head == head and pr.task_marker() != marker:
+            if pr.head == head and (marker is None or pr.task_marker() != marker):
                 raise ConflictError(
                     f"target {self.target_id!r}: pull request #{pr.number} is already open for {head!r}"
                 )
@@ -259,6 +261,7 @@ class GithubForge(Forge):
             log.warning("could not comment on #%s: %s", number, exc)
 
     def _request_reviewers(self, number: int, reviewers: Sequence[str]) -> None:
+        reviewers = list(dict.fromkeys(reviewers))  # a backlog owner listed twice is asked once
         users = [r for r in reviewers if "/" not in r]
         teams = [r.split("/", 1)[1] for r in reviewers if "/" in r]
         try:
@@ -279,9 +282,15 @@ class GithubForge(Forge):
             self._note(number, note)
 
     def merge_pull_request(self, number: int) -> PullRequest:
+        current = self.get_pull_request(number)
+        if current.state != "open":
+            raise ConflictError(
+                f"target {self.target_id!r}: cannot merge pull request #{number}: it is {current.state}"
+            )
+
         def merge_once():
             pr = self._repo.get_pull(number)
-            if pr.merged:  # an earlier try merged it and its answer was lost
+            if pr.merged:  # an earlier try of this call merged it and its answer was lost
                 return
             if pr.state != "open":
                 raise ConflictError(
