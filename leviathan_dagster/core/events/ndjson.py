@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leviathan_dagster.core.errors import ConflictError, EventLogCorrupted, TransientError
 from leviathan_dagster.core.events.chain import canonical_event_bytes, chain_hash, genesis_hash
@@ -35,6 +36,9 @@ from leviathan_dagster.core.events.ndjson_lines import BadLine, encode_line, par
 from leviathan_dagster.core.events.ndjson_seek import offset_after_seq
 from leviathan_dagster.core.events.ndjson_tail import TornTail, inspect_tail, repair_tail
 from leviathan_dagster.core.events.store import EventStore, canonical_bundle, check_same_content
+
+if TYPE_CHECKING:
+    from leviathan_dagster.core.projections.snapshot_shelves import DirectoryShelf
 
 FORMAT = "leviathan-ndjson/v2"
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
@@ -73,6 +77,12 @@ class NdjsonEventLog(EventStore):
 
     def __repr__(self) -> str:
         return f"NdjsonEventLog({str(self.path)!r}, log_id={self.log_id!r})"
+
+    def projection_shelf(self) -> DirectoryShelf:
+        """``<log>.projections/`` beside the log; not writable when the log was opened read-only."""
+        from leviathan_dagster.core.projections.snapshot_shelves import DirectoryShelf
+
+        return DirectoryShelf(Path(f"{self.path}.projections"), writable=not self.read_only)
 
     # -- writing ---------------------------------------------------------------------------------
 
