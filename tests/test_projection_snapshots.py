@@ -4,6 +4,7 @@ is ignored with a warning, never trusted; read-only stores never write one."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -268,3 +269,115 @@ def test_a_cold_process_uses_the_snapshot_the_last_one_wrote(tmp_path) -> None:
     first_read, start, attempts = map(int, out.stdout.split())
     assert start > 0 and first_read >= start - 1
     assert attempts == len(full_fold(NdjsonEventLog(path)).ledger.attempts())
+
+
+def test_events_checkpoint_snapshots_the_projections_and_verify_refolds_them(tmp_path) -> None:
+    from click.testing import CliRunner
+    from support import backlog_yaml, docs_task, make_project
+
+    from leviathan_dagster.cli.main import cli
+
+    project = make_project(
+        tmp_path, {"site": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}}}
+    )
+    store = project.events()
+    store.append(list(history_events(120, targets=("site",), close_ratio=0.3)))
+
+    def invoke(*args: str):
+        base = ["--config", str(project.config_path), "--home", str(project.home.root)]
+        return CliRunner().invoke(cli, [*base, *args], catch_exceptions=False)
+
+    assert invoke("events", "checkpoint").exit_code == 0
+    keys = {name: store.projection_shelf().keys(name) for name in ALL}
+    assert all(found and found[0].seq == store.head()[0] for found in keys.values())
+    verified = invoke("events", "verify")
+    assert (
+        verified.exit_code == 0
+        and f"projection snapshots verified by refolding: {len(ALL)}" in verified.output
+    )
+
+    [key] = keys["graph"]
+    state = CODECS["graph"].to_state(full_fold(store).graph)
+    state["nodes"] = state["nodes"][:-1]  # a node removed, the file re-sealed
+    store.projection_shelf().save(
+        key, snapshots.encode_snapshot(key, CODECS["graph"].version, store.log_id, state)
+    )
+    forged = invoke("events", "verify", "--json")
+    assert forged.exit_code == 1
+    rows = json.loads(forged.stdout)["projection_snapshots"]
+    assert [r["projection"] for r in rows if r["problem"]] == ["graph"]
+
+
+SPY = """
+import os
+from leviathan_dagster.core.events.ndjson import NdjsonEventLog
+from leviathan_dagster.core.projections import log_view
+
+_read, _start = NdjsonEventLog.read, log_view.LogView._start
+
+
+def _note(line):
+    with open(os.environ["SPY_FILE"], "a") as out:
+        out.write(line + "\\n")
+
+
+def read(self, after_seq=0):
+    _note(f"read {after_seq}")
+    return _read(self, after_seq)
+
+
+def start(self, name):
+    _note(f"projection {name}")
+    return _start(self, name)
+
+
+NdjsonEventLog.read, log_view.LogView._start = read, start
+"""
+
+
+def test_the_worker_never_reads_the_log_nor_its_snapshots(tmp_path) -> None:
+    from support import backlog_yaml, docs_task, make_project, run_worker
+
+    project = make_project(
+        tmp_path, {"site": {"files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}}}
+    )
+    store = project.events()
+    store.append(list(history_events(200, targets=("site",))))
+    snapshot_projections_dir = Path(f"{store.path}.projections")
+    spy_dir = tmp_path / "spy"
+    spy_dir.mkdir()
+    (spy_dir / "sitecustomize.py").write_text(SPY, encoding="utf-8")
+    spy_file = tmp_path / "spy.txt"
+    env = {"PYTHONPATH": f"{spy_dir}{os.pathsep}{REPO}", "SPY_FILE": str(spy_file)}
+    proc = run_worker(
+        project, "site", "a", "attempt-1", LEVIATHAN_EVENT_LOG_AFTER_SEQ=str(store.head()[0]), **env
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert not spy_file.exists()  # no read, no projection
+    assert not snapshot_projections_dir.exists()
+    # The spy does see a process that reads (so its silence above means something).
+    reader = "import sys\nfrom leviathan_dagster.core.events.ndjson import NdjsonEventLog as L\n"
+    reader += "list(L(sys.argv[1]).read())"
+    subprocess.run([sys.executable, "-c", reader, str(store.path)], env={**os.environ, **env}, check=True)
+    assert spy_file.read_text() == "read 0\n"
+
+
+def test_the_control_plane_starts_from_the_snapshots(tmp_path) -> None:
+    from starlette.testclient import TestClient
+
+    from leviathan_dagster.control_plane import create_app
+
+    path, _ = snapshotted_log(tmp_path)
+    store = NdjsonEventLog(path)
+    reads: list[int] = []
+    original = store.read
+    store.read = lambda after_seq=0: (reads.append(after_seq), original(after_seq))[1]  # type: ignore[method-assign]
+    app = create_app(store, token="t")
+    with TestClient(app) as client:
+        answer = client.get("/v1/graph/summary", headers={"Authorization": "Bearer t"})
+    assert answer.status_code == 200
+    started = app.state.view.view._snapshot_seq
+    assert set(started) >= {"graph", "ledger", "index"} and min(started.values()) > 0
+    assert 0 not in reads
+    assert answer.json()["last_seq"] == store.head()[0]
+    assert answer.json() == full_fold(NdjsonEventLog(path)).graph.summary()

@@ -278,6 +278,16 @@ def view_of(store: EventStore) -> LogView:
         return view
 
 
+def snapshot_projections(store: EventStore) -> list[SnapshotKey]:
+    """Every projection of ``store``'s log folded to its head and snapshotted there (what ``events
+    checkpoint`` leaves beside each checkpoint); nothing for a read-only store."""
+    view = view_of(store)
+    with view.lock:
+        view.require(*CODECS)
+        view.refresh()
+        return view.write_snapshots(every=1)
+
+
 def current_ledger(store: EventStore) -> AttemptLedger:
     """The attempt ledger of ``store``'s log as of now (incremental: see :class:`LogView`)."""
     view = view_of(store)
