@@ -271,8 +271,17 @@ class AttemptLedger:
         ledger = cls()
         ledger.last_seq = state["last_seq"]
         ledger.finished_prs = {(t, n) for t, n in state["finished_prs"]}
+        # What ``_store`` does per record, inlined: this loop runs once per attempt ever made.
+        by_target, in_flight, by_run = ledger._by_target, ledger._in_flight, ledger._by_run
         for row in state["attempts"]:
-            ledger._store(AttemptRecord(*row))
+            record = AttemptRecord(*row)
+            ledger._attempts[record.attempt_id] = record
+            by_target.setdefault(record.target_id, {})[record.attempt_id] = record
+            running = in_flight.setdefault(record.target_id, {})
+            if record.status not in TERMINAL:
+                running[record.attempt_id] = record
+            if record.run_id:
+                by_run.setdefault(record.run_id, record.attempt_id)
         ledger._by_pr = {(t, n): list(ids) for t, n, ids in state["by_pr"]}
         ledger._open_prs = {t: {n: list(ids) for n, ids in prs} for t, prs in state["open_prs"]}
         for t, k, ids, escalated, retries, completed, streak_start, budget_start in state["tasks"]:

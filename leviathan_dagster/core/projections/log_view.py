@@ -278,14 +278,15 @@ def view_of(store: EventStore) -> LogView:
         return view
 
 
-def snapshot_projections(store: EventStore) -> list[SnapshotKey]:
+def snapshot_projections(store: EventStore) -> int:
     """Every projection of ``store``'s log folded to its head and snapshotted there (what ``events
-    checkpoint`` leaves beside each checkpoint); nothing for a read-only store."""
+    checkpoint`` leaves beside each checkpoint); the seq they stand at. Nothing for a read-only store."""
     view = view_of(store)
     with view.lock:
         view.require(*CODECS)
-        view.refresh()
-        return view.write_snapshots(every=1)
+        view.refresh()  # writes the snapshots itself when it folded many events
+        view.write_snapshots(every=1)
+        return view.last_seq
 
 
 def current_ledger(store: EventStore) -> AttemptLedger:
