@@ -25,14 +25,19 @@ another thread may refresh hold the lock or use :meth:`current`.
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Protocol
 
+from leviathan_dagster.core import failures
 from leviathan_dagster.core.attempts import AttemptLedger
 from leviathan_dagster.core.events import model as ev
+from leviathan_dagster.core.events import schemas
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.graph import GraphProjection
@@ -118,9 +123,21 @@ _FACTORIES = {
     "metrics": DeliveryFold,
     "index": AttemptIndex,
 }
+
+
+def _fold_version(factory: type) -> str:
+    """The projection's STATE_VERSION and a fingerprint of the code that folds it (its module and
+    the modules its fold consults): a snapshot written by other fold code, even one that changed
+    without a version bump, is never used, so an upgrade costs one refold, never a stale state."""
+    digest = hashlib.sha256()
+    for module in (sys.modules[factory.__module__], failures, ev, schemas, sys.modules[__name__]):
+        digest.update(Path(module.__file__ or "").read_bytes())
+    return f"{factory.STATE_VERSION}.{digest.hexdigest()[:16]}"
+
+
 # How each projection is snapshotted; one without an entry always folds from seq 0.
 CODECS = {
-    name: Codec(factory.STATE_VERSION, factory.to_state, factory.from_state)
+    name: Codec(_fold_version(factory), factory.to_state, factory.from_state)
     for name, factory in _FACTORIES.items()
 }
 

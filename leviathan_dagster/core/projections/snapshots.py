@@ -85,7 +85,7 @@ class SnapshotShelf(Protocol):
 class Codec:
     """How one projection becomes snapshot state and back."""
 
-    version: int
+    version: str
     to_state: Callable[[Any], Any]
     from_state: Callable[[Any], Any]
 
@@ -101,7 +101,7 @@ def encode_state(state: Any) -> bytes:
     return zlib.compress(state_json(state), _COMPRESSION_LEVEL)
 
 
-def encode_snapshot(key: SnapshotKey, version: int, log_id: str, state: Any) -> bytes:
+def encode_snapshot(key: SnapshotKey, version: str, log_id: str, state: Any) -> bytes:
     body = encode_state(state)
     header = {
         "format": FORMAT,
@@ -116,7 +116,7 @@ def encode_snapshot(key: SnapshotKey, version: int, log_id: str, state: Any) -> 
     return json.dumps(header, sort_keys=True, separators=(",", ":")).encode() + b"\n" + body
 
 
-def decode_snapshot(data: bytes, key: SnapshotKey, version: int, log_id: str) -> Any:
+def decode_snapshot(data: bytes, key: SnapshotKey, version: str, log_id: str) -> Any:
     """The state in ``data`` if its header and body are what ``key`` names; else :class:`SnapshotInvalid`.
     (Whether the log still holds ``key.hash`` at ``key.seq`` is the caller's check.)"""
     line, newline, body = data.partition(b"\n")
@@ -129,7 +129,7 @@ def decode_snapshot(data: bytes, key: SnapshotKey, version: int, log_id: str) ->
     if header.get("format") != FORMAT:
         raise SnapshotInvalid(f"format {header.get('format')!r} is not {FORMAT!r}")
     if header.get("version") != version:
-        raise SnapshotInvalid(f"state version {header.get('version')!r}, this code reads version {version}")
+        raise SnapshotInvalid(f"state version {header.get('version')!r}, this code reads {version!r}")
     expected = {"projection": key.projection, "seq": key.seq, "hash": key.hash, "log_id": log_id}
     for name, value in expected.items():
         if header.get(name) != value:
