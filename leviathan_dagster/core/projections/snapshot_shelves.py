@@ -69,7 +69,10 @@ class DirectoryShelf:
 
     def prune(self, projection: str, keep: int) -> None:
         for key in self.keys(projection)[keep:]:
-            self.path(key).unlink(missing_ok=True)
+            self.delete(key)
+
+    def delete(self, key: SnapshotKey) -> None:
+        self.path(key).unlink(missing_ok=True)
 
 
 class PostgresShelf:
@@ -137,6 +140,21 @@ class PostgresShelf:
                         "(SELECT seq FROM {0} WHERE projection = %s ORDER BY seq DESC LIMIT %s)"
                     ).format(sql.Identifier(self.table)),
                     (projection, projection, keep),
+                )
+        except psycopg.Error as exc:
+            raise OSError(f"PostgreSQL: {exc}") from exc
+
+    def delete(self, key: SnapshotKey) -> None:
+        import psycopg
+        from psycopg import sql
+
+        try:
+            with self._connect() as conn:
+                conn.execute(
+                    sql.SQL("DELETE FROM {} WHERE projection = %s AND seq = %s AND hash = %s").format(
+                        sql.Identifier(self.table)
+                    ),
+                    (key.projection, key.seq, key.hash),
                 )
         except psycopg.Error as exc:
             raise OSError(f"PostgreSQL: {exc}") from exc

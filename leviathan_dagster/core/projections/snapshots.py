@@ -52,6 +52,12 @@ class SnapshotInvalid(Exception):
     """A snapshot that must not be used (the message says why, in one line)."""
 
 
+class SnapshotUseless(SnapshotInvalid):
+    """A snapshot no reader of this log can ever use (corrupt, or of another history): a writable
+    shelf deletes it. Without that, the stale snapshots of a restored log, which stand at higher seqs
+    than the new ones, would be kept by ``prune`` and tried (and warned about) by every process."""
+
+
 @dataclass(frozen=True)
 class SnapshotKey:
     projection: str
@@ -77,6 +83,8 @@ class SnapshotShelf(Protocol):
     def prune(self, projection: str, keep: int) -> None:
         """Delete all but the ``keep`` newest snapshots of ``projection``."""
         ...
+
+    def delete(self, key: SnapshotKey) -> None: ...
 
     def describe(self, key: SnapshotKey) -> str: ...
 
@@ -125,7 +133,7 @@ def decode_snapshot(data: bytes, key: SnapshotKey, version: str, log_id: str) ->
     except ValueError:
         header = None
     if not isinstance(header, dict):
-        raise SnapshotInvalid("no readable header (a torn or foreign file)")
+        raise SnapshotUseless("no readable header (a torn or foreign file)")
     if header.get("format") != FORMAT:
         raise SnapshotInvalid(f"format {header.get('format')!r} is not {FORMAT!r}")
     if header.get("version") != version:
@@ -133,13 +141,13 @@ def decode_snapshot(data: bytes, key: SnapshotKey, version: str, log_id: str) ->
     expected = {"projection": key.projection, "seq": key.seq, "hash": key.hash, "log_id": log_id}
     for name, value in expected.items():
         if header.get(name) != value:
-            raise SnapshotInvalid(f"header {name} {header.get(name)!r} is not {value!r}")
+            raise SnapshotUseless(f"header {name} {header.get(name)!r} is not {value!r}")
     if header.get("body_bytes") != len(body) or header.get("body_sha256") != hashlib.sha256(body).hexdigest():
-        raise SnapshotInvalid("its body does not match the length and SHA-256 in its header (corrupt)")
+        raise SnapshotUseless("its body does not match the length and SHA-256 in its header (corrupt)")
     try:
         return json.loads(zlib.decompress(body))
     except (zlib.error, ValueError) as exc:
-        raise SnapshotInvalid(f"its body does not decode ({exc})") from None
+        raise SnapshotUseless(f"its body does not decode ({exc})") from None
 
 
 def event_at(store: EventStore, seq: int) -> StoredEvent | None:
@@ -160,20 +168,17 @@ def load_newest(
     name: str,
     codec: Codec,
     log_id: str,
-    *,
-    at_most: int | None = None,
 ) -> Any | None:
-    """The projection ``name`` from its newest snapshot that still matches ``store``'s log (and stands
-    at or below ``at_most``), or None. Every snapshot passed over is reported in one warning line."""
+    """The projection ``name`` from its newest snapshot that still matches ``store``'s log, or None.
+    Every snapshot passed over is reported in one warning line (and deleted, when useless forever)."""
     for key in shelf.keys(name):
-        if at_most is not None and key.seq > at_most:
-            continue
         try:
             stored = event_at(store, key.seq)
             if stored is None:
-                raise SnapshotInvalid(f"the log has no event at seq {key.seq} (truncated or replaced)")
+                # A writer snapshots only events it read, which every reader sees from then on.
+                raise SnapshotUseless(f"the log has no event at seq {key.seq} (truncated or replaced)")
             if stored.hash != key.hash:
-                raise SnapshotInvalid(
+                raise SnapshotUseless(
                     f"the log's chain hash at seq {key.seq} differs (rewritten or other log)"
                 )
             data = shelf.load(key)
@@ -183,6 +188,10 @@ def load_newest(
             if projection.last_seq != key.seq:
                 raise SnapshotInvalid(f"its state stands at seq {projection.last_seq}, not {key.seq}")
             return projection
+        except SnapshotUseless as exc:
+            logger.warning(
+                "ignoring projection snapshot %s: %s%s", shelf.describe(key), exc, _removed(shelf, key)
+            )
         except SnapshotInvalid as exc:
             logger.warning("ignoring projection snapshot %s: %s", shelf.describe(key), exc)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -190,6 +199,16 @@ def load_newest(
                 "ignoring projection snapshot %s: its state does not fit (%r)", shelf.describe(key), exc
             )
     return None
+
+
+def _removed(shelf: SnapshotShelf, key: SnapshotKey) -> str:
+    if not shelf.writable:
+        return ""  # a read-only process changes nothing, not even a useless cache
+    try:
+        shelf.delete(key)
+    except OSError:
+        return ""
+    return " (deleted)"
 
 
 def save(shelf: SnapshotShelf, key: SnapshotKey, codec: Codec, log_id: str, projection: Any) -> None:
