@@ -62,7 +62,7 @@ def test_a_postgres_log_resumes_from_its_snapshot_rows_and_refuses_a_damaged_one
             )
         )
     with caplog.at_level(logging.WARNING):
-        again = LogView(PostgresEventLog(postgres_dsn, table_prefix=prefix))
+        again = LogView(PostgresEventLog(postgres_dsn, table_prefix=prefix, read_only=True))
         assert again._projection("ledger").last_seq == 0
     assert any(f"{prefix}_projections(ledger, seq 150)" in r.getMessage() for r in caplog.records)
     assert [c.projection for c in (check.key for check in check_snapshots(store) if not check.ok)] == [
