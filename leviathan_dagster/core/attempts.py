@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 
 from leviathan_dagster.core import failures
@@ -92,6 +92,10 @@ class AttemptRecord:
     @property
     def ended_at(self) -> datetime | None:
         return parse_timestamp(self.completed_at) if self.completed_at else None
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(AttemptRecord))
+_new_record = object.__new__
 
 
 @dataclass
@@ -274,7 +278,10 @@ class AttemptLedger:
         # What ``_store`` does per record, inlined: this loop runs once per attempt ever made.
         by_target, in_flight, by_run = ledger._by_target, ledger._in_flight, ledger._by_run
         for row in state["attempts"]:
-            record = AttemptRecord(*row)
+            # The frozen dataclass's __init__ sets each field through object.__setattr__; filling the
+            # instance dict directly builds the same record in half the time (one per attempt ever).
+            record = _new_record(AttemptRecord)
+            record.__dict__.update(zip(_RECORD_FIELDS, row, strict=True))
             ledger._attempts[record.attempt_id] = record
             by_target.setdefault(record.target_id, {})[record.attempt_id] = record
             running = in_flight.setdefault(record.target_id, {})
