@@ -225,9 +225,10 @@ class LogView:
                 if stored is None or projection.last_seq != stored.seq:
                     continue
                 key = SnapshotKey(name, stored.seq, stored.hash)
-                snapshots.save(self.shelf, key, CODECS[name], self.log_id, projection)
+                if snapshots.save(self.shelf, key, CODECS[name], self.log_id, projection):
+                    written.append(key)
+                # Also after a failed write: the next try is SNAPSHOT_EVERY events on, not every tick.
                 self._snapshot_seq[name] = stored.seq
-                written.append(key)
             return written
 
     # -- keeping up ------------------------------------------------------------------------------

@@ -215,13 +215,15 @@ def _removed(shelf: SnapshotShelf, key: SnapshotKey) -> str:
     return " (deleted)"
 
 
-def save(shelf: SnapshotShelf, key: SnapshotKey, codec: Codec, log_id: str, projection: Any) -> None:
+def save(shelf: SnapshotShelf, key: SnapshotKey, codec: Codec, log_id: str, projection: Any) -> bool:
     """Write ``projection``'s snapshot and prune old ones; a failure is a warning (a cache, not state)."""
     try:
         shelf.save(key, encode_snapshot(key, codec.version, log_id, codec.to_state(projection)))
         shelf.prune(key.projection, KEEP)
     except OSError as exc:
         logger.warning("could not write projection snapshot %s: %s", shelf.describe(key), exc)
+        return False
+    return True
 
 
 def close_reader(events: Iterator[StoredEvent]) -> None:
