@@ -3,15 +3,19 @@
     python benchmarks/bench_history.py [--sizes 1000,10000,100000,1000000]
 
 For each size it builds a project with one target (a 20-task backlog) whose NDJSON log holds that many
-events of history (attempt lifecycles, PR merges and closes: ``history.py``), then measures:
+events of history (attempt lifecycles, PR merges and closes: ``history.py``), followed by
+``TAIL`` more, with projection snapshots of the history before the tail, as production has them (the
+code server's view writes one every ``SNAPSHOT_EVERY`` events, ``events checkpoint`` one at each
+checkpoint: a new process finds one at most that many events behind the head). Then it measures,
+each in a fresh process, as production starts them:
 
-- sensor tick: ``attempt_sensor`` in a long-lived process (the code server's case), after its first
-  tick; the first (cold) tick, which folds the whole log once, is printed beside it;
-- run before executor: a fresh process doing what an attempt run does before its executor starts
-  (fold the ledger, reconcile, re-check readiness, append ``attempt.created``);
+- first tick: ``attempt_sensor``'s first evaluation in a new code-server process (imports excluded);
+- sensor tick: the same process's later ticks (the long-lived code server's steady state);
+- run before executor: what an attempt run does before its executor starts (fold the ledger,
+  reconcile, re-check readiness, append ``attempt.created``; imports excluded);
 - worker start-up and peak RSS: ``python -m worker`` for one docs task, to its exit;
-- ``leviathan tasks``: the CLI, a fresh process;
-- control-plane start: a fresh process creating the app and answering its first /v1/graph/summary;
+- ``leviathan tasks``: the CLI, the whole process;
+- control-plane start: creating the app and answering its first /v1/graph/summary (with imports);
 
 and the ratio of each to its 1k-event value. Goals (issue 14): every ratio at most 2, the sensor tick
 at 1M events under 2 s, the worker's peak RSS under 200 MB.
@@ -32,18 +36,17 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import dagster as dg  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.history import append_history  # noqa: E402
+from benchmarks.history import BUNDLE, history_events  # noqa: E402
 from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog  # noqa: E402
 from leviathan_dagster.core.home import LeviathanHome  # noqa: E402
-from leviathan_dagster.defs.attempts.sensors import attempt_sensor  # noqa: E402
-from leviathan_dagster.defs.platform.resources import LeviathanResource  # noqa: E402
 from leviathan_dagster.demo_setup import make_repository  # noqa: E402
 
 SIZES = (1_000, 10_000, 100_000, 1_000_000)
 LIVE_TASKS = 20
+# Events appended after the snapshots were written: what a cold process still folds from the log.
+TAIL = 500
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
 
 RUN_BEFORE_EXECUTOR = textwrap.dedent(
@@ -93,6 +96,35 @@ RUN_BEFORE_EXECUTOR = textwrap.dedent(
     """
 )
 
+SENSOR_TICKS = textwrap.dedent(
+    """
+    import json, sys, time
+    import dagster as dg
+    from leviathan_dagster.defs.attempts.sensors import attempt_sensor
+    from leviathan_dagster.defs.platform.resources import LeviathanResource
+    leviathan = LeviathanResource(config_path=sys.argv[1], home=sys.argv[2])
+    with dg.instance_for_test() as instance:
+        times = []
+        for _ in range(3):
+            context = dg.build_sensor_context(
+                instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": leviathan}
+            )
+            started = time.perf_counter()
+            attempt_sensor(context)
+            times.append(time.perf_counter() - started)
+    print(json.dumps({"first": times[0], "warm": min(times[1:])}))
+    """
+)
+
+SNAPSHOT = textwrap.dedent(
+    """
+    import json, sys
+    from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
+    from leviathan_dagster.core.projections.log_view import snapshot_projections
+    print(json.dumps({"seq": snapshot_projections(NdjsonEventLog(sys.argv[1]))}))
+    """
+)
+
 CONTROL_PLANE_START = textwrap.dedent(
     """
     import json, sys, time
@@ -131,23 +163,24 @@ def build_project(root: Path, events: int) -> tuple[Path, LeviathanHome]:
     }
     config.write_text(yaml.safe_dump({"targets": [target]}), encoding="utf-8")
     home = LeviathanHome(root / "home")
-    append_history(NdjsonEventLog(home.events_path), events, targets=("site",))
+    store = NdjsonEventLog(home.events_path)
+    history = list(history_events(events, targets=("site",)))
+    append_in_bundles(store, history[: len(history) - TAIL])
+    snapshot = run_python(SNAPSHOT, str(home.events_path))
+    append_in_bundles(store, history[len(history) - TAIL :])
+    print(f"# snapshots at seq {snapshot['seq']:,}, head {store.head()[0]:,}", file=sys.stderr, flush=True)
     return config, home
 
 
+def append_in_bundles(store: NdjsonEventLog, events: list) -> None:
+    for start in range(0, len(events), BUNDLE):
+        store.append(events[start : start + BUNDLE])
+
+
 def measure_sensor(config: Path, home: LeviathanHome) -> tuple[float, float]:
-    """(cold first tick, warm tick) in this process, as the code server evaluates the sensor."""
-    leviathan = LeviathanResource(config_path=str(config), home=str(home.root))
-    with dg.instance_for_test() as instance:
-        times = []
-        for _ in range(3):
-            context = dg.build_sensor_context(
-                instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": leviathan}
-            )
-            started = time.perf_counter()
-            attempt_sensor(context)
-            times.append(time.perf_counter() - started)
-    return times[0], min(times[1:])
+    """(first tick, warm tick) of a new process, as a new code server evaluates the sensor."""
+    ticks = run_python(SENSOR_TICKS, str(config), str(home.root))
+    return ticks["first"], ticks["warm"]
 
 
 def run_python(script: str, *args: str) -> dict:

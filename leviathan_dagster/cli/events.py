@@ -11,6 +11,7 @@ from leviathan_dagster.cli.events_proofs import EVENTS_COMMANDS, verify_checkpoi
 from leviathan_dagster.cli.events_tail import tail
 from leviathan_dagster.cli.events_transfer import TRANSFER_COMMANDS
 from leviathan_dagster.core.events.proofs import LATEST_FILE, checkpoints_dir
+from leviathan_dagster.core.projections.snapshot_checks import DIFFERS, SnapshotCheck, check_snapshots
 
 
 @click.group()
@@ -37,7 +38,8 @@ events.add_command(tail)
 @pass_ctx
 def verify(ctx: CliContext, checkpoint_file: str | None, verifier_key: str | None, as_json: bool) -> None:
     """Re-hash the whole chain and check it against the latest signed checkpoint; exit 1 and name
-    the first bad seq (or the checkpoint finding) if anything was changed, cut or torn.
+    the first bad seq (or the checkpoint finding) if anything was changed, cut or torn. Then refold
+    the log to each kept projection snapshot and exit 1 if one holds another state (forged).
 
     \b
     Example:
@@ -50,8 +52,16 @@ def verify(ctx: CliContext, checkpoint_file: str | None, verifier_key: str | Non
     checked = None
     if report.ok and (checkpoint_file or note.exists()):
         checked = verify_checkpoint(ctx, note, verifier_key=verifier_key, store=store, quiet=True)
+    snapshots = check_snapshots(store) if report.ok else []
+    forged = [check for check in snapshots if check.problem == DIFFERS]
     if as_json:
-        emit_json({**report.__dict__, "checkpoint": checked.to_dict() if checked else None})
+        emit_json(
+            {
+                **report.__dict__,
+                "checkpoint": checked.to_dict() if checked else None,
+                "projection_snapshots": [_snapshot_row(check) for check in snapshots],
+            }
+        )
     elif not report.ok:
         where = f" (bytes {report.byte_range[0]}..{report.byte_range[1]})" if report.byte_range else ""
         click.secho(
@@ -69,8 +79,26 @@ def verify(ctx: CliContext, checkpoint_file: str | None, verifier_key: str | Non
             click.secho(f"checkpoint verified: {checked.detail} ({note})", fg="green")
         else:
             click.echo("no checkpoint yet: `leviathan events checkpoint` signs one, so truncation shows too")
-    if not report.ok or (checked is not None and not checked.ok):
+        _echo_snapshots(snapshots)
+    if not report.ok or (checked is not None and not checked.ok) or forged:
         raise SystemExit(1)
+
+
+def _snapshot_row(check: SnapshotCheck) -> dict[str, object]:
+    key = check.key
+    return {"projection": key.projection, "seq": key.seq, "where": check.where, "problem": check.problem}
+
+
+def _echo_snapshots(checks: list[SnapshotCheck]) -> None:
+    good = [c for c in checks if c.ok]
+    if good:
+        click.secho(f"projection snapshots verified by refolding: {len(good)}", fg="green")
+    for check in checks:
+        if check.ok:
+            continue
+        # A forged state is an alarm; a stale or torn snapshot is only ignored by every reader.
+        color = "red" if check.problem == DIFFERS else "yellow"
+        click.secho(f"projection snapshot {check.where}: {check.problem} (safe to delete)", fg=color)
 
 
 for _command in EVENTS_COMMANDS:

@@ -20,6 +20,7 @@ from leviathan_dagster.core.events.proofs import (
 )
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
+from leviathan_dagster.core.projections.log_view import snapshot_projections
 
 
 @click.command()
@@ -30,16 +31,20 @@ def checkpoint(ctx: CliContext, as_json: bool) -> None:
     longer extends the latest checkpoint (truncated or rewritten).
 
     The first run creates the signing key under <home>/keys/; hand out the printed verifier key.
+    It also snapshots every projection at the log's head (see docs/event-log.md, "Projection
+    snapshots"), so the next process to start folds nothing older.
 
     \b
     Example:
       leviathan events checkpoint
     """
+    store = ctx.event_log()
     try:
-        cp, note = create_checkpoint(ctx.event_log(), ctx.home)
+        cp, note = create_checkpoint(store, ctx.home)
     except CheckpointError as exc:
         click.secho(f"checkpoint REFUSED: {exc}", fg="red")
         raise SystemExit(1) from None
+    snapshot_projections(store)
     path = checkpoints_dir(ctx.home) / f"{cp.size:012d}.note"
     verifier_key = load_verifier(ctx.home).to_key()
     if as_json:

@@ -1,6 +1,7 @@
 """Leviathan's home folder: where the embedded defaults keep their state.
 
 <home>/events/events.ndjson     hash-chained event log (NDJSON backend)
+<home>/events/events.ndjson.projections/  projection snapshots of that log (derived, safe to delete)
 <home>/forge/<target>/pulls/    local forge pull-request records
 <home>/artifacts/<attempt>/     attempt artifacts with their SHA-256 manifest
 <home>/workspaces/<attempt>/    fresh clone per attempt (removed after the attempt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 
 from leviathan_dagster.core import failures
@@ -92,6 +92,10 @@ class AttemptRecord:
     @property
     def ended_at(self) -> datetime | None:
         return parse_timestamp(self.completed_at) if self.completed_at else None
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(AttemptRecord))
+_new_record = object.__new__
 
 
 @dataclass
@@ -239,6 +243,67 @@ class AttemptLedger:
     def tokens_on(self, target_id: str, day: date) -> int:
         """Model tokens spent by ``target_id``'s attempts that ended on ``day`` (UTC)."""
         return self._tokens_by_day.get((target_id, day), 0)
+
+    # -- snapshots (core/projections/snapshots.py) ----------------------------------------------
+    # Everything the fold holds, as JSON-able lists in the fold's own order (dict order is what
+    # ``attempts()`` and friends return, so it is kept); sets sorted, so equal folds give equal bytes.
+    # The per-target, in-flight and per-run indexes follow from the attempts' order and are rebuilt;
+    # the PR indexes depend on the order PR numbers were recorded, so they are kept as they are.
+    STATE_VERSION = 1
+
+    def to_state(self) -> dict:
+        return {
+            "last_seq": self.last_seq,
+            "attempts": [list(vars(record).values()) for record in self._attempts.values()],
+            "by_pr": [[t, n, list(ids)] for (t, n), ids in self._by_pr.items()],
+            "open_prs": [
+                [t, [[n, list(ids)] for n, ids in prs.items()]] for t, prs in self._open_prs.items()
+            ],
+            "tasks": [
+                [t, k, [a.attempt_id for a in h.attempts], h.escalated, sorted(h.retries_scheduled)]
+                + [h.completed, h.streak_start, h.budget_start]
+                for (t, k), h in self._tasks.items()
+            ],
+            "targets": [[t, *vars(target).values()] for t, target in self._targets.items()],
+            "tokens_by_day": [[t, day.isoformat(), n] for (t, day), n in self._tokens_by_day.items()],
+            "finished_prs": sorted([t, n] for t, n in self.finished_prs),
+            "anomalies": [list(vars(a).values()) for a in self.anomalies],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> AttemptLedger:
+        ledger = cls()
+        ledger.last_seq = state["last_seq"]
+        ledger.finished_prs = {(t, n) for t, n in state["finished_prs"]}
+        # What ``_store`` does per record, inlined: this loop runs once per attempt ever made.
+        by_target, in_flight, by_run = ledger._by_target, ledger._in_flight, ledger._by_run
+        for row in state["attempts"]:
+            # The frozen dataclass's __init__ sets each field through object.__setattr__; filling the
+            # instance dict directly builds the same record in half the time (one per attempt ever).
+            record = _new_record(AttemptRecord)
+            record.__dict__.update(zip(_RECORD_FIELDS, row, strict=True))
+            ledger._attempts[record.attempt_id] = record
+            by_target.setdefault(record.target_id, {})[record.attempt_id] = record
+            running = in_flight.setdefault(record.target_id, {})
+            if record.status not in TERMINAL:
+                running[record.attempt_id] = record
+            if record.run_id:
+                by_run.setdefault(record.run_id, record.attempt_id)
+        ledger._by_pr = {(t, n): list(ids) for t, n, ids in state["by_pr"]}
+        ledger._open_prs = {t: {n: list(ids) for n, ids in prs} for t, prs in state["open_prs"]}
+        for t, k, ids, escalated, retries, completed, streak_start, budget_start in state["tasks"]:
+            ledger._tasks[(t, k)] = TaskHistory(
+                [ledger._attempts[i] for i in ids],
+                escalated,
+                set(retries),
+                completed,
+                streak_start,
+                budget_start,
+            )
+        ledger._targets = {row[0]: TargetHistory(*row[1:]) for row in state["targets"]}
+        ledger._tokens_by_day = {(t, date.fromisoformat(d)): n for t, d, n in state["tokens_by_day"]}
+        ledger.anomalies = [Anomaly(*row) for row in state["anomalies"]]
+        return ledger
 
     # -- folding -------------------------------------------------------------------------------
     def _apply_one(self, stored: StoredEvent) -> None:

@@ -12,6 +12,7 @@ from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
 
 if TYPE_CHECKING:
     from leviathan_dagster.core.events.ndjson.tail import TornTail
+    from leviathan_dagster.core.projections.snapshots import SnapshotShelf
 
 
 class EventStore(ABC):
@@ -62,6 +63,11 @@ class EventStore(ABC):
 
     def append_one(self, event: Event) -> StoredEvent:
         return self.append([event])[0]
+
+    def projection_shelf(self) -> SnapshotShelf | None:
+        """Where this log's projection snapshots are kept (see ``core/projections/snapshots``), or
+        None: a backend without one refolds from seq 0 in every new process."""
+        return None
 
     def torn_tail(self) -> TornTail | None:
         """Bytes after the last complete record that only the next append may repair (NDJSON only;

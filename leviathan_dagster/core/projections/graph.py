@@ -133,6 +133,27 @@ class GraphProjection:
     def nodes_of_type(self, node_type: str) -> list[dict[str, Any]]:
         return [self.nodes[i] for i in sorted(self.nodes) if self.nodes[i]["type"] == node_type]
 
+    # -- snapshots (core/projections/snapshots.py) ----------------------------------------------
+    STATE_VERSION = 1
+
+    def to_state(self) -> dict[str, Any]:
+        """Everything the fold holds (nodes in the order they were made, edges sorted), JSON-able."""
+        return {
+            "last_seq": self.last_seq,
+            "nodes": list(self.nodes.values()),
+            "edges": sorted(list(edge) for edge in self.edges),
+            "anomalies": [list(vars(a).values()) for a in self.anomalies],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> GraphProjection:
+        graph = cls()
+        graph.last_seq = state["last_seq"]
+        graph.nodes = {node["id"]: node for node in state["nodes"]}
+        graph.edges = {(s, k, d) for s, k, d in state["edges"]}
+        graph.anomalies = [Anomaly(*row) for row in state["anomalies"]]
+        return graph
+
     # -- folding -------------------------------------------------------------------------------
     def _apply_one(self, stored: StoredEvent) -> None:
         if (anomaly := fold_anomaly(stored)) is not None:

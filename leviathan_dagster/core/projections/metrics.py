@@ -101,6 +101,41 @@ class DeliveryFold:
             out[target_id] = metrics
         return dict(sorted(out.items()))
 
+    # -- snapshots (core/projections/snapshots.py) ----------------------------------------------
+    # Keyed maps become lists of [key..., value] in the fold's order. Empty entries that a read
+    # (``metrics_for`` indexing a defaultdict) left behind are dropped: they mean nothing, and
+    # dropping them keeps a folded-and-read state byte-equal to a fresh fold.
+    STATE_VERSION = 1
+
+    def to_state(self) -> dict:
+        return {
+            "last_seq": self.last_seq,
+            "rows": [asdict(row) for row in self._rows.values()],
+            "failures": [[*key, list(c.items())] for key, c in self._failures.items() if c],
+            "merge_times": [[*key, times] for key, times in self._merge_times.items() if times],
+            "merged_tasks": [[*key, [list(m) for m in ms]] for key, ms in self._merged_tasks.items() if ms],
+            "opened_at": [[*key, at] for key, at in self._opened_at.items()],
+            "pr_task": [[*key, task] for key, task in self._pr_task.items()],
+            "attempts_by_task": [
+                [*key, [list(a) for a in v]] for key, v in self._attempts_by_task.items() if v
+            ],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> DeliveryFold:
+        fold = cls()
+        fold.last_seq = state["last_seq"]
+        fold._rows = {(row["target_id"], row["day"]): TargetDayMetrics(**row) for row in state["rows"]}
+        fold._failures.update(((t, d), Counter(dict(c))) for t, d, c in state["failures"])
+        fold._merge_times.update(((t, d), list(times)) for t, d, times in state["merge_times"])
+        fold._merged_tasks.update(((t, d), [tuple(m) for m in ms]) for t, d, ms in state["merged_tasks"])
+        fold._opened_at = {(t, n): at for t, n, at in state["opened_at"]}
+        fold._pr_task = {(t, n): task for t, n, task in state["pr_task"]}
+        fold._attempts_by_task.update(
+            ((t, k), [tuple(a) for a in v]) for t, k, v in state["attempts_by_task"]
+        )
+        return fold
+
     def _row(self, target_id: str, day: str) -> TargetDayMetrics:
         return self._rows.setdefault((target_id, day), TargetDayMetrics(target_id, day))
 

@@ -31,12 +31,21 @@ class EventIdIndex:
         self.offsets: dict[str, int] = {}
         self.end = 0
         self.lines = 0
+        self.last_start = 0  # where the last indexed line starts
+        # False once started past line 1 (``start_at``): such an index must never be snapshotted.
+        self.whole = True
+        self.snapshot_lines = 0  # lines indexed when the last snapshot was loaded or written
+
+    @property
+    def empty(self) -> bool:
+        return self.end == 0 and not self.offsets
 
     def catch_up(self, fd: int, size: int) -> None:
         """Index the complete lines between ``end`` and ``size``."""
         if size < self.end:  # the file was replaced or cut behind our back: start over
             self.offsets.clear()
-            self.end = self.lines = 0
+            self.end = self.lines = self.last_start = self.snapshot_lines = 0
+            self.whole = True
         pending = b""
         pos = self.end
         while pos < size:
@@ -53,12 +62,13 @@ class EventIdIndex:
 
     def start_at(self, offset: int, lines: int) -> None:
         """Index only from ``offset`` (the start of line ``lines + 1``) on; only before any indexing."""
-        if self.end == 0 and not self.offsets:
-            self.end, self.lines = offset, lines
+        if self.empty:
+            self.end, self.lines, self.whole = offset, lines, False
 
     def add(self, event_id: str, line: bytes) -> None:
         """Record a line this process has just written at ``end``."""
         self.offsets.setdefault(event_id, self.end)
+        self.last_start = self.end
         self.end += len(line)
         self.lines += 1
 

@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leviathan_dagster.core.errors import ConflictError, EventLogCorrupted, TransientError
 from leviathan_dagster.core.events.chain import canonical_event_bytes, chain_hash, genesis_hash
@@ -36,7 +37,14 @@ from leviathan_dagster.core.events.ndjson.seek import offset_after_seq
 from leviathan_dagster.core.events.ndjson.tail import TornTail, inspect_tail, repair_tail
 from leviathan_dagster.core.events.store import EventStore, canonical_bundle, check_same_content
 
+if TYPE_CHECKING:
+    from leviathan_dagster.core.projections.snapshot_shelves import DirectoryShelf
+
 FORMAT = "leviathan-ndjson/v2"
+# The event_id index is snapshotted every this many lines, and a log smaller than this many bytes
+# (a few thousand events) is indexed by reading it: a snapshot would not save anything there.
+INDEX_SNAPSHOT_EVERY = 10_000
+INDEX_SNAPSHOT_MIN_BYTES = 1 << 20
 _HEX64 = re.compile(rb"[0-9a-f]{64}")
 
 logger = logging.getLogger(__name__)
@@ -74,6 +82,12 @@ class NdjsonEventLog(EventStore):
     def __repr__(self) -> str:
         return f"NdjsonEventLog({str(self.path)!r}, log_id={self.log_id!r})"
 
+    def projection_shelf(self) -> DirectoryShelf:
+        """``<log>.projections/`` beside the log; not writable when the log was opened read-only."""
+        from leviathan_dagster.core.projections.snapshot_shelves import DirectoryShelf
+
+        return DirectoryShelf(Path(f"{self.path}.projections"), writable=not self.read_only)
+
     # -- writing ---------------------------------------------------------------------------------
 
     def append(self, events: Sequence[Event]) -> list[StoredEvent]:
@@ -98,7 +112,7 @@ class NdjsonEventLog(EventStore):
             self._read_tail(fd)  # an unreadable last line stops us here, before any repair touches the file
             quarantined = repair_tail(fd, self.path, self.genesis)
             seq, prev, size = self._read_tail(fd)
-            self._index.catch_up(fd, size)
+            self._catch_up_index(fd, size)
             result: list[StoredEvent] = []
             new: list[StoredEvent] = []
             if quarantined is not None:  # the record of the repair goes first, before the caller's events
@@ -122,6 +136,20 @@ class NdjsonEventLog(EventStore):
                 raise
             self._write_lines(fd, new, size)
         return result
+
+    def _catch_up_index(self, fd: int, size: int) -> None:
+        """The event_id index up to ``size`` (under the lock). A new process starts it from its
+        newest snapshot (``ndjson_id_snapshots``) instead of parsing every line of the history, and
+        leaves a new snapshot every ``INDEX_SNAPSHOT_EVERY`` lines (written under the lock: one
+        append in that many waits for it)."""
+        from leviathan_dagster.core.events.ndjson import id_snapshots as ndjson_id_snapshots
+
+        if self._index.empty and size >= INDEX_SNAPSHOT_MIN_BYTES:
+            ndjson_id_snapshots.seed_index(self._index, fd, size, self.projection_shelf(), self.log_id)
+        self._index.catch_up(fd, size)
+        ndjson_id_snapshots.snapshot_index(
+            self._index, fd, self.projection_shelf(), self.log_id, INDEX_SNAPSHOT_EVERY
+        )
 
     def _write_lines(self, fd: int, new: list[StoredEvent], size: int) -> None:
         if new:
@@ -277,7 +305,7 @@ class NdjsonEventLog(EventStore):
                 return None
             try:
                 size = os.fstat(fd).st_size
-                self._index.catch_up(fd, size)
+                self._catch_up_index(fd, size)
                 offset = self._index.offsets.get(event_id)
                 if offset is not None:
                     return read_line_at(fd, offset)

@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import psycopg
 from psycopg import IsolationLevel, errors, sql
@@ -30,6 +31,9 @@ from leviathan_dagster.core.events.chain_check import ChainWalk, Damage, parse_e
 from leviathan_dagster.core.events.model import Event, StoredEvent, VerifyReport
 from leviathan_dagster.core.events.postgres.schema import CONFLICT_SQLSTATE, Tables
 from leviathan_dagster.core.events.store import EventStore, canonical_bundle
+
+if TYPE_CHECKING:
+    from leviathan_dagster.core.projections.snapshot_shelves import PostgresShelf
 
 CONNECT_TIMEOUT_S = 10
 # A writer waits at most this long for the head row; then the append fails as transient and is retried.
@@ -93,6 +97,16 @@ class PostgresEventLog(EventStore):
         conn = getattr(self, "_conn", None)
         if conn is not None and not conn.closed:
             conn.close()
+
+    def projection_shelf(self) -> PostgresShelf:
+        """Rows of ``<table_prefix>_projections`` in this log's database (read-only: never written)."""
+        from leviathan_dagster.core.projections.snapshot_shelves import PostgresShelf
+
+        return PostgresShelf(
+            lambda: self._connect(autocommit=True),
+            self.tables.name("projections"),
+            writable=not self.read_only,
+        )
 
     # -- writing ---------------------------------------------------------------------------------
 
