@@ -11,7 +11,7 @@ import click
 from leviathan_dagster.cli.context import CliContext, pass_ctx
 from leviathan_dagster.core.config import load_project_config
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.access import Principal
+from leviathan_dagster.core.events.access import Principal, worker_key_from
 
 TOKEN_ENV = "LEVIATHAN_CONTROL_PLANE_TOKEN"
 
@@ -77,15 +77,7 @@ def _named_tokens(ctx: CliContext, environ: Mapping[str, str]) -> tuple[dict[str
                 f"Fix: export {spec.secret_env}=$(openssl rand -hex 32)"
             )
         tokens[secret] = Principal(spec.name, spec.role)
-    worker_key = None
-    if settings.worker_key_env:
-        raw = environ.get(settings.worker_key_env, "").strip()
-        if len(raw) < 32:
-            raise ConfigError(
-                f"control_plane.worker_token_key: {settings.worker_key_env} must hold at least 32 "
-                f"characters. Fix: export {settings.worker_key_env}=$(openssl rand -hex 32)"
-            )
-        worker_key = raw.encode("utf-8")
+    worker_key = worker_key_from(settings.worker_key_env, environ)
     return tokens, worker_key
 
 
