@@ -49,6 +49,7 @@ class ThrowawayCluster:
             self._as_owner = ["runuser", "-u", "postgres", "--"]
         self._pg_ctl(["initdb", "-o", "-U postgres --auth=trust", "-s"])
         self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self.running = False
 
     def _pg_ctl(self, args: list[str]) -> None:
         command = [*self._as_owner, str(self.bin / "pg_ctl"), "-D", str(self.data), *args]
@@ -75,10 +76,12 @@ class ThrowawayCluster:
                 "start",
             ]
         )
+        self.running = True
 
     def stop(self) -> None:
         """``pg_ctl stop -m fast``: every session is ended (rolled back), as in a real restart."""
         self._pg_ctl(["-w", "-t", str(START_TIMEOUT_SECONDS), "-m", "fast", "stop"])
+        self.running = False
 
     def remove(self) -> None:
         if (self.data / "postmaster.pid").exists():

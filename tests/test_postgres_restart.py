@@ -18,6 +18,8 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -144,59 +146,75 @@ def _settle(project: Project, dsn: str, cycle: subprocess.Popen) -> list:
     return mine
 
 
-@pytest.mark.dagster
-def test_a_server_restart_while_the_test_command_runs_loses_nothing(
-    tmp_path: Path, cluster: ThrowawayCluster
-) -> None:
+@dataclass
+class InFlight:
+    """An attempt of `run --once` whose sandboxed test command is waiting for SIGUSR1."""
+
+    project: Project
+    dsn: str
+    cycle: subprocess.Popen
+    test_command: int
+    worker: int
+
+    def finish_tests(self) -> None:
+        os.kill(self.test_command, signal.SIGUSR1)
+
+
+@contextmanager
+def attempt_in_flight(tmp_path: Path, cluster: ThrowawayCluster) -> Iterator[InFlight]:
     marker = f"leviathan-restart-{uuid.uuid4().hex}"
     dsn = _fresh_database(cluster)
     project = _project(tmp_path, marker)
     cycle = _cli(project, dsn, "run", "--once", "--json", start_new_session=True)
     try:
         command = poll(lambda: _test_command_pid(marker), "the test command to start", cycle)
-        # The worker and the orchestrator both hold sessions opened before this: the restart ends them.
-        cluster.stop()
-        cluster.start()
-        os.kill(command, signal.SIGUSR1)
-        mine = _settle(project, dsn, cycle)
+        worker = poll(lambda: _worker_pid(cycle), "the worker process", cycle)
+        yield InFlight(project, dsn, cycle, command, worker)
     finally:
+        if not cluster.running:  # a failed test leaves the module's server up for the next one
+            cluster.start()
         if cycle.poll() is None:
             os.killpg(cycle.pid, signal.SIGKILL)
             cycle.communicate()
-    # The worker recorded its own success (a retried append), nothing had to be recovered for it.
+
+
+def _recorded_by_the_worker(mine: list) -> bool:
     succeeded = next(e for e in mine if e.event_type == "attempt.succeeded")
-    assert succeeded.actor_id.startswith("worker-") and "recovered_from" not in succeeded.payload
+    return succeeded.actor_id.startswith("worker-") and "recovered_from" not in succeeded.payload
+
+
+@pytest.mark.dagster
+def test_a_server_restart_while_the_test_command_runs_loses_nothing(
+    tmp_path: Path, cluster: ThrowawayCluster
+) -> None:
+    with attempt_in_flight(tmp_path, cluster) as attempt:
+        # The worker and the orchestrator both hold sessions opened before this: the restart ends them.
+        cluster.stop()
+        cluster.start()
+        attempt.finish_tests()
+        mine = _settle(attempt.project, attempt.dsn, attempt.cycle)
+    # The worker recorded its own success (its dead session reopened), nothing had to be recovered.
+    assert _recorded_by_the_worker(mine)
 
 
 @pytest.mark.dagster
 def test_a_server_down_when_the_worker_records_its_pr_is_waited_for(
     tmp_path: Path, cluster: ThrowawayCluster
 ) -> None:
-    marker = f"leviathan-restart-{uuid.uuid4().hex}"
-    dsn = _fresh_database(cluster)
-    project = _project(tmp_path, marker)
-    cycle = _cli(project, dsn, "run", "--once", "--json", start_new_session=True)
-    restarted = False
-    try:
-        command = poll(lambda: _test_command_pid(marker), "the test command to start", cycle)
-        worker = poll(lambda: _worker_pid(cycle), "the worker process", cycle)
+    with attempt_in_flight(tmp_path, cluster) as attempt:
         cluster.stop()
-        os.kill(command, signal.SIGUSR1)
+        attempt.finish_tests()
         # The worker pushes, opens its PR, writes result.json, then its append fails against the
         # stopped server: wait until it sleeps between two tries before starting the server again.
-        result = project.home.artifacts_dir(make_attempt_id("site", "intro", 1)) / "result.json"
-        poll(lambda: result.exists() and _sleeping_between_tries(worker), "a failed append", cycle)
+        result = attempt.project.home.artifacts_dir(make_attempt_id("site", "intro", 1)) / "result.json"
+        poll(
+            lambda: result.exists() and _sleeping_between_tries(attempt.worker),
+            "a failed append",
+            attempt.cycle,
+        )
         cluster.start()
-        restarted = True
-        mine = _settle(project, dsn, cycle)
-    finally:
-        if not restarted:
-            cluster.start()
-        if cycle.poll() is None:
-            os.killpg(cycle.pid, signal.SIGKILL)
-            cycle.communicate()
-    succeeded = next(e for e in mine if e.event_type == "attempt.succeeded")
-    assert succeeded.actor_id.startswith("worker-") and "recovered_from" not in succeeded.payload
+        mine = _settle(attempt.project, attempt.dsn, attempt.cycle)
+    assert _recorded_by_the_worker(mine)  # its bounded retry outlasted the outage
 
 
 @pytest.mark.dagster
@@ -205,29 +223,14 @@ def test_a_server_down_past_the_workers_retries_is_recovered_by_the_orchestrator
 ) -> None:
     # The worker gives up (its bounded retries all refused); result.json and the open PR are what is
     # left. The orchestrator, reading again once the server is back, records the PR from the forge.
-    marker = f"leviathan-restart-{uuid.uuid4().hex}"
-    dsn = _fresh_database(cluster)
-    project = _project(tmp_path, marker)
-    cycle = _cli(project, dsn, "run", "--once", "--json", start_new_session=True)
-    restarted = False
-    try:
-        command = poll(lambda: _test_command_pid(marker), "the test command to start", cycle)
-        worker = poll(lambda: _worker_pid(cycle), "the worker process", cycle)
+    with attempt_in_flight(tmp_path, cluster) as attempt:
         cluster.stop()
-        os.kill(command, signal.SIGUSR1)
-        poll(lambda: not Path(f"/proc/{worker}").exists(), "the worker to give up", cycle)
+        attempt.finish_tests()
+        poll(lambda: not Path(f"/proc/{attempt.worker}").exists(), "the worker to give up", attempt.cycle)
         cluster.start()
-        restarted = True
-        mine = _settle(project, dsn, cycle)
-    finally:
-        if not restarted:
-            cluster.start()
-        if cycle.poll() is None:
-            os.killpg(cycle.pid, signal.SIGKILL)
-            cycle.communicate()
+        mine = _settle(attempt.project, attempt.dsn, attempt.cycle)
     succeeded = next(e for e in mine if e.event_type == "attempt.succeeded")
     assert (succeeded.actor_id, succeeded.payload["recovered_from"]) == (ORCHESTRATOR, "forge")
-    result = json.loads(
-        (project.home.artifacts_dir(succeeded.payload["attempt_id"]) / "result.json").read_text()
-    )
+    artifacts = attempt.project.home.artifacts_dir(succeeded.payload["attempt_id"])
+    result = json.loads((artifacts / "result.json").read_text())
     assert result["status"] == "succeeded" and result["pr_number"] == succeeded.payload["pr_number"]
