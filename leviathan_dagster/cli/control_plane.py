@@ -31,8 +31,16 @@ def control_plane() -> None:
     type=click.IntRange(min=1),
     help="Largest accepted ingest body.",
 )
+@click.option(
+    "--max-clock-ahead",
+    "max_clock_ahead",
+    default=86_400,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds an event's times may be ahead of this server's clock (409 beyond).",
+)
 @pass_ctx
-def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
+def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int, max_clock_ahead: int) -> None:
     """Serve the API over this home's event log; clients send ``Authorization: Bearer <token>``.
 
     \b
@@ -57,6 +65,7 @@ def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
         tokens=tokens,
         worker_key=worker_key,
         max_bundle_bytes=max_bundle_bytes,
+        max_clock_ahead_seconds=max_clock_ahead,
         targets_status=lambda: _policies(ctx),
     )
     click.echo(f"control plane on http://{host}:{port} (events: {ctx.home.events_path})", err=True)
