@@ -18,7 +18,7 @@ from leviathan_dagster.cli.context import (
     pass_ctx,
 )
 from leviathan_dagster.cli.graceful import GracefulStop
-from leviathan_dagster.core.attempt_planning import NoRuns, RunView, plan_readiness
+from leviathan_dagster.core.attempt_planning import RunView, plan_readiness
 from leviathan_dagster.core.attempt_runner import CANCELED
 from leviathan_dagster.core.attempts import AttemptRecord
 from leviathan_dagster.core.config import load_project_config
@@ -256,10 +256,11 @@ def _describe_anomaly(anomaly: Anomaly) -> str:
     )
 
 
-def _home_runs(ctx: CliContext) -> contextlib.AbstractContextManager[RunView]:
-    """The attempt runs of the home's Dagster instance; Dagster is imported only when there is one."""
+def _home_runs(ctx: CliContext) -> contextlib.AbstractContextManager[RunView | None]:
+    """The attempt runs of the home's Dagster instance (None: there is none, so nothing can be queued);
+    Dagster is imported only when there is one."""
     if not (ctx.home.dagster_home / "dagster.yaml").exists():
-        return contextlib.nullcontext(NoRuns())
+        return contextlib.nullcontext(None)
     from leviathan_dagster.cli.dagster_cycle import home_run_view
 
     return home_run_view(ctx.home)

@@ -133,31 +133,17 @@ def plan_readiness(
     home: LeviathanHome,
     events: EventStore,
     now: datetime,
-    runs: RunView,
+    runs: RunView | None,
     *,
     only_target: str | None = None,
 ) -> CyclePlan:
     """Every task's readiness as the scheduler judges it, writing nothing: the log, the backlogs, the
     forge, and the attempt runs that are alive but not in the log yet (queued, or unable to record
     their ``attempt.created``, e.g. on a full disk). ``leviathan tasks`` shows exactly this, so it can
-    never say ``ready`` where the scheduler waits on a run (``in_progress``)."""
-    queued = runs.live_unrecorded_tasks(current_ledger(events))
+    never say ``ready`` where the scheduler waits on a run (``in_progress``). ``runs`` None: a home
+    where no orchestrator ever ran, so no run can be waiting."""
+    queued = runs.live_unrecorded_tasks(current_ledger(events)) if runs is not None else {}
     return plan_cycle(project, home, events, now, queued=queued, only_target=only_target)
-
-
-class NoRuns:
-    """The :class:`RunView` of a home where no orchestrator ever ran (no Dagster instance there)."""
-
-    def is_alive(self, run_id: str) -> bool:
-        return False
-
-    def live_unrecorded_tasks(
-        self, ledger: AttemptLedger, exclude_run: str | None = None
-    ) -> dict[str, frozenset[str]]:
-        return {}
-
-    def ended_run_ids(self, target_id: str, task_id: str, attempt_number: int) -> list[str]:
-        return []
 
 
 def refused_runs(runs: RunView, ledger: AttemptLedger, target_id: str, task_id: str, number: int) -> int:
