@@ -15,6 +15,8 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from leviathan_dagster.control_plane import create_app
 from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.errors import ConfigError, ConflictError, LeviathanError, TransientError
 from leviathan_dagster.core.events.access import Principal, mint_worker_token
-from leviathan_dagster.core.events.model import Event
+from leviathan_dagster.core.events.model import Event, format_timestamp, utc_now
 from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from worker.event_sink import ControlPlaneSink
 
@@ -257,6 +259,26 @@ def test_a_bundle_that_contradicts_itself_is_409_naming_the_field(
     assert response.status_code == 409, response.text
     assert problem in response.json()["detail"]
     assert store.head()[0] == 0
+
+
+def test_a_time_ahead_of_the_servers_clock_is_409_naming_the_field(
+    client: TestClient, store: NdjsonEventLog
+) -> None:
+    # Schema-valid (2000..2099) but more than a day ahead of the control plane's clock: a wrong clock.
+    ahead = format_timestamp(utc_now() + timedelta(days=2))
+    late = failed("attempt-1")
+    late = replace(late, payload={**late.payload, "completed_at": ahead})
+    response = ingest(client, bundle(replace(created(), timestamp=ahead), late))
+    assert response.status_code == 409, response.text
+    detail = response.json()["detail"]
+    assert detail[0].startswith(f"events[0].timestamp: '{ahead}' is more than 86400 s ahead")
+    assert detail[1].startswith(f"events[1].payload.completed_at: '{ahead}' is more than 86400 s ahead")
+    assert "--max-clock-ahead" in detail[0] and store.head()[0] == 0
+    # Within the limit (clocks drift): accepted; and the limit is a setting.
+    soon = format_timestamp(utc_now() + timedelta(hours=1))
+    assert ingest(client, bundle(replace(created(), timestamp=soon))).status_code == 200
+    strict = TestClient(create_app(store, token=TOKEN, max_clock_ahead_seconds=0))
+    assert ingest(strict, bundle(replace(started(), timestamp=soon), bundle_id="b-2")).status_code == 409
 
 
 @pytest.mark.parametrize("case", sorted(SCHEMA_CASES))

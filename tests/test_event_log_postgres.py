@@ -172,6 +172,27 @@ def test_a_session_killed_mid_transaction_writes_nothing(
     assert five.verify().ok
 
 
+@pytest.mark.parametrize("call", ["head", "get", "append"])
+def test_a_session_the_server_ended_while_idle_is_reopened_once(
+    five: PostgresEventLog, postgres_dsn: str, call: str
+) -> None:
+    # What a server restart does to a long-lived writer (a worker waiting on its test command): its
+    # session is gone, which it only learns on the next call. That call must not fail for it.
+    first = next(iter(five.read()))
+    with psycopg.connect(postgres_dsn, autocommit=True) as admin:  # every session but this one
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    if call == "head":
+        assert five.head()[0] == 5
+    elif call == "get":
+        assert five.get(first.event.event_id) == first
+    else:
+        assert [stored.seq for stored in five.append([make_event(6)])] == [6]
+    assert five.verify().ok
+
+
 def test_an_unreachable_server_is_a_transient_error() -> None:
     with pytest.raises(TransientError, match="failed"):
         PostgresEventLog("postgresql://postgres@127.0.0.1:1/postgres")

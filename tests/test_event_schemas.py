@@ -3,6 +3,7 @@ log (written before validation existed, or straight into the store) is an anomal
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from datetime import date
@@ -127,6 +128,35 @@ def test_tasks_still_answers_after_poison_reached_the_log(project: Project) -> N
     assert result.exit_code == 0, result.output
     assert '"task": "a"' in result.stdout and '"error": null' in result.stdout
     assert "Traceback" not in result.output
+
+
+def test_tasks_shows_each_malformed_event_with_its_target_and_attempt(project: Project) -> None:
+    stray = Event("p-7", "attempt.started", "2026-01-01T00:00:00", "w", {**IDS, "target_id": "gone"})
+    NdjsonEventLog(project.home.events_path).append([*poisoned(), stray])
+    base = ["--config", str(project.config_path), "--home", str(project.home.root), "tasks"]
+    shown = CliRunner().invoke(cli, [*base, "--json"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    anomalies = json.loads(shown.stdout)["site"]["anomalies"]
+    assert [a["seq"] for a in anomalies] == [1, 2, 3, 4, 5, 6]
+    assert anomalies[1] == {
+        "seq": 2,
+        "event_type": "attempt.failed",
+        "problem": anomalies[1]["problem"],
+        "attempt_id": "attempt-1",
+        "target_id": "site",
+    }
+    assert anomalies[1]["problem"].startswith("payload.completed_at: 'not-a-time'")
+    # Another target's (not in leviathan.yaml) is on stderr: the document keeps one key per target.
+    assert set(json.loads(shown.stdout)) == {"site"}
+    assert "malformed event seq 7 (attempt.started, target gone, attempt attempt-1)" in shown.stderr
+
+    table = CliRunner().invoke(cli, base, catch_exceptions=False)
+    assert table.exit_code == 0, table.output
+    line = next(x for x in table.stdout.splitlines() if "seq 2" in x)
+    assert line.startswith(
+        "  malformed event seq 2 (attempt.failed, target site, attempt attempt-1) not folded: "
+    )
+    assert "payload.completed_at: 'not-a-time'" in line and "Fix: " in line
 
 
 def test_the_anomaly_is_reported_once_with_its_attempt_and_target(

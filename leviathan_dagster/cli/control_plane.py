@@ -11,7 +11,7 @@ import click
 from leviathan_dagster.cli.context import CliContext, pass_ctx
 from leviathan_dagster.core.config.project import load_project_config
 from leviathan_dagster.core.errors import ConfigError
-from leviathan_dagster.core.events.access import Principal
+from leviathan_dagster.core.events.access import Principal, worker_key_from
 
 TOKEN_ENV = "LEVIATHAN_CONTROL_PLANE_TOKEN"
 
@@ -31,8 +31,16 @@ def control_plane() -> None:
     type=click.IntRange(min=1),
     help="Largest accepted ingest body.",
 )
+@click.option(
+    "--max-clock-ahead",
+    "max_clock_ahead",
+    default=86_400,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Seconds an event's times may be ahead of this server's clock (409 beyond).",
+)
 @pass_ctx
-def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
+def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int, max_clock_ahead: int) -> None:
     """Serve the API over this home's event log; clients send ``Authorization: Bearer <token>``.
 
     \b
@@ -57,6 +65,7 @@ def serve(ctx: CliContext, host: str, port: int, max_bundle_bytes: int) -> None:
         tokens=tokens,
         worker_key=worker_key,
         max_bundle_bytes=max_bundle_bytes,
+        max_clock_ahead_seconds=max_clock_ahead,
         targets_status=lambda: _policies(ctx),
     )
     click.echo(f"control plane on http://{host}:{port} (events: {ctx.home.events_path})", err=True)
@@ -77,15 +86,7 @@ def _named_tokens(ctx: CliContext, environ: Mapping[str, str]) -> tuple[dict[str
                 f"Fix: export {spec.secret_env}=$(openssl rand -hex 32)"
             )
         tokens[secret] = Principal(spec.name, spec.role)
-    worker_key = None
-    if settings.worker_key_env:
-        raw = environ.get(settings.worker_key_env, "").strip()
-        if len(raw) < 32:
-            raise ConfigError(
-                f"control_plane.worker_token_key: {settings.worker_key_env} must hold at least 32 "
-                f"characters. Fix: export {settings.worker_key_env}=$(openssl rand -hex 32)"
-            )
-        worker_key = raw.encode("utf-8")
+    worker_key = worker_key_from(settings.worker_key_env, environ)
     return tokens, worker_key
 
 

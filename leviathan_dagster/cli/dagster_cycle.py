@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -24,11 +24,13 @@ from leviathan_dagster.cli.run_queue import RunQueue
 from leviathan_dagster.core.attempts.run_events import record_runs
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.scheduling.cycle import read_backlog
+from leviathan_dagster.core.scheduling.planning import RunView
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import leviathan_run_records, run_info
+from leviathan_dagster.defs.platform.run_view import DagsterRunView
 
 Echo = Callable[[str], None]
 # The runs' full event logs (and failures) are in the instance and the UI; the terminal gets our summary.
@@ -48,6 +50,17 @@ def prepare_instance(home: LeviathanHome, config_path: Path) -> dg.DagsterInstan
     os.environ["LEVIATHAN_HOME"] = str(home.root)
     os.environ["LEVIATHAN_CONFIG"] = str(config_path)
     return dg.DagsterInstance.get()
+
+
+@contextlib.contextmanager
+def home_run_view(home: LeviathanHome) -> Iterator[RunView]:
+    """The attempt runs of the instance ``leviathan run`` installed in ``home`` (read, never written
+    to). ``leviathan tasks`` judges readiness with it, as the scheduler does with the same runs."""
+    instance = dg.DagsterInstance.from_config(str(home.dagster_home))
+    try:
+        yield DagsterRunView(instance)
+    finally:
+        instance.dispose()
 
 
 @dataclass

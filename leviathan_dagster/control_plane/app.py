@@ -22,9 +22,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from leviathan_dagster.control_plane.bundle import (
+    MAX_CLOCK_AHEAD_SECONDS,
     Bundle,
     InvalidBundle,
     MalformedBody,
+    ahead_of_clock,
     inconsistencies,
     parse_json,
     validate_bundle,
@@ -55,6 +57,7 @@ from leviathan_dagster.core.errors import (
 )
 from leviathan_dagster.core.events.access import Principal, refusal
 from leviathan_dagster.core.events.chain import InvalidEvent
+from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.redaction import register_secret
 
@@ -71,6 +74,7 @@ def create_app(
     tokens: Mapping[str, Principal] | None = None,
     worker_key: bytes | None = None,
     max_bundle_bytes: int = 1_048_576,
+    max_clock_ahead_seconds: int = MAX_CLOCK_AHEAD_SECONDS,
     body_timeout: float = BODY_TIMEOUT_SECONDS,
     targets_status: TargetsStatus | None = None,
 ) -> Starlette:
@@ -80,7 +84,8 @@ def create_app(
 
     Tokens (see ``core.events.access``): ``tokens`` maps each named token's secret to its
     :class:`Principal` (operator or orchestrator; its name becomes the ``actor_id`` of what it appends);
-    ``worker_key`` accepts per-attempt worker tokens minted from it. ``token`` is the unnamed token of
+    ``worker_key`` accepts per-attempt worker tokens minted from it. ``max_clock_ahead_seconds``: how far
+    past this server's clock an event's times may be (409 beyond it). ``token`` is the unnamed token of
     a single-token setup: it may append everything but operator actions, under the producer's actor_id.
     """
     principals = [(secret.encode("utf-8"), who) for secret, who in (tokens or {}).items()]
@@ -96,6 +101,10 @@ def create_app(
         register_secret(secret.decode("utf-8"))
     if worker_key:  # a key that is not text cannot appear in text
         register_secret(worker_key.decode("utf-8", errors="ignore"))
+    if not isinstance(max_clock_ahead_seconds, int) or max_clock_ahead_seconds < 0:
+        raise ConfigError(
+            f"max_clock_ahead_seconds must be a non-negative integer, got {max_clock_ahead_seconds!r}"
+        )
     if not isinstance(max_bundle_bytes, int) or max_bundle_bytes < 1:
         raise ConfigError(f"max_bundle_bytes must be a positive integer, got {max_bundle_bytes!r}")
     metrics = Metrics()
@@ -127,6 +136,7 @@ def create_app(
     app.state.principals = principals
     app.state.worker_key = worker_key
     app.state.max_bundle_bytes = max_bundle_bytes
+    app.state.max_clock_ahead_seconds = max_clock_ahead_seconds
     app.state.body_timeout = body_timeout
     return app
 
@@ -143,7 +153,7 @@ async def ingest(request: Request) -> Response:
         raise ApiError(400, "malformed JSON", str(exc)) from None
     except InvalidBundle as exc:
         raise ApiError(422, str(exc), exc.problems) from None
-    conflicts = inconsistencies(bundle)
+    conflicts = inconsistencies(bundle) + ahead_of_clock(bundle, utc_now(), state.max_clock_ahead_seconds)
     if conflicts:
         raise ApiError(409, "bundle contradicts itself; nothing was written", conflicts)
     bundle = _as_principal(request.state.principal, bundle)

@@ -10,13 +10,17 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from leviathan_dagster.core.events.chain import InvalidEvent, canonical_event_bytes
-from leviathan_dagster.core.events.model import Event
-from leviathan_dagster.core.events.schemas import MAX_INT, event_problems
+from leviathan_dagster.core.events.model import Event, format_timestamp, parse_timestamp
+from leviathan_dagster.core.events.schemas import EVENT_SCHEMAS, MAX_INT, event_problems
 
 MAX_PROBLEMS = 50
+# How far past the control plane's clock an event's times may be: clocks of producers drift, but a day
+# ahead is a wrong clock, not drift (``control-plane serve --max-clock-ahead``).
+MAX_CLOCK_AHEAD_SECONDS = 86_400
 MAX_ID_LENGTH = 200
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # full-matched: "abc\n" is not an id
 _EVENT_TYPE_RE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z0-9_]+)+")
@@ -102,6 +106,30 @@ def inconsistencies(bundle: Bundle) -> list[str]:
                 f"events[{index}].payload.target_id: {target_id!r} differs from the bundle's target "
                 f"{bundle.target!r}"
             )
+    return problems[:MAX_PROBLEMS]
+
+
+def ahead_of_clock(bundle: Bundle, now: datetime, max_ahead_seconds: int) -> list[str]:
+    """Times in the bundle (each event's ``timestamp`` and its payload's time fields) later than
+    ``max_ahead_seconds`` past the receiver's clock ``now`` (HTTP 409, like the other rules a JSON
+    Schema cannot state). The schema's fixed 2000..2099 range alone let a producer with a wrong clock
+    write events decades ahead, which every projection then sorts and measures by."""
+    latest = now + timedelta(seconds=max_ahead_seconds)
+    problems: list[str] = []
+    for index, event in enumerate(bundle.events):
+        schema = EVENT_SCHEMAS.get(event.event_type, {})
+        times = [("timestamp", event.timestamp)] + [
+            (f"payload.{name}", event.payload.get(name))
+            for name, spec in schema.items()
+            if spec.kind == "timestamp" and isinstance(event.payload.get(name), str)
+        ]
+        for field_name, value in times:
+            if parse_timestamp(value) > latest:
+                problems.append(
+                    f"events[{index}].{field_name}: {value!r} is more than {max_ahead_seconds} s ahead of "
+                    f"the control plane's clock ({format_timestamp(now)}); fix the producer's clock "
+                    "(or raise control-plane serve --max-clock-ahead)"
+                )
     return problems[:MAX_PROBLEMS]
 
 

@@ -14,7 +14,8 @@ _ERRORS = {
     401: "Missing or wrong bearer token (see the WWW-Authenticate header).",
     404: "Not found.",
     409: "Nothing was written: an event_id already in the log with other content, an event_id twice in "
-    "the bundle, or an event about another target than the bundle's (`detail` names each).",
+    "the bundle, an event about another target than the bundle's, or a time more than the configured "
+    "limit (a day by default) ahead of the server's clock (`detail` names each).",
     413: "Body larger than the configured limit; nothing was read further or written.",
     403: "The token may not append these events (operator actions, or another attempt's events).",
     408: "The request body did not arrive within the read timeout; nothing was written.",

@@ -24,7 +24,7 @@ from leviathan_dagster.core.attempts.recovery import (
 )
 from leviathan_dagster.core.errors import ConfigError, ConflictError
 from leviathan_dagster.core.events.model import Event, utc_now
-from leviathan_dagster.core.events.retry import append_with_retry
+from leviathan_dagster.core.events.retry import append_with_retry, read_with_retry
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
 from leviathan_dagster.core.forge.base import Forge
@@ -122,7 +122,9 @@ def _settle(
     """Once the executor is done: the attempt as recorded, recovering from the forge or recording the
     lost worker if it left no terminal event."""
     target, task_id = planned.target, planned.task_id
-    ledger = current_ledger(events)
+    # Retried: the database may be restarting just as the worker ends (the worker itself gave up on
+    # it); failing here would leave the attempt in flight with its PR unrecorded until the next cycle.
+    ledger = read_with_retry(lambda: current_ledger(events))
     record = ledger.attempt(planned.attempt_id)
     if record is None or record.in_flight:
         lost = LostAttempt(target.id, task_id, planned.attempt_id, planned.attempt_number)
@@ -134,7 +136,7 @@ def _settle(
             record_recovered(events, recovered)
         else:
             _record_lost_worker(planned, result, events)
-        ledger = current_ledger(events)
+        ledger = read_with_retry(lambda: current_ledger(events))
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
     return ledger, record

@@ -74,8 +74,9 @@ class KubernetesSettings:
     service_account: ObjectName = "leviathan-worker"
     """The worker pod's service account (its API token is not mounted)."""
     control_plane_url: ControlPlaneUrl | None = Field(None, examples=["http://leviathan-control-plane:8000"])
-    """Given to the worker as `CONTROL_PLANE_URL`; the worker then posts its events there, and the
-    Secret's `control-plane-token` becomes required."""
+    """Given to the worker as `CONTROL_PLANE_URL`; the worker then posts its events there, with the
+    Secret's `control-plane-token` (then required), or, when `control_plane.worker_token_key` is set, a
+    token minted for its attempt alone (the orchestrator must hold the key too; docs/control-plane.md)."""
     secret_name: ObjectName = "leviathan-secrets"
     """Secret with `control-plane-token`, `github-token`, `claude-api-key`, `claude-model` (seed 001),
     read by `secretKeyRef`."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from leviathan_dagster.core.errors import ConfigError
@@ -27,6 +28,7 @@ from leviathan_dagster.core.events.schemas import OPERATOR_EVENTS, WORKER_EVENTS
 
 ROLES = ("operator", "orchestrator", "worker")
 _WORKER_PREFIX = "wk1."
+MIN_WORKER_KEY_CHARS = 32
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,21 @@ class Principal:
     name: str
     role: str
     attempt_id: str | None = None
+
+
+def worker_key_from(env_name: str | None, environ: Mapping[str, str]) -> bytes | None:
+    """The worker token key held in ``env_name`` (``control_plane.worker_token_key``), or None when
+    none is configured. The control plane checks tokens with it and the ``k8s`` executor mints them, so
+    both read it here and refuse the same too-short or missing key."""
+    if not env_name:
+        return None
+    raw = environ.get(env_name, "").strip()
+    if len(raw) < MIN_WORKER_KEY_CHARS:
+        raise ConfigError(
+            f"control_plane.worker_token_key: {env_name} must hold at least {MIN_WORKER_KEY_CHARS} "
+            f"characters. Fix: export {env_name}=$(openssl rand -hex 32)"
+        )
+    return raw.encode("utf-8")
 
 
 def mint_worker_token(key: bytes, attempt_id: str) -> str:

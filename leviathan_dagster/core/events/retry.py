@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import tenacity
 
@@ -24,6 +25,35 @@ FIRST_WAIT_SECONDS = 0.25
 MAX_WAIT_SECONDS = 8.0  # 0.25, 0.5, 1, 2, 4, 8, 8: about 24 s in all, longer than a PostgreSQL restart
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _retrying(
+    attempts: int,
+    first_wait: float,
+    max_wait: float,
+    sleep: Callable[[float], None],
+    before_sleep: Callable[[tenacity.RetryCallState], None],
+) -> tenacity.Retrying:
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(TransientError),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential(multiplier=first_wait, max=max_wait),
+        sleep=sleep,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def _log_retry(action: str, state: tenacity.RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome else None
+    logger.warning(
+        "event log %s failed (try %d of %s), retrying: %s",
+        action,
+        state.attempt_number,
+        APPEND_ATTEMPTS,
+        error,
+    )
 
 
 class RetryingAppender:
@@ -44,14 +74,7 @@ class RetryingAppender:
         if store is None and opener is None:
             raise ValueError("RetryingAppender needs a store or an opener")
         self._store, self._opener = store, opener
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_after_attempt(attempts),
-            wait=tenacity.wait_exponential(multiplier=first_wait, max=max_wait),
-            sleep=sleep,
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
+        self._retrying = _retrying(attempts, first_wait, max_wait, sleep, self._before_retry)
 
     @property
     def store(self) -> EventStore:
@@ -66,13 +89,7 @@ class RetryingAppender:
         return self._retrying(lambda: self.store.append(events))
 
     def _before_retry(self, state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "event log append failed (try %d of %s), retrying: %s",
-            state.attempt_number,
-            APPEND_ATTEMPTS,
-            error,
-        )
+        _log_retry("append", state)
         if self._opener is not None:
             self._store = None  # the next try opens the log afresh
 
@@ -80,3 +97,17 @@ class RetryingAppender:
 def append_with_retry(store: EventStore, events: Sequence[Event], **options: object) -> list[StoredEvent]:
     """One retried append to ``store`` (see :class:`RetryingAppender`)."""
     return RetryingAppender(store, **options).append(events)  # type: ignore[arg-type]
+
+
+def read_with_retry(read: Callable[[], T], *, sleep: Callable[[float], None] = time.sleep) -> T:
+    """``read()`` (a fold of the log, a head lookup), retried on :class:`TransientError` like an append.
+
+    For the orchestrator's reads between two appends it must make: after its worker ended, what the
+    worker recorded decides what is recorded next, and a restart of the database at that moment must
+    not fail the run with the attempt left in flight. A read changes nothing, so it is always safe to
+    repeat; each try opens a connection of its own (see PostgresEventLog.read).
+    """
+    retrying = _retrying(
+        APPEND_ATTEMPTS, FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS, sleep, lambda state: _log_retry("read", state)
+    )
+    return retrying(read)

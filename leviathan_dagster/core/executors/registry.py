@@ -14,7 +14,9 @@ def _k8s(project: ProjectConfig | None) -> Executor:
     # Imported here: the kubernetes client is only loaded by deployments that use it.
     from leviathan_dagster.core.executors.k8s.executor import K8sExecutor
 
-    return K8sExecutor(project.kubernetes if project else KubernetesSettings())
+    if project is None:
+        return K8sExecutor(KubernetesSettings())
+    return K8sExecutor(project.kubernetes, worker_key_env=project.control_plane.worker_key_env)
 
 
 def _k8s_stub(project: ProjectConfig | None) -> Executor:

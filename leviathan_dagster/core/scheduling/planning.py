@@ -112,10 +112,7 @@ def plan_attempt_requests(
     settled = reconcile_lost_attempts(current_ledger(events), runs.is_alive, events, recover)
     if settled:  # their ends are stamped after ``now``: judge the backoff they start from then on
         now = max(now, utc_now())
-    ledger = current_ledger(events)
-    plan = plan_cycle(
-        project, home, events, now, queued=runs.live_unrecorded_tasks(ledger), only_target=only_target
-    )
+    plan = plan_readiness(project, home, events, now, runs, only_target=only_target)
     for target_id, error in plan.errors.items():
         warn(f"target '{target_id}' skipped: {error}")
     requests = [
@@ -129,6 +126,24 @@ def plan_attempt_requests(
         for r in plan.selected
     ]
     return plan, requests
+
+
+def plan_readiness(
+    project: ProjectConfig,
+    home: LeviathanHome,
+    events: EventStore,
+    now: datetime,
+    runs: RunView | None,
+    *,
+    only_target: str | None = None,
+) -> CyclePlan:
+    """Every task's readiness as the scheduler judges it, writing nothing: the log, the backlogs, the
+    forge, and the attempt runs that are alive but not in the log yet (queued, or unable to record
+    their ``attempt.created``, e.g. on a full disk). ``leviathan tasks`` shows exactly this, so it can
+    never say ``ready`` where the scheduler waits on a run (``in_progress``). ``runs`` None: a home
+    where no orchestrator ever ran, so no run can be waiting."""
+    queued = runs.live_unrecorded_tasks(current_ledger(events)) if runs is not None else {}
+    return plan_cycle(project, home, events, now, queued=queued, only_target=only_target)
 
 
 def refused_runs(runs: RunView, ledger: AttemptLedger, target_id: str, task_id: str, number: int) -> int:

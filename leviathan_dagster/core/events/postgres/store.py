@@ -12,9 +12,9 @@ import hashlib
 import json
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import IsolationLevel, errors, sql
@@ -42,6 +42,8 @@ HEAD_LOCK_TIMEOUT = "30s"
 # the server ends such a session after this long (an append's transaction lasts milliseconds).
 IDLE_IN_TRANSACTION_TIMEOUT = "60s"
 _STREAM_ROWS = 2000
+
+T = TypeVar("T")
 
 
 class PostgresEventLog(EventStore):
@@ -132,8 +134,9 @@ class PostgresEventLog(EventStore):
             bodies,
             [event.event_type for event in events],
         )
-        with self._mutex, self._translated("append"):
-            rows = self._connection().execute(self._append_sql, params, prepare=True).fetchall()
+        rows = self._on_shared_connection(
+            "append", lambda conn: conn.execute(self._append_sql, params, prepare=True).fetchall()
+        )
         return [
             StoredEvent(seq, event, prev_hash, hash_, body)
             for (seq, prev_hash, hash_), event, body in zip(rows, events, bodies, strict=True)
@@ -151,14 +154,16 @@ class PostgresEventLog(EventStore):
 
     def get(self, event_id: str) -> StoredEvent | None:
         """The stored event with this ``event_id``, or None."""
-        with self._mutex, self._translated("get"):
-            row = self._connection().execute(self.tables.select_by_id, (event_id,)).fetchone()
+        row = self._on_shared_connection(
+            "get", lambda conn: conn.execute(self.tables.select_by_id, (event_id,)).fetchone()
+        )
         return None if row is None else _stored(*row)
 
     def head(self) -> tuple[int, str]:
         """(last seq, last hash), or (0, genesis hash) for an empty log, from the head row."""
-        with self._mutex, self._translated("read the head"):
-            row = self._connection().execute(self.tables.select_head).fetchone()
+        row = self._on_shared_connection(
+            "read the head", lambda conn: conn.execute(self.tables.select_head).fetchone()
+        )
         assert row is not None, "the head row is created with the tables"
         return row[0], row[1]
 
@@ -219,6 +224,28 @@ class PostgresEventLog(EventStore):
         if self._conn is None or self._conn.closed:
             self._conn = self._connect(autocommit=True)
         return self._conn
+
+    def _on_shared_connection(self, action: str, statement: Callable[[psycopg.Connection], T]) -> T:
+        """``statement`` on the instance's connection, once more on a new one if the connection it
+        found open had died meanwhile.
+
+        A session the server ended while it sat idle (a restart, a failover, an idle timeout) is only
+        found dead when it is next used, however long ago the server came back: without the second
+        try every long-lived writer (a worker waiting on its test command, a code server) would fail
+        its first call after any restart. Repeating is safe: reads change nothing, and an append is
+        idempotent by event_id (and a dead session ran nothing). A connection opened by this call
+        that fails is a real failure, raised as TransientError for the caller's own retries.
+        """
+        with self._mutex:
+            reused = self._conn is not None and not self._conn.closed
+            try:
+                with self._translated(action):
+                    return statement(self._connection())
+            except TransientError:
+                if not reused or self._conn is not None:  # opened now, or still usable: not stale
+                    raise
+            with self._translated(action):
+                return statement(self._connection())
 
     @contextmanager
     def _streaming(self, action: str, *, snapshot: bool = False) -> Iterator[psycopg.ServerCursor]:

@@ -9,6 +9,7 @@ attempt does not count against the task and is tried again.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,11 +19,13 @@ import tenacity
 
 from leviathan_dagster.core.attempts.ledger import INFRASTRUCTURE
 from leviathan_dagster.core.errors import LeviathanError, TransientError
+from leviathan_dagster.core.events.access import mint_worker_token, worker_key_from
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor, log_tail
 from leviathan_dagster.core.executors.k8s.api import JobState, KubernetesApi, PodState
-from leviathan_dagster.core.executors.k8s.job import job_name, render_job
+from leviathan_dagster.core.executors.k8s.job import job_name, render_job, without_worker_token
 from leviathan_dagster.core.executors.k8s.stub import resolve_resources, validate_job, write_job_artifact
 from leviathan_dagster.core.models import KubernetesSettings
+from leviathan_dagster.core.redaction import register_secret
 
 POD_LOG_ARTIFACT = "k8s-pod.log"
 POLL_SECONDS = 2.0
@@ -54,17 +57,22 @@ class K8sExecutor(Executor):
         self,
         settings: KubernetesSettings | None = None,
         *,
+        worker_key_env: str | None = None,
         api: Callable[[KubernetesSettings], KubernetesApi] = KubernetesApi,
         poll_seconds: float = POLL_SECONDS,
     ) -> None:
         self.settings = settings or KubernetesSettings()
+        # control_plane.worker_token_key: with it (and a control plane URL) each worker gets a token
+        # of its own attempt instead of the Secret's shared control-plane-token.
+        self.worker_key_env = worker_key_env
         self._make_api = api
         self.poll_seconds = poll_seconds
 
     def run(self, spec: AttemptSpec) -> ExecutionResult:
-        body = render_job(spec, self.settings, resolve_resources(spec))
+        token = self._worker_token(spec.attempt_id)
+        body = render_job(spec, self.settings, resolve_resources(spec), worker_token=token)
         validate_job(body)
-        write_job_artifact(spec, body)
+        write_job_artifact(spec, without_worker_token(body))
         name = body["metadata"]["name"]
         api = self._make_api(self.settings)
         try:
@@ -74,6 +82,20 @@ class K8sExecutor(Executor):
         finally:
             api.close()
         return _result(name, body["spec"]["activeDeadlineSeconds"], ended, log, self.settings)
+
+    def _worker_token(self, attempt_id: str) -> str | None:
+        """This attempt's own control-plane token, or None (no control plane, or no worker key: the
+        worker then gets the Secret's shared token). Read from the environment per attempt, so a key
+        missing from the run pod is this attempt's ``executor_error``, with the fix, not a crash."""
+        if not (self.settings.control_plane_url and self.worker_key_env):
+            return None
+        key = worker_key_from(self.worker_key_env, os.environ)
+        assert key is not None  # worker_key_from refuses a missing key when a name is configured
+        token = mint_worker_token(key, attempt_id)
+        # The token is in the Job's env (no Secret per attempt: the orchestrator may not touch
+        # Secrets); it is redacted from every log and artifact this process writes.
+        register_secret(token)
+        return token
 
     def cancel(self, attempt_id: str) -> bool:
         """Delete the attempt's Job and its pod (the process is killed); False if there was none.

@@ -6,6 +6,7 @@ artifact, validated against the Kubernetes schema in the tests, and sent by the 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from typing import Any
@@ -75,7 +76,11 @@ def container_resources(resources: ResourceRequests | None) -> dict[str, dict[st
     return {"requests": requests, **({"limits": limits} if limits else {})}
 
 
-def worker_env(spec: AttemptSpec, settings: KubernetesSettings) -> list[dict[str, Any]]:
+def worker_env(
+    spec: AttemptSpec, settings: KubernetesSettings, worker_token: str | None = None
+) -> list[dict[str, Any]]:
+    """The worker contract, then the credentials from the Secret. ``worker_token``: this attempt's own
+    control-plane token (minted by the executor), given instead of the Secret's shared one."""
     plain = spec.worker_environment()
     plain["LEVIATHAN_WORKSPACE_DIR"] = WORKSPACE_MOUNT
     # git, Python and tempfile write below HOME and TMPDIR; the root filesystem is read-only.
@@ -86,8 +91,12 @@ def worker_env(spec: AttemptSpec, settings: KubernetesSettings) -> list[dict[str
     if settings.control_plane_url:
         plain["CONTROL_PLANE_URL"] = settings.control_plane_url
     plain[CONFINEMENT_ENV] = confinement_summary(settings)
+    if worker_token:
+        plain["CONTROL_PLANE_TOKEN"] = worker_token
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in plain.items()]
     for name, key in SECRET_ENV.items():
+        if name == "CONTROL_PLANE_TOKEN" and worker_token:
+            continue
         # The token is required once a control plane is named: without it every event post would fail.
         optional = not (name == "CONTROL_PLANE_TOKEN" and settings.control_plane_url)
         ref = {"name": settings.secret_name, "key": key, "optional": optional}
@@ -96,7 +105,11 @@ def worker_env(spec: AttemptSpec, settings: KubernetesSettings) -> list[dict[str
 
 
 def render_job(
-    spec: AttemptSpec, settings: KubernetesSettings, resources: ResourceRequests | None = None
+    spec: AttemptSpec,
+    settings: KubernetesSettings,
+    resources: ResourceRequests | None = None,
+    *,
+    worker_token: str | None = None,
 ) -> dict[str, Any]:
     """The batch/v1 Job that runs ``python -m worker`` for ``spec``."""
     labels = job_labels(spec)
@@ -118,7 +131,7 @@ def render_job(
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
         "command": list(WORKER_COMMAND),
-        "env": worker_env(spec, settings),
+        "env": worker_env(spec, settings, worker_token),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -162,3 +175,16 @@ def render_job(
             },
         },
     }
+
+
+WORKER_TOKEN_PLACEHOLDER = "<this attempt's worker token: not recorded>"
+
+
+def without_worker_token(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` as recorded in the attempt's artifact: a minted worker token replaced by a placeholder."""
+    recorded = copy.deepcopy(body)
+    for container in recorded["spec"]["template"]["spec"]["containers"]:
+        for entry in container.get("env", []):
+            if entry["name"] == "CONTROL_PLANE_TOKEN" and "value" in entry:
+                entry["value"] = WORKER_TOKEN_PLACEHOLDER
+    return recorded
