@@ -1,10 +1,12 @@
-"""Delivery: the event log itself (with its integrity check) and the daily delivery metrics."""
+"""Delivery: the event log itself (with its integrity check), the daily delivery metrics and costs."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
+from leviathan_dagster.core.costs import COST_HEADERS, TargetDayCost, cost_table_rows, totals
 from leviathan_dagster.core.event_log_health import check_event_log
+from leviathan_dagster.core.generators.usage import TOKEN_FIELDS
 from leviathan_dagster.core.metrics import METRICS_HEADERS, metrics_table_rows
 from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.core.reporting import markdown_table
@@ -72,3 +74,80 @@ def delivery_metrics(context: dg.AssetExecutionContext, leviathan: LeviathanReso
             "metrics": dg.MetadataValue.json({t: m.as_dict() for t, m in metrics.items()}),
         }
     )
+
+
+# How many days the costs table looks back (the partition's day included): the trend beside the day.
+COST_TREND_DAYS = 14
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="delivery",
+    deps=[event_log],
+    kinds={"python"},
+    owners=["team:leviathan"],
+    tags={"domain": "delivery"},
+    description=(
+        "What attempts cost per target and UTC day: attempts by generator, model calls, input, output "
+        "and cache tokens, USD at list prices. Numeric totals are plotted across days (Plots tab)."
+    ),
+)
+def costs(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    view = view_of(leviathan.event_log())
+    with view.lock:
+        view.require("costs")
+        view.refresh()
+        rows = list(view.costs.costs_for(day).values())
+        trend = view.costs.days(day - timedelta(days=COST_TREND_DAYS - 1), day)
+    return dg.MaterializeResult(metadata=cost_metadata(rows, trend))
+
+
+def cost_metadata(rows: list[TargetDayCost], trend: list[TargetDayCost]) -> dict[str, object]:
+    """The day's totals as numbers (what Dagster plots, one point per day partition), per target too,
+    and the tables: the day per target, and the days before it."""
+    total = totals(rows)
+    metadata: dict[str, object] = {
+        "attempts": dg.MetadataValue.int(total.attempts),
+        "model_calls": dg.MetadataValue.int(total.model_calls),
+        **{name: dg.MetadataValue.int(getattr(total, name)) for name in TOKEN_FIELDS},
+        "total_tokens": dg.MetadataValue.int(total.total_tokens),
+        "cost_usd": dg.MetadataValue.float(total.usd),
+        "unpriced_attempts": dg.MetadataValue.int(total.unpriced_attempts),
+        "unrecorded_attempts": dg.MetadataValue.int(total.unrecorded_attempts),
+    }
+    for row in rows:
+        metadata[f"cost_usd [{row.target_id}]"] = dg.MetadataValue.float(row.usd)
+        metadata[f"total_tokens [{row.target_id}]"] = dg.MetadataValue.int(row.total_tokens)
+    metadata["per_target"] = dg.MetadataValue.md(markdown_table(COST_HEADERS, cost_table_rows(rows)))
+    metadata["per_target_table"] = dg.MetadataValue.table(
+        records=[dg.TableRecord(_table_record(row)) for row in rows], schema=COST_TABLE_SCHEMA
+    )
+    metadata[f"last_{COST_TREND_DAYS}_days"] = dg.MetadataValue.md(
+        markdown_table(COST_HEADERS, cost_table_rows(trend))
+    )
+    metadata["costs"] = dg.MetadataValue.json([row.as_dict() for row in rows])
+    return metadata
+
+
+COST_TABLE_SCHEMA = dg.TableSchema(
+    columns=[
+        dg.TableColumn("target", "string"),
+        dg.TableColumn("attempts", "int"),
+        dg.TableColumn("model_calls", "int"),
+        *(dg.TableColumn(name, "int") for name in TOKEN_FIELDS),
+        dg.TableColumn("total_tokens", "int"),
+        dg.TableColumn("usd", "float"),
+    ]
+)
+
+
+def _table_record(row: TargetDayCost) -> dict[str, str | int | float]:
+    return {
+        "target": row.target_id,
+        "attempts": row.attempts,
+        "model_calls": row.model_calls,
+        **{name: getattr(row, name) for name in TOKEN_FIELDS},
+        "total_tokens": row.total_tokens,
+        "usd": row.usd,
+    }
