@@ -116,8 +116,8 @@ def test_costs_per_target_and_day_from_the_log(log: NdjsonEventLog) -> None:
     assert compute_costs(log.read(), DAY + timedelta(days=1))["site"].attempts == 1
     assert compute_costs(log.read(), date(2024, 1, 1)) == {}
     rows = cost_table_rows(costs.values())
-    assert rows[0][:3] == ["2025-03-01", "api", 1] and rows[0][-1] == "$0.0000 (+ 1 unpriced)"
-    assert rows[1][3] == "claude: 1, docs: 1, unknown: 1" and rows[1][-1] == "$0.0060 (+ 1 unrecorded)"
+    assert rows[0][:4] == ["2025-03-01", "api", 1, "$0.0000 (+ 1 unpriced)"]
+    assert rows[1][3:6] == ["$0.0060 (+ 1 unrecorded)", 1200, "claude: 1, docs: 1, unknown: 1"]
     total = totals(costs.values())
     assert (total.attempts, total.total_tokens, total.unpriced_attempts) == (4, 1215, 1)
 
@@ -168,9 +168,12 @@ def test_costs_asset_through_the_daily_job(tmp_path: Path) -> None:
     assert metadata["attempts"].value == 2 and metadata["total_tokens"].value == 3900
     assert metadata["model_calls"].value == 1 and metadata["unrecorded_attempts"].value == 0
     table = metadata["per_target"].value
-    assert "| 2025-03-01 | site | 2 | claude: 1, docs: 1 | 1 | 2000 | 400 | 1000 | 500 | 3900 |" in table
+    usd = f"${expected_usd:.4f}"
+    assert f"| 2025-03-01 | site | 2 | {usd} | 3900 | claude: 1, docs: 1 | 1 | 2000 | 400 | 1000 | 500 |" in (
+        table
+    )
     assert "api" not in table  # its attempt ended the day before
     # The days before stand beside it: the trend table.
-    assert "| 2025-02-28 | api | 1 | tests: 1 |" in metadata["last_14_days"].value
+    assert "| 2025-02-28 | api | 1 | $0.0000 | 0 | tests: 1 |" in metadata["last_14_days"].value
     [record] = metadata["per_target_table"].value.records
     assert record.data["target"] == "site" and record.data["usd"] == pytest.approx(expected_usd)

@@ -200,18 +200,19 @@ def totals(rows: Iterable[TargetDayCost]) -> TargetDayCost:
     return total
 
 
+# USD first after the counts: a wide table is cut at the right edge of the UI's metadata column.
 COST_HEADERS = [
     "day",
     "target",
     "attempts",
+    "USD",
+    "total tokens",
     "by generator",
     "model calls",
     "input",
     "output",
     "cache write",
     "cache read",
-    "total tokens",
-    "USD",
 ]
 
 
@@ -222,14 +223,14 @@ def cost_table_rows(rows: Iterable[TargetDayCost]) -> list[list[object]]:
             row.day,
             row.target_id,
             row.attempts,
+            usd_cell(row),
+            row.total_tokens,
             ", ".join(f"{k}: {v}" for k, v in sorted(row.attempts_by_generator.items())),
             row.model_calls,
             row.input_tokens,
             row.output_tokens,
             row.cache_creation_input_tokens,
             row.cache_read_input_tokens,
-            row.total_tokens,
-            usd_cell(row),
         ]
         for row in rows
     ]

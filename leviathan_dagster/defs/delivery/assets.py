@@ -134,10 +134,10 @@ COST_TABLE_SCHEMA = dg.TableSchema(
     columns=[
         dg.TableColumn("target", "string"),
         dg.TableColumn("attempts", "int"),
+        dg.TableColumn("usd", "float"),
+        dg.TableColumn("total_tokens", "int"),
         dg.TableColumn("model_calls", "int"),
         *(dg.TableColumn(name, "int") for name in TOKEN_FIELDS),
-        dg.TableColumn("total_tokens", "int"),
-        dg.TableColumn("usd", "float"),
     ]
 )
 
@@ -146,8 +146,8 @@ def _table_record(row: TargetDayCost) -> dict[str, str | int | float]:
     return {
         "target": row.target_id,
         "attempts": row.attempts,
+        "usd": row.usd,
+        "total_tokens": row.total_tokens,
         "model_calls": row.model_calls,
         **{name: getattr(row, name) for name in TOKEN_FIELDS},
-        "total_tokens": row.total_tokens,
-        "usd": row.usd,
     }
