@@ -3,13 +3,16 @@ real event log (one pass and incrementally), and the daily ``costs`` asset compu
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from support import make_project
+from click.testing import CliRunner
+from support import backlog_yaml, docs_task, make_project, run_worker
 
+from leviathan_dagster.cli.main import cli
 from leviathan_dagster.core import lifecycle
 from leviathan_dagster.core.costs import (
     UNKNOWN_GENERATOR,
@@ -19,7 +22,7 @@ from leviathan_dagster.core.costs import (
     cost_table_rows,
     totals,
 )
-from leviathan_dagster.core.events.model import Event
+from leviathan_dagster.core.events.model import Event, utc_now
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.generators.claude_prices import cost_usd, price_for
 from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
@@ -177,3 +180,35 @@ def test_costs_asset_through_the_daily_job(tmp_path: Path) -> None:
     assert "| 2025-02-28 | api | 1 | $0.0000 | 0 | tests: 1 |" in metadata["last_14_days"].value
     [record] = metadata["per_target_table"].value.records
     assert record.data["target"] == "site" and record.data["usd"] == pytest.approx(expected_usd)
+
+
+def test_costs_command_shows_a_real_docs_attempt_and_a_model_attempt(tmp_path: Path) -> None:
+    files = {".leviathan/backlog.yaml": backlog_yaml(docs_task("a"))}
+    project = make_project(tmp_path, {"site": {"files": files}})
+    assert run_worker(project, "site", "a", "attempt-1").returncode == 0  # the docs generator, for real
+    ended(project.events(), "site", "paid", 1, utc_now(), ok=False, usage=claude_usage((1000, 200, 0, 0)))
+
+    def costs(*args: str):
+        options = ["--config", str(project.config_path), "--home", str(project.home.root)]
+        return CliRunner().invoke(cli, [*options, "costs", *args], catch_exceptions=False)
+
+    today = utc_now().date().isoformat()
+    shown = costs()
+    assert shown.exit_code == 0, shown.output
+    assert (
+        f"| {today} | site | 2 | $0.0060 | 1200 | claude: 1, docs: 1 | 1 | 1000 | 200 | 0 | 0 |"
+        in shown.output
+    )
+    assert "2 attempts, 1200 tokens, $0.0060" in shown.output
+    [row] = json.loads(costs("--json", "--target", "site").stdout)
+    assert (row["attempts_by_generator"], row["usd"], row["unrecorded_attempts"]) == (
+        {"claude": 1, "docs": 1},
+        0.006,
+        0,
+    )
+    assert (
+        "no attempt ended between 2024-01-01 and 2024-01-01"
+        in costs("--until", "2024-01-01", "--days", "1").output
+    )
+    unknown = costs("--target", "nope")
+    assert unknown.exit_code == 2 and "no target 'nope'" in unknown.output
