@@ -20,7 +20,7 @@ from leviathan_dagster.core.costs import (
     attempt_cost,
     compute_costs,
     cost_table_rows,
-    totals,
+    sum_costs,
 )
 from leviathan_dagster.core.events.model import Event, utc_now
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
@@ -121,7 +121,7 @@ def test_costs_per_target_and_day_from_the_log(log: NdjsonEventLog) -> None:
     rows = cost_table_rows(costs.values())
     assert rows[0][:4] == ["2025-03-01", "api", 1, "$0.0000 (+ 1 unpriced)"]
     assert rows[1][3:6] == ["$0.0060 (+ 1 unrecorded)", 1200, "claude: 1, docs: 1, unknown: 1"]
-    total = totals(costs.values())
+    total = sum_costs(costs.values())
     assert (total.attempts, total.total_tokens, total.unpriced_attempts) == (4, 1215, 1)
 
 

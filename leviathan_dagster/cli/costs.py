@@ -9,7 +9,7 @@ import click
 
 from leviathan_dagster.cli.context import CliContext, check_target_option, emit_json, pass_ctx
 from leviathan_dagster.core.config import load_project_config
-from leviathan_dagster.core.costs import COST_HEADERS, cost_table_rows, totals, usd_cell
+from leviathan_dagster.core.costs import COST_HEADERS, cost_table_rows, sum_costs, usd_cell
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.projections.log_view import view_of
 from leviathan_dagster.core.reporting import markdown_table
@@ -55,7 +55,7 @@ def costs(ctx: CliContext, days: int, until, target: str | None, as_json: bool) 
         click.echo(f"no attempt ended between {first} and {last}")
         return
     click.echo(markdown_table(COST_HEADERS, cost_table_rows(rows)))
-    total = totals(rows)
+    total = sum_costs(rows)
     click.echo(
         f"\n{_span(first, last)}: {total.attempts} attempts, {total.total_tokens} tokens, {usd_cell(total)}"
     )

@@ -184,7 +184,7 @@ def compute_costs(events: Iterable[StoredEvent], day: date) -> dict[str, TargetD
     return fold.costs_for(day)
 
 
-def totals(rows: Iterable[TargetDayCost]) -> TargetDayCost:
+def sum_costs(rows: Iterable[TargetDayCost]) -> TargetDayCost:
     """The rows added up (its ``target_id`` and ``day`` are empty)."""
     total = TargetDayCost("", "")
     for row in rows:

@@ -1,14 +1,16 @@
 """Delivery: the event log itself (with its integrity check), the daily delivery metrics and costs."""
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 
 import dagster as dg
 
-from leviathan_dagster.core.costs import COST_HEADERS, TargetDayCost, cost_table_rows, totals
+from leviathan_dagster.core.costs import COST_HEADERS, TargetDayCost, cost_table_rows, sum_costs
 from leviathan_dagster.core.event_log_health import check_event_log
 from leviathan_dagster.core.generators.usage import TOKEN_FIELDS
 from leviathan_dagster.core.metrics import METRICS_HEADERS, metrics_table_rows
-from leviathan_dagster.core.projections.log_view import view_of
+from leviathan_dagster.core.projections.log_view import LogView, view_of
 from leviathan_dagster.core.reporting import markdown_table
 from leviathan_dagster.defs.delivery.partitions import daily_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
@@ -44,13 +46,29 @@ def event_log_verifies(leviathan: LeviathanResource) -> dg.AssetCheckResult:
     )
 
 
+@contextmanager
+def folded(leviathan: LeviathanResource, projection: str) -> Iterator[LogView]:
+    """The process's view of the log with ``projection`` folded up to now, held under its lock."""
+    view = view_of(leviathan.event_log())
+    with view.lock:
+        view.require(projection)
+        view.refresh()
+        yield view
+
+
+# The daily figures folded from the event log: one partition per UTC day, computed by one job.
+DAILY_FROM_THE_LOG = {
+    "partitions_def": daily_partitions,
+    "group_name": "delivery",
+    "deps": [event_log],
+    "kinds": {"python"},
+    "owners": ["team:leviathan"],
+    "tags": {"domain": "delivery"},
+}
+
+
 @dg.asset(
-    partitions_def=daily_partitions,
-    group_name="delivery",
-    deps=[event_log],
-    kinds={"python"},
-    owners=["team:leviathan"],
-    tags={"domain": "delivery"},
+    **DAILY_FROM_THE_LOG,
     description=(
         "Per target and UTC day: attempts, success rate, failures by type, PRs opened/merged/closed, time "
         "to merge, attempts and tokens per merged PR. Is Leviathan worth running?"
@@ -58,10 +76,7 @@ def event_log_verifies(leviathan: LeviathanResource) -> dg.AssetCheckResult:
 )
 def delivery_metrics(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    view = view_of(leviathan.event_log())
-    with view.lock:
-        view.require("metrics")
-        view.refresh()
+    with folded(leviathan, "metrics") as view:
         metrics = view.metrics.metrics_for(day)
     totals = {
         "attempts": sum(m.attempts for m in metrics.values()),
@@ -81,12 +96,7 @@ COST_TREND_DAYS = 14
 
 
 @dg.asset(
-    partitions_def=daily_partitions,
-    group_name="delivery",
-    deps=[event_log],
-    kinds={"python"},
-    owners=["team:leviathan"],
-    tags={"domain": "delivery"},
+    **DAILY_FROM_THE_LOG,
     description=(
         "What attempts cost per target and UTC day: attempts by generator, model calls, input, output "
         "and cache tokens, USD at list prices. Numeric totals are plotted across days (Plots tab)."
@@ -94,10 +104,7 @@ COST_TREND_DAYS = 14
 )
 def costs(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
-    view = view_of(leviathan.event_log())
-    with view.lock:
-        view.require("costs")
-        view.refresh()
+    with folded(leviathan, "costs") as view:
         rows = list(view.costs.costs_for(day).values())
         trend = view.costs.days(day - timedelta(days=COST_TREND_DAYS - 1), day)
     return dg.MaterializeResult(metadata=cost_metadata(rows, trend))
@@ -106,7 +113,7 @@ def costs(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg
 def cost_metadata(rows: list[TargetDayCost], trend: list[TargetDayCost]) -> dict[str, object]:
     """The day's totals as numbers (what Dagster plots, one point per day partition), per target too,
     and the tables: the day per target, and the days before it."""
-    total = totals(rows)
+    total = sum_costs(rows)
     metadata: dict[str, object] = {
         "attempts": dg.MetadataValue.int(total.attempts),
         "model_calls": dg.MetadataValue.int(total.model_calls),
