@@ -6,6 +6,7 @@ Screenshots go to test-artifacts/."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -83,7 +84,7 @@ def costs_ui(tmp_path_factory):
     env = dagster_env(root / "dagster", project.config_path, project.home.root)
     resource = LeviathanResource(config_path=str(project.config_path), home=str(project.home.root))
     defs = build_definitions(resource)
-    today = utc_now().date().isoformat()
+    today, yesterday = utc_now().date().isoformat(), (utc_now().date() - timedelta(days=1)).isoformat()
     with dg.DagsterInstance.from_config(str(root / "dagster")) as instance:
         # The docs attempt through Dagster (its PR stays open, so the daemon's scheduler starts nothing
         # more), then the day's costs as the daily schedule computes them.
@@ -93,11 +94,10 @@ def costs_ui(tmp_path_factory):
             .execute_in_process(instance=instance, run_config=run_now)
             .success
         )
-        assert (
-            defs.resolve_job_def("delivery_metrics_job")
-            .execute_in_process(instance=instance, partition_key=today)
-            .success
-        )
+        # Yesterday (nothing ended then: zeros) and today: two points on the costs asset's plots.
+        for day in (yesterday, today):
+            daily = defs.resolve_job_def("delivery_metrics_job")
+            assert daily.execute_in_process(instance=instance, partition_key=day).success
     [pr] = LocalForge("site", str(project.repo("site")), project.home.root).list_pull_requests("open")
     with dagster_ui(env, root) as base, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -146,3 +146,14 @@ def test_costs_asset_shows_its_table(costs_ui) -> None:
     cells = table.locator("tbody tr").first.locator("td")
     sync_api.expect(cells).to_contain_text([today, "site", "2", f"${usd:.4f}", "claude: 1, docs: 1"])
     screenshot(page, "costs-partition")
+
+
+def test_costs_are_plotted_one_point_per_day(costs_ui) -> None:
+    base, page, _, _, _ = costs_ui
+    open_page(page, f"{base}/assets/costs")
+    page.get_by_role("button", name="Plots").first.click(timeout=UI_MS)
+    # One chart per numeric entry, by day partition: the totals and each target's.
+    for key in ("cost_usd", "total_tokens", "attempts", "cost_usd [site]"):
+        chart = page.locator("div", has=page.get_by_text(key, exact=True)).filter(has=page.locator("canvas"))
+        sync_api.expect(chart.last).to_be_visible(timeout=UI_MS)
+    screenshot(page, "costs-plots")

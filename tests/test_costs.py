@@ -175,11 +175,14 @@ def test_costs_asset_through_the_daily_job(tmp_path: Path) -> None:
     assert f"| 2025-03-01 | site | 2 | {usd} | 3900 | claude: 1, docs: 1 | 1 | 2000 | 400 | 1000 | 500 |" in (
         table
     )
-    assert "api" not in table  # its attempt ended the day before
+    # api's attempt ended the day before: that day it has a zero row (no gap in its plot).
+    assert "| 2025-03-01 | api | 0 | $0.0000 | 0 |  | 0 | 0 | 0 | 0 | 0 |" in table
+    assert metadata["cost_usd [api]"].value == 0.0
     # The days before stand beside it: the trend table.
     assert "| 2025-02-28 | api | 1 | $0.0000 | 0 | tests: 1 |" in metadata["last_14_days"].value
-    [record] = metadata["per_target_table"].value.records
-    assert record.data["target"] == "site" and record.data["usd"] == pytest.approx(expected_usd)
+    api, site = metadata["per_target_table"].value.records
+    assert site.data["target"] == "site" and site.data["usd"] == pytest.approx(expected_usd)
+    assert (api.data["target"], api.data["attempts"]) == ("api", 0)
 
 
 def test_costs_command_shows_a_real_docs_attempt_and_a_model_attempt(tmp_path: Path) -> None:

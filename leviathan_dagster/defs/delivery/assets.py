@@ -99,14 +99,18 @@ COST_TREND_DAYS = 14
     **DAILY_FROM_THE_LOG,
     description=(
         "What attempts cost per target and UTC day: attempts by generator, model calls, input, output "
-        "and cache tokens, USD at list prices. Numeric totals are plotted across days (Plots tab)."
+        "and cache tokens, USD at list prices. The totals are plotted per day (Overview, Metadata, Plots)."
     ),
 )
 def costs(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     day = date.fromisoformat(context.partition_key)
     with folded(leviathan, "costs") as view:
-        rows = list(view.costs.costs_for(day).values())
+        by_target = view.costs.costs_for(day)
         trend = view.costs.days(day - timedelta(days=COST_TREND_DAYS - 1), day)
+    # Every configured target has its row (zero on an idle day), so its per-target plot has no gaps.
+    for target_id in (t.id for t in leviathan.project().targets):
+        by_target.setdefault(target_id, TargetDayCost(target_id, day.isoformat()))
+    rows = [by_target[t] for t in sorted(by_target)]
     return dg.MaterializeResult(metadata=cost_metadata(rows, trend))
 
 
