@@ -14,6 +14,7 @@ from support import backlog_yaml, docs_task, make_project, run_worker
 
 from leviathan_dagster.cli.main import cli
 from leviathan_dagster.core import lifecycle
+from leviathan_dagster.core.attempts import AttemptRecord
 from leviathan_dagster.core.costs import (
     UNKNOWN_GENERATOR,
     CostFold,
@@ -26,8 +27,10 @@ from leviathan_dagster.core.events.model import Event, utc_now
 from leviathan_dagster.core.events.ndjson import NdjsonEventLog
 from leviathan_dagster.core.generators.claude_prices import cost_usd, price_for
 from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
+from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.projections.log_view import LogView
 from leviathan_dagster.definitions import build_definitions
+from leviathan_dagster.defs.attempts.metadata_entries import cost_entries, link_entries
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 
 DAY = date(2025, 3, 1)
@@ -215,3 +218,30 @@ def test_costs_command_shows_a_real_docs_attempt_and_a_model_attempt(tmp_path: P
     )
     unknown = costs("--target", "nope")
     assert unknown.exit_code == 2 and "no target 'nope'" in unknown.output
+
+
+def record_with(usage: dict | None, **fields) -> AttemptRecord:
+    return AttemptRecord("site-a-1", "site", "a", 1, "failed", "2025-03-01T09:00:00Z", usage=usage, **fields)
+
+
+@pytest.mark.dagster
+def test_attempt_cost_entries_say_what_is_not_known() -> None:
+    priced = cost_entries(record_with(claude_usage((1000, 200, 0, 0))), None)
+    assert (priced["generator"], priced["model"], priced["model_calls"].value) == ("claude", MODEL, 1)
+    assert isinstance(priced["cost_usd"], dg.FloatMetadataValue) and priced["cost_usd"].value == 0.006
+    unpriced = cost_entries(record_with(claude_usage((10, 5, 0, 0), model="claude-mythos-5-2")), None)
+    assert "cost_usd" not in unpriced and "no list price" in unpriced["cost_note"]
+    assert unpriced["total_tokens"].value == 15
+    lost = cost_entries(record_with(None), None)
+    assert "cost_usd" not in lost and "no usage recorded" in lost["cost_note"]
+    assert (lost["generator"], lost["total_tokens"].value) == ("unknown", 0)
+
+
+@pytest.mark.dagster
+def test_a_github_pr_links_to_its_page_without_a_cli_hint(tmp_path: Path) -> None:
+    url = "https://github.com/acme/service/pull/7"
+    entries = link_entries(record_with(None, pr_number=7, pr_url=url), LeviathanHome(tmp_path))
+    assert entries["pr_url"] == dg.MetadataValue.url(url) and "pr_show" not in entries
+    # An old local:// URL whose record is gone: no link that would not open, the CLI hint instead.
+    old = link_entries(record_with(None, pr_number=3, pr_url="local://site/pull/3"), LeviathanHome(tmp_path))
+    assert old["pr_url"] == "" and old["pr_show"] == "leviathan prs show 3 --target site --patch"
