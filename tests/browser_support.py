@@ -103,6 +103,15 @@ def wait_for(url: str, procs: list[subprocess.Popen], cwd: Path) -> None:
     raise RuntimeError(f"{url} did not answer within {STARTUP_SECONDS}s")
 
 
+def open_page(page, url: str) -> None:
+    """Go to ``url`` and dismiss the first-visit community dialog if it shows (it covers the page)."""
+    page.goto(url)
+    page.wait_for_load_state("networkidle")
+    skip = page.get_by_role("button", name="Skip")
+    if skip.is_visible():
+        skip.click()
+
+
 def screenshot(page, name: str) -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / f"{name}.png"

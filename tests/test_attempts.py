@@ -31,6 +31,7 @@ from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import Event, StoredEvent, format_timestamp
 from leviathan_dagster.core.events.ndjson.store import NdjsonEventLog
 from leviathan_dagster.core.executors.base import AttemptSpec, ExecutionResult, Executor
+from leviathan_dagster.core.generators.usage import CallUsage, UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.models import Policy, TargetConfig
 
@@ -457,6 +458,33 @@ def test_timed_out_worker_fails_with_timeout(log: Log, tmp_path: Path) -> None:
     assert (record.status, record.failure_type) == (at.FAILED, at.TIMEOUT)
     assert record.error_summary == "worker killed after attempt_timeout_seconds=300"
     assert log.ledger().task(TARGET, "t1").counted_failures == 1
+
+
+class SpendsThenHangs(FakeExecutor):
+    """A model attempt killed at its timeout after two calls: its usage.json is all that says so."""
+
+    def run(self, spec: AttemptSpec) -> ExecutionResult:
+        usage = UsageRecorder(spec.home.artifacts_dir(spec.attempt_id) / "usage.json")
+        usage.for_generator("claude")
+        for n in range(2):
+            call = CallUsage("claude-sonnet-4-6", 1000, 200, 0, 0, 1.0, "tool_use", f"{n:064d}")
+            usage.record(call, usd=0.006)
+        return super().run(spec)
+
+
+def test_timed_out_worker_keeps_what_it_spent(log: Log, tmp_path: Path) -> None:
+    executor = SpendsThenHangs(log.store, outcome="started", result=ExecutionResult(None, True, "killed"))
+    record = run(log, tmp_path, executor)
+    assert (record.status, record.failure_type) == (at.FAILED, at.TIMEOUT)
+    usage = log.last(ev.ATTEMPT_FAILED).payload["usage"]
+    assert (usage["generator"], usage["calls"], usage["input_tokens"], usage["usd"]) == (
+        "claude",
+        2,
+        2000,
+        0.012,
+    )
+    assert "per_call" not in usage  # the per-call rows stay in the artifact
+    assert record.usage == usage
 
 
 def test_executor_that_raises_leaves_a_consistent_record(log: Log, tmp_path: Path) -> None:

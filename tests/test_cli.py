@@ -39,6 +39,7 @@ def project(tmp_path: Path) -> Project:
         ["events", "verify"],
         ["prs", "list"],
         ["prs", "merge"],
+        ["costs"],
         ["target", "pause"],
         ["target", "reset-breaker"],
         ["task", "clear-escalation"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -46,7 +47,26 @@ def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
         materialization = instance.get_latest_materialization_event(dg.AssetKey("attempt_outcomes"))
         metadata = materialization.asset_materialization.metadata
         assert materialization.asset_materialization.partition == "site/b"
-        assert metadata["pr_url"].value.startswith("local://site/pull/")
+        # A link a browser opens: the local forge's PR record (the file exists), and how to see it.
+        record = Path(metadata["pr_url"].value.removeprefix("file://"))
+        assert metadata["pr_url"].value.startswith("file:///") and record.is_file()
+        assert json.loads(record.read_text())["head"] == metadata["branch"].value
+        assert (
+            metadata["pr_show"].value
+            == f"leviathan prs show {metadata['pr_number'].value} --target site --patch"
+        )
+        assert Path(metadata["diff_url"].value.removeprefix("file://")).name == "diff.patch"
+        # A deterministic generator's cost: zero, not absent, typed so Dagster plots it.
+        assert metadata["generator"].value == "docs"
+        assert isinstance(metadata["cost_usd"], dg.FloatMetadataValue) and metadata["cost_usd"].value == 0.0
+        for name in (
+            "model_calls",
+            "input_tokens",
+            "output_tokens",
+            "cache_read_input_tokens",
+            "total_tokens",
+        ):
+            assert isinstance(metadata[name], dg.IntMetadataValue) and metadata[name].value == 0
         assert metadata["branch"].value.startswith("agent/b-attempt-")
         # No refresh runs: the only runs are the attempts; readiness is the sensor's run-less asset event.
         assert {r.job_name for r in instance.get_runs()} == {"attempt_job"}
@@ -72,7 +92,12 @@ def test_failed_attempt_fails_the_run_with_failure_metadata(tmp_path: Path) -> N
             if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"
         ]
         assert len(failures) == 1  # a real failure is not retried inside the run
-        assert "tests_failed" in failures[0].dagster_event.step_failure_data.error.message
+        failure = failures[0].dagster_event.step_failure_data
+        assert "tests_failed" in failure.error.message
+        # A failed attempt carries its cost too: zero for the docs generator, not absent.
+        metadata = failure.user_failure_data.metadata
+        assert metadata["generator"].value == "docs" and metadata["cost_usd"].value == 0.0
+        assert metadata["total_tokens"].value == 0 and metadata["model_calls"].value == 0
 
 
 def test_invalid_backlog_fails_the_asset_check(tmp_path: Path) -> None:

@@ -109,6 +109,12 @@ def test_result_json_is_replayed_for_a_failure_and_never_believed_for_a_success(
         "tests_failed",
         "result.json",
     )
+    assert "usage" not in event.payload  # no usage.json: nothing is made up
+    # What the worker spent before it died comes along with the replayed failure.
+    (artifacts / "usage.json").write_text(json.dumps({"calls": 3, "input_tokens": 90, "per_call": [{}]}))
+    [event] = recover_outcome(attempt, project.home, forge)
+    assert event.payload["usage"] == {"calls": 3, "input_tokens": 90}
+    (artifacts / "usage.json").unlink()
     # The file is the worker's: an unknown failure type becomes infrastructure, not whatever it says.
     result.write_text(json.dumps({"status": "failed", "failure_type": "success!", "summary": 7}))
     [event] = recover_outcome(attempt, project.home, forge)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
-from leviathan_dagster.core.forge.local import LocalForge, local_forge_pr_records_dir
+from leviathan_dagster.core.forge.local import LocalForge, browsable_pr_url, local_forge_pr_records_dir
 from leviathan_dagster.core.git import commands as gitutil
 
 
@@ -65,15 +65,32 @@ def test_open_pull_request_records_fields(forge: LocalForge, work: Path, tmp_pat
         "Task t1",
         "body",
     )
-    assert pr.url == "local://demo/pull/1"
+    record = local_forge_pr_records_dir(tmp_path / "home", "demo") / "000001.json"
+    # The PR's URL is its record's, one a browser or a terminal opens.
+    assert pr.url == record.absolute().as_uri() and pr.url.startswith("file:///")
     assert pr.target_id == "demo"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", pr.created_at)
-    record = local_forge_pr_records_dir(tmp_path / "home", "demo") / "000001.json"
     assert json.loads(record.read_text())["head"] == "agent/t1-a1"
     assert forge.list_pull_requests("open") == [pr]
     assert forge.open_agent_pull_requests() == [pr]
     assert forge.get_pull_request(1) == pr
     assert forge.clone_url() == str(tmp_path / "remote.git")
+
+
+def test_browsable_pr_url_for_every_forge_and_for_older_logs(
+    forge: LocalForge, work: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    github = "https://github.com/acme/service/pull/7"
+    assert browsable_pr_url(github, home, "demo", 7) == github
+    # A log from before local PRs had a file URL: the record it names, once it exists, else nothing.
+    assert browsable_pr_url("local://demo/pull/1", home, "demo", 1) is None
+    push_branch(work, "agent/t1-a1", {"docs/t1.md": "# t1\n"})
+    pr = forge.open_pull_request(head="agent/t1-a1", base="main", title="Task t1", body="body")
+    assert browsable_pr_url("local://demo/pull/1", home, "demo", 1) == pr.url
+    # A worker whose home was mounted at another path (a pod): the orchestrator's copy of the record.
+    assert browsable_pr_url("file:///elsewhere/forge/demo/pulls/000001.json", home, "demo", 1) == pr.url
+    assert json.loads(Path(pr.url.removeprefix("file://")).read_text())["number"] == 1
 
 
 def test_open_requires_pushed_head(forge: LocalForge) -> None:

@@ -61,6 +61,15 @@ def test_success_pushes_branch_with_change_and_write_back_and_opens_pr(tmp_path:
     assert types == ["attempt.started", "pr.created", "attempt.succeeded"]
     succeeded = list(project.events().read())[-1].payload
     assert succeeded["pr_number"] == pr.number and succeeded["touched_paths"] == ["docs/intro.md"]
+    # No model call, and the log says so (a usage of zero, named for its generator).
+    assert succeeded["generator"] == "docs"
+    assert {k: succeeded["usage"][k] for k in ("generator", "calls", "input_tokens", "output_tokens")} == {
+        "generator": "docs",
+        "calls": 0,
+        "input_tokens": 0,
+        "output_tokens": 0,
+    }
+    assert pr.url == succeeded["pr_url"] and Path(pr.url.removeprefix("file://")).is_file()
     # Every artifact is listed with the SHA-256 of its bytes.
     artifacts = project.home.artifacts_dir("attempt-abc")
     for entry in succeeded["artifacts"]:
@@ -78,6 +87,10 @@ def test_change_outside_target_prefixes_is_policy_violation_and_nothing_pushed(t
     failure_type, summary = failure_of(project, "attempt-pv")
     assert failure_type == "policy_violation" and "docs/intro.md" in summary
     assert_nothing_pushed(project)
+    # A failed attempt records its usage too: the docs generator's explicit zero, not nothing.
+    [failed] = [e for e in project.events().read() if e.event_type == "attempt.failed"]
+    usage = failed.payload["usage"]
+    assert usage["generator"] == "docs" and usage["calls"] == 0 and usage["total_tokens"] == 0
 
 
 def test_empty_diff_is_no_changes_never_green(tmp_path: Path) -> None:

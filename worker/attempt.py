@@ -66,7 +66,7 @@ class Outcome:
     failure_type: str | None = None
     summary: str = ""
     details: dict = field(default_factory=dict)
-    # Model token totals (calls, tokens, model, template version, prompt hash); None: no model call.
+    # Model token totals (generator, calls, tokens, model, template version, prompt hash, usd).
     usage: dict | None = None
 
 
@@ -125,7 +125,9 @@ def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -
         log.exception("unexpected error")
         outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
     finally:
-        outcome.usage = usage.summary() if usage.calls else None
+        # Always, zero calls included: the log then tells a deterministic generator's zero cost
+        # from an attempt whose usage was never recorded (a worker that died).
+        outcome.usage = usage.summary()
         log.info("attempt %s ended: %s %s", env.attempt_id, outcome.status, outcome.failure_type or "")
         logging.getLogger().removeHandler(handler)
         handler.close()
@@ -150,6 +152,7 @@ def run_attempt(
         task = _load_task(workspace, env.task_id)
         generator_name = generator_name_for(task)
         usage = usage or UsageRecorder()
+        usage.for_generator(generator_name)
         context = GenerationContext(
             test_command=target.test_command,
             test_environment=sanitized_environment(workspace),

@@ -77,9 +77,9 @@ def cli(ctx: click.Context, config_path: str | None, home: str | None) -> None:
 
 
 def _register() -> None:
-    from leviathan_dagster.cli import control_plane, demo, events, project, prs, run, targets
+    from leviathan_dagster.cli import control_plane, costs, demo, events, project, prs, run, targets
 
-    for module in (project, run, events, prs, targets, control_plane, demo):
+    for module in (project, run, events, prs, costs, targets, control_plane, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -1,5 +1,5 @@
 """What an operator needs to act on one attempt, beyond its ledger record: touched paths, diff stat,
-duration and token totals. Read from the attempt's terminal event and its sealed ``diff.patch``.
+duration, token totals and generator. Read from the attempt's terminal event and its sealed ``diff.patch``.
 
 Nothing secret and no prompt text: only paths, counts and what the worker already recorded.
 """
@@ -69,6 +69,8 @@ def attempt_details(
     tokens = usage_tokens(payload)
     if tokens is not None:
         details["tokens"] = tokens
+    if isinstance(payload.get("generator"), str):
+        details["generator"] = payload["generator"]
     patch = Path(home.artifacts_dir(attempt_id)) / "diff.patch"
     if patch.is_file():
         stat = diff_stat(patch.read_text(encoding="utf-8", errors="replace"))

@@ -12,6 +12,10 @@ for a PR nobody recorded. So before that verdict the orchestrator asks, in this 
    with its failure type, when that is one Leviathan knows (the file is the worker's, so it is not
    trusted further than that; a claimed success without a PR on the forge is not believed).
 
+Either way, and when the attempt is recorded lost, the worker's ``usage.json`` (rewritten after every
+model call) goes into the terminal event as its ``usage``: a worker killed mid-attempt (a timeout)
+has still spent what it spent, and the cost view must count it.
+
 Event ids are the ones the worker would have used (see ``lifecycle``), so a late append by the worker
 itself is a replay, never a second fact.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from leviathan_dagster.core.attempts import ledger as at
 from leviathan_dagster.core.attempts import lifecycle
@@ -31,6 +36,7 @@ from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.home import LeviathanHome
 
 RESULT_FILE = "result.json"
+USAGE_FILE = "usage.json"
 ORCHESTRATOR = "leviathan-orchestrator"
 KNOWN_FAILURES = frozenset(
     {at.POLICY_VIOLATION, at.NO_CHANGES, at.TESTS_FAILED, at.EXECUTOR_ERROR, at.TIMEOUT, at.BUDGET_EXHAUSTED}
@@ -93,6 +99,7 @@ def recover_outcome(attempt: LostAttempt, home: LeviathanHome, forge: Forge | No
                     pr_url=pull.url,
                     branch_name=pull.head,
                     recovered_from="forge",
+                    **recorded_usage(home, attempt.attempt_id),
                 ),
             ]
     result = read_result(home, attempt.attempt_id)
@@ -109,6 +116,7 @@ def recover_outcome(attempt: LostAttempt, home: LeviathanHome, forge: Forge | No
                 actor_id=ORCHESTRATOR,
                 attempt_number=attempt.number,
                 recovered_from=RESULT_FILE,
+                **recorded_usage(home, attempt.attempt_id),
             )
         ]
     return []
@@ -116,7 +124,19 @@ def recover_outcome(attempt: LostAttempt, home: LeviathanHome, forge: Forge | No
 
 def read_result(home: LeviathanHome, attempt_id: str) -> dict | None:
     """The worker's result.json for the attempt, or None when missing, oversized or not an object."""
-    path = home.artifacts_dir(attempt_id) / RESULT_FILE
+    return _read_object(home.artifacts_dir(attempt_id) / RESULT_FILE)
+
+
+def recorded_usage(home: LeviathanHome, attempt_id: str) -> dict:
+    """``{"usage": ...}``: the totals of the worker's usage.json (without its per-call rows, which
+    stay in the artifact), or ``{}`` when it left none (or not here: a pod's own disk)."""
+    data = _read_object(home.artifacts_dir(attempt_id) / USAGE_FILE)
+    if data is None or not isinstance(data.get("calls"), int):
+        return {}
+    return {"usage": {k: v for k, v in data.items() if k != "per_call"}}
+
+
+def _read_object(path: Path) -> dict | None:
     try:
         if path.stat().st_size > _MAX_RESULT_BYTES:
             return None

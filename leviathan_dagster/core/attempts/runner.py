@@ -20,6 +20,7 @@ from leviathan_dagster.core.attempts.recovery import (
     ORCHESTRATOR,
     ForgeUnavailable,
     LostAttempt,
+    recorded_usage,
     recover_outcome,
 )
 from leviathan_dagster.core.errors import ConfigError, ConflictError
@@ -135,14 +136,16 @@ def _settle(
         if recovered:
             record_recovered(events, recovered)
         else:
-            _record_lost_worker(planned, result, events)
+            _record_lost_worker(planned, result, events, home)
         ledger = read_with_retry(lambda: current_ledger(events))
         record = ledger.attempt(planned.attempt_id)
     assert record is not None
     return ledger, record
 
 
-def _record_lost_worker(planned: PlannedAttempt, result: ExecutionResult, events: EventStore) -> None:
+def _record_lost_worker(
+    planned: PlannedAttempt, result: ExecutionResult, events: EventStore, home: LeviathanHome
+) -> None:
     if result.failure_type:
         failure, summary = result.failure_type, result.log_tail[:500]
     elif result.timed_out:
@@ -166,6 +169,8 @@ def _record_lost_worker(planned: PlannedAttempt, result: ExecutionResult, events
                 error_summary=summary,
                 actor_id=ORCHESTRATOR,
                 attempt_number=planned.attempt_number,
+                # What the worker had spent before it died (a timed-out model attempt costs money).
+                **recorded_usage(home, planned.attempt_id),
             )
         ],
     )

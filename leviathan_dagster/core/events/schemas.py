@@ -78,7 +78,10 @@ _ENDED = {
     "commit_sha": _TEXT,
     "pr_number": Field("positive", nullable=True),
     "pr_url": Field("text", nullable=True),
+    # Model calls, tokens and USD of the attempt (UsageRecorder.summary(), with its ``generator``);
+    # absent in older logs and when the orchestrator records a worker that died.
     "usage": Field("object", nullable=True),
+    "generator": Field("text", nullable=True),
     "artifacts": Field("list"),
     "error_summary": Field("text", nullable=True),
 }

@@ -4,11 +4,12 @@ The repository (``repo_url``: a path or ``file://`` URL) plays the remote: worke
 to it with plain git, and merging really merges and pushes the base branch back. It should be a bare
 repository (``git init --bare``): git refuses pushes to the checked-out branch of a non-bare one.
 
-Records live at ``<home>/forge/<target_id>/pulls/<number:06d>.json``. Every write (open, merge, close)
-happens under one file lock per target, so concurrent workers never reuse a number, never open two PRs
-for one head (or for one task: the body's task marker), and never race each other pushing the base
-branch. Opening again what is already open from the same head with the same marker returns that PR,
-as the GitHub forge does for a create whose answer was lost.
+Records live at ``<home>/forge/<target_id>/pulls/<number:06d>.json``; a PR's ``url`` is its record's
+``file://`` URL (what the Dagster UI links to). Every write (open, merge, close) happens under one file
+lock per target, so concurrent workers never reuse a number, never open two PRs for one head (or for one
+task: the body's task marker), and never race each other pushing the base branch. Opening again what is
+already open from the same head with the same marker returns that PR, as the GitHub forge does for a
+create whose answer was lost.
 
 The scheduler asks for the open PRs of every target on every tick, for years: reading every record ever
 written would grow without bound (1.5 s at 10k records). An index, ``<home>/forge/<target_id>/open/``,
@@ -46,6 +47,25 @@ _PUSH_REFUSED_MARKERS = ("refusing to update checked out branch", "denyCurrentBr
 def local_forge_pr_records_dir(home: Path, target_id: str) -> Path:
     """Where the local forge keeps the pull-request records of ``target_id``."""
     return Path(home) / "forge" / target_id / "pulls"
+
+
+def local_pr_record_path(home: Path, target_id: str, number: int) -> Path:
+    """The record of pull request ``number`` of ``target_id`` (absolute: it is the PR's URL)."""
+    return (local_forge_pr_records_dir(home, target_id) / f"{number:06d}.json").absolute()
+
+
+def browsable_pr_url(pr_url: str | None, home: Path, target_id: str, number: int | None) -> str | None:
+    """A URL a browser can open for a PR: a forge's web page as it is; for the local forge, the
+    ``file://`` URL of the PR's record under ``home`` when it is there. That also covers logs from
+    before local PRs had one (``local://<target>/pull/<n>``) and workers whose home was mounted
+    elsewhere (a pod's path). None when neither exists."""
+    if pr_url and pr_url.startswith(("https://", "http://")):
+        return pr_url
+    if number is not None:
+        record = local_pr_record_path(home, target_id, number)
+        if record.is_file():
+            return record.as_uri()
+    return pr_url if pr_url and pr_url.startswith("file://") else None
 
 
 _INDEX_COMPLETE = ".complete"
@@ -165,7 +185,8 @@ class LocalForge(Forge):
                 base=base,
                 state="open",
                 created_at=_utc_now(),
-                url=f"local://{self.target_id}/pull/{number}",
+                # The record itself, written just below: a URL that a browser or a terminal opens.
+                url=self._record_path(number).absolute().as_uri(),
                 draft=draft,
                 reviewers=tuple(dict.fromkeys(reviewers)),
             )

@@ -43,6 +43,8 @@ class UsageRecorder:
         self.path = path
         self.calls: list[CallUsage] = []
         self.model: str | None = None
+        # The generator that made (or made no) calls: a deterministic one records zero calls, explicitly.
+        self.generator: str | None = None
         self.template_version: str | None = None
         self.prompt_sha256: str | None = None
         self.usd: float | None = None
@@ -55,6 +57,11 @@ class UsageRecorder:
 
     def describe(self, *, model: str, template_version: str, prompt_sha256: str) -> None:
         self.model, self.template_version, self.prompt_sha256 = model, template_version, prompt_sha256
+        self._flush()
+
+    def for_generator(self, name: str) -> None:
+        """Name the attempt's generator (docs, tests, claude): the record says whose calls these are."""
+        self.generator = name
         self._flush()
 
     def note(self, **facts: object) -> None:
@@ -84,6 +91,7 @@ class UsageRecorder:
     def summary(self) -> dict:
         """Per-attempt totals: what goes into the attempt's events (``usage``)."""
         summary: dict = {
+            "generator": self.generator,
             "calls": len(self.calls),
             **{name: self.total(name) for name in TOKEN_FIELDS},
             "total_tokens": self.total_tokens,

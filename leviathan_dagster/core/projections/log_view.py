@@ -3,8 +3,8 @@
 Every reader of Leviathan's state (the scheduling sensor, the run-time re-check, the PR lifecycle,
 delivery metrics, the control plane, the CLI) used to re-read and re-fold the whole log, several times
 per tick; at a million events that is minutes. A :class:`LogView` keeps each projection it has been
-asked for (attempt ledger, graph, delivery metrics, attempt index) together with the last seq it folded,
-and ``refresh`` reads only ``store.read(after_seq=...)``: the NDJSON backend seeks to that seq by
+asked for (attempt ledger, graph, delivery metrics, costs, attempt index) together with the last seq it
+folded, and ``refresh`` reads only ``store.read(after_seq=...)``: the NDJSON backend seeks to that seq by
 bisection and PostgreSQL by its primary key, so a refresh costs what was appended, not the history.
 
 ``view_of(store)`` returns the process's view of a log (keyed by backend and identity), so a long-lived
@@ -41,6 +41,7 @@ from leviathan_dagster.core.events import schemas
 from leviathan_dagster.core.events.model import StoredEvent
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.projections import snapshots
+from leviathan_dagster.core.projections.costs import CostFold
 from leviathan_dagster.core.projections.graph import GraphProjection
 from leviathan_dagster.core.projections.metrics import DeliveryFold
 from leviathan_dagster.core.projections.snapshots import SNAPSHOT_EVERY, Codec, SnapshotKey, close_reader
@@ -121,6 +122,7 @@ _FACTORIES = {
     "ledger": AttemptLedger,
     "graph": GraphProjection,
     "metrics": DeliveryFold,
+    "costs": CostFold,
     "index": AttemptIndex,
 }
 
@@ -171,6 +173,10 @@ class LogView:
     @property
     def metrics(self) -> DeliveryFold:
         return self._projection("metrics")  # type: ignore[return-value]
+
+    @property
+    def costs(self) -> CostFold:
+        return self._projection("costs")  # type: ignore[return-value]
 
     @property
     def index(self) -> AttemptIndex:

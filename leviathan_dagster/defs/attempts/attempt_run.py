@@ -24,8 +24,10 @@ from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.events.model import utc_now
 from leviathan_dagster.core.executors.registry import get_executor
 from leviathan_dagster.core.failures import retried_inside_run
+from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.projections.log_view import current_ledger
 from leviathan_dagster.core.scheduling.planning import NotAttempted, recheck_before_attempt
+from leviathan_dagster.defs.attempts.metadata_entries import cost_entries, link_entries
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_view import DagsterRunView
@@ -144,7 +146,7 @@ def run_attempt(
             allow_retries=False,
         ) from exc
     details = attempt_details(events, leviathan.leviathan_home(), record.attempt_id)
-    metadata = attempt_metadata(record, details)
+    metadata = attempt_metadata(record, details, leviathan.leviathan_home())
     if run_now is not None:
         metadata["requested_by"] = op_events.operator_actor(run_now.operator)
     if record.status != at.SUCCEEDED:
@@ -157,9 +159,11 @@ def run_attempt(
     return metadata
 
 
-def attempt_metadata(record: AttemptRecord, details: dict[str, object] | None = None) -> dict[str, object]:
-    """What an operator acts on: PR link, branch, commit, attempt number, failure, duration, diff stat,
-    touched paths and token totals (``details`` from core/attempts/details.py)."""
+def attempt_metadata(
+    record: AttemptRecord, details: dict[str, object] | None = None, home: LeviathanHome | None = None
+) -> dict[str, object]:
+    """What an operator acts on: PR and diff links, branch, commit, attempt number, failure, duration,
+    diff stat, touched paths, generator, tokens and USD (``details`` from core/attempts/details.py)."""
     metadata: dict[str, object] = {
         "attempt_id": record.attempt_id,
         "attempt_number": record.number,
@@ -174,21 +178,11 @@ def attempt_metadata(record: AttemptRecord, details: dict[str, object] | None = 
 
         seconds = (parse_timestamp(record.completed_at) - parse_timestamp(record.started_at)).total_seconds()
         metadata["duration_seconds"] = round(seconds, 3)
-    if record.pr_number:
-        metadata["pr_number"] = record.pr_number
-        metadata["pr_url"] = dg.MetadataValue.url(record.pr_url) if record.pr_url else ""
-    if record.usage:  # model token totals of the attempt (never prompts): input, output, cache
-        usage = record.usage
-        metadata["model"] = usage.get("model") or ""
-        metadata["model_calls"] = usage.get("calls", 0)
-        for name in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ):
-            metadata[name] = usage.get(name, 0)
     details = dict(details or {})
+    # Links (PR, diff) and what the attempt cost: generator, calls, tokens, USD (token counts, never prompts).
+    metadata |= link_entries(record, home)
+    metadata |= cost_entries(record, details.pop("generator", None))
+    details.pop("tokens", None)  # the same figure as total_tokens
     if "touched_paths" in details:
         metadata["touched_paths"] = dg.MetadataValue.md(
             "\n".join(f"- `{p}`" for p in details.pop("touched_paths"))

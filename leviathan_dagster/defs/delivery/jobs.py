@@ -1,11 +1,11 @@
 import dagster as dg
 
-from leviathan_dagster.defs.delivery.assets import delivery_metrics, event_log
+from leviathan_dagster.defs.delivery.assets import costs, delivery_metrics, event_log
 
 delivery_metrics_job = dg.define_asset_job(
     "delivery_metrics_job",
-    selection=dg.AssetSelection.assets(delivery_metrics),
-    description="Compute one day's delivery metrics from the event log (partition: the UTC day).",
+    selection=dg.AssetSelection.assets(delivery_metrics, costs),
+    description="Compute one day's delivery metrics and costs from the event log (partition: the UTC day).",
 )
 
 event_log_job = dg.define_asset_job(

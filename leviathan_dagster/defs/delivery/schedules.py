@@ -11,8 +11,8 @@ from leviathan_dagster.defs.delivery.jobs import delivery_metrics_job, event_log
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description=(
-        "Daily, just after midnight UTC: the complete delivery metrics of the day that ended (today's "
-        "figures so far: materialize today's partition on demand)."
+        "Daily, just after midnight UTC: the complete delivery metrics and costs of the day that ended "
+        "(today's figures so far: materialize today's partition on demand)."
     ),
 )
 def delivery_metrics_schedule(context: dg.ScheduleEvaluationContext):
