@@ -36,14 +36,14 @@ from leviathan_dagster.core.generators.base import GenerationContext, Generation
 from leviathan_dagster.core.generators.registry import generator_name_for, get_generator
 from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
+from leviathan_dagster.core.models import BACKLOG_PATH, ProjectConfig, TargetConfig, Task
 from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
 from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
 from leviathan_dagster.core.sandbox import files as workspace_files
 from worker import checked_commit, pull_request
 from worker.environment import WorkerEnv, sanitized_environment
-from worker.event_sink import sink_for
+from worker.event_sink import local_log_config, sink_for
 
 log = logging.getLogger("leviathan.worker")
 
@@ -74,7 +74,9 @@ def main() -> int:
     try:
         env = WorkerEnv.from_environ()
         home = LeviathanHome(env.home)
-        events = sink_for(env, home)
+        # Read once: the local event log's settings and the target both come from it.
+        project = local_log_config(env)
+        events = sink_for(env, home, project)
     except ConfigError as exc:
         print(f"worker: error: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -87,7 +89,7 @@ def main() -> int:
         print(f"worker: cannot record attempt.started, not starting: {exc}", file=sys.stderr)
         return EXIT_CODES[at.INFRASTRUCTURE]
     artifacts = ArtifactDir(home.artifacts_dir(env.attempt_id))
-    outcome, duration = _run_recorded(env, home, artifacts)
+    outcome, duration = _run_recorded(env, home, artifacts, project)
     try:
         _record(env, events, artifacts, outcome, duration, actor, ids)
     except LeviathanError as exc:
@@ -98,14 +100,16 @@ def main() -> int:
     return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or at.EXECUTOR_ERROR]
 
 
-def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -> tuple[Outcome, float]:
+def _run_recorded(
+    env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, project: ProjectConfig | None = None
+) -> tuple[Outcome, float]:
     """Run the attempt, turning every way it can end into an Outcome; the log goes to worker.log."""
     handler = _attach_log(artifacts.path("worker.log"))
     outcome = Outcome()
     usage = UsageRecorder(artifacts.path("usage.json"))
     started = time.monotonic()
     try:
-        outcome.details = run_attempt(env, home, artifacts, usage)
+        outcome.details = run_attempt(env, home, artifacts, usage, project)
         outcome.status = "succeeded"
     except AttemptFailure as failure:
         outcome.failure_type, outcome.summary = failure.failure_type, failure.summary
@@ -131,9 +135,14 @@ def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -
 
 
 def run_attempt(
-    env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, usage: UsageRecorder | None = None
+    env: WorkerEnv,
+    home: LeviathanHome,
+    artifacts: ArtifactDir,
+    usage: UsageRecorder | None = None,
+    project: ProjectConfig | None = None,
 ) -> dict:
-    target = _load_target(env)
+    """``project``: the project config when the caller already read it (else read here)."""
+    target = _load_target(env, project)
     register_environment_secrets(os.environ, target.secret_env.values())
     workspace = env.workspace_root / env.attempt_id
     shutil.rmtree(workspace, ignore_errors=True)
@@ -142,7 +151,7 @@ def run_attempt(
         # The forge hands git its credential per command (never in the URL or .git/config).
         forge = forge_for(target, home)
         log.info("cloning %s@%s", env.repo_url, env.branch)
-        gitutil.clone(env.repo_url, workspace, env.branch, env=forge.git_auth_env())
+        gitutil.clone(env.repo_url, workspace, env.branch, env=forge.git_auth_env(), shallow=True)
         task = _load_task(workspace, env.task_id)
         generator_name = generator_name_for(task)
         usage = usage or UsageRecorder()
@@ -161,14 +170,15 @@ def run_attempt(
         log.info("generator %s: %s", generator_name, change.summary)
         changes = _checked_changes(workspace, task, target, artifacts)
         checked_tree = checked_commit.write_tree(workspace)
+        checked_index = checked_commit.index_digest(workspace)
         tests = _run_tests(target, task, workspace, artifacts, deadline)
-        discarded = checked_commit.discard_unchecked(workspace, checked_tree)
-        if discarded:
-            artifacts.write_json("discarded.json", {"after_policy_check": discarded})
+        left = checked_commit.discard_unchecked(workspace, checked_tree, checked_index=checked_index)
+        if left.paths:
+            artifacts.write_json("discarded.json", {"after_policy_check": left.paths})
         branch = at.branch_name_for(task.id, env.attempt_id)
-        commit_sha = _commit(workspace, task, env, branch, changes, checked_tree)
+        commit_sha = _commit(workspace, task, env, branch, changes, checked_tree, left.head)
         # Asked again: an App's installation token may have been refreshed since the clone.
-        _push(workspace, env.repo_url, branch, forge)
+        _push(workspace, env.repo_url, branch, commit_sha, forge)
         pr = forge.open_pull_request(
             head=branch,
             base=env.branch,
@@ -219,9 +229,10 @@ def _write_diff(workspace: Path, artifacts: ArtifactDir) -> None:
     artifacts.write_text(DIFF_FILE, diff)
 
 
-def _load_target(env: WorkerEnv) -> TargetConfig:
+def _load_target(env: WorkerEnv, project: ProjectConfig | None = None) -> TargetConfig:
     # Another target's broken config must not fail this one's attempt (the scheduler serves it too).
-    project = load_project_config(env.config_path, isolate_targets=True)
+    if project is None:
+        project = load_project_config(env.config_path, isolate_targets=True)
     target = project.target(env.target_id)
     if target is None and project.broken_target(env.target_id):
         raise ConfigError(
@@ -297,7 +308,10 @@ def _commit(
     branch: str,
     changes: list[ChangedPath],
     checked_tree: str,
+    base: str | None,
 ) -> str:
+    """The attempt's commit: the checked tree plus the backlog write-back, on ``base`` (the commit the
+    policy check diffed against). No branch is checked out: the push names the commit itself."""
     # diff.patch was written at the policy check: the index holds that checked tree again now.
     # Read and written as bytes-exact text (a CRLF backlog keeps its line ends) and never through a symlink.
     original = workspace_files.read_text(workspace, BACKLOG_PATH)
@@ -312,18 +326,17 @@ def _commit(
     )
     workspace_files.write_text(workspace, BACKLOG_PATH, updated)
     gitutil.run_git(["add", "--", BACKLOG_PATH], cwd=workspace)
-    checked_commit.verify_commit_scope(workspace, checked_tree, changes, extra=[BACKLOG_PATH])
-    gitutil.run_git(["checkout", "-q", "-b", branch], cwd=workspace)
+    tree = checked_commit.verify_commit_scope(workspace, checked_tree, extra=[BACKLOG_PATH])
     message = (
         f"{task.title}\n\n"
         f"Leviathan attempt {env.attempt_number} for task {task.id} on target {env.target_id}.\n"
         f"Touched: {', '.join(c.path for c in changes)}\n\n"
         f"Leviathan-Task: {task.id}\nLeviathan-Attempt: {env.attempt_id}\n"
     )
-    return gitutil.commit_index(workspace, message)
+    return checked_commit.commit_tree(workspace, tree, base, message)
 
 
-def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
+def _push(workspace: Path, repo_url: str, branch: str, commit_sha: str, forge: Forge) -> None:
     """Push the attempt's branch to the URL the worker was given, not "origin": nothing in the
     workspace decides where it goes (a relative local path was relative to the worker's directory,
     not the workspace's). A refusal the forge means for good (a missing permission, a ruleset, push
@@ -335,7 +348,7 @@ def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
         repo_url = str(local.resolve())
     for renewed in (False, True):
         try:
-            gitutil.push(workspace, repo_url, f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
+            gitutil.push(workspace, repo_url, f"{commit_sha}:refs/heads/{branch}", env=forge.git_auth_env())
             return
         except gitutil.GitError as exc:
             if not renewed and forge.renew_credentials_after(exc.stderr):

@@ -119,12 +119,27 @@ def local_path(url: str | os.PathLike[str]) -> Path | None:
     return Path(text)
 
 
-def clone(url: str, dest: Path, branch: str | None = None, *, env: Mapping[str, str] | None = None) -> Path:
+def clone(
+    url: str,
+    dest: Path,
+    branch: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    shallow: bool = False,
+) -> Path:
     """Clone ``url`` into ``dest`` (checking out ``branch`` when given). ``env`` carries credentials
-    for this one command (see forge ``git_auth_env``): they never reach ``.git/config``."""
+    for this one command (see forge ``git_auth_env``): they never reach ``.git/config``.
+
+    ``shallow``: only ``branch``'s tip, no other branch, no tag (what an attempt works on; its push
+    needs nothing else, the remote has the base commit). A plain local path is still cloned whole:
+    git ignores ``--depth`` there and hardlinks the objects instead, which costs nothing."""
     args = ["clone", "--quiet"]
     if branch:
         args += ["--branch", branch]
+    if shallow:
+        args += ["--single-branch", "--no-tags"]
+        if local_path(url) is None or os.fspath(url).startswith("file://"):
+            args += ["--depth", "1"]
     run_git([*args, "--", str(url), str(dest)], env=env)
     return dest
 
