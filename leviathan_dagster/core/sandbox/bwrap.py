@@ -143,33 +143,54 @@ def run_sandboxed(
     """
     if not argv:
         raise ValueError("run_sandboxed needs a command")
-    problem = sandbox_problem()
-    if problem is not None:
-        raise SandboxUnavailable(problem)
     root = Path(os.path.realpath(workspace))
     if not root.is_dir() or root == Path("/"):
         raise ValueError(f"sandbox workspace {workspace} is not a directory")
     chdir = root if cwd in ("", ".") else root / normalize_repo_path(cwd).rstrip("/")
-    command = [
-        bwrap_binary() or "bwrap",
-        *_isolation_args(),
-        *system_mounts(),
-        *_PROC_ARGS,
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/var/tmp",
-        "--dir",
-        SANDBOX_HOME,
-        # After the private /tmp, which would otherwise hide what lives below it (a venv in /tmp).
-        *python_mounts(),
-        *extra_mounts([*_configured_read_only(), *read_only]),
-        *workspace_mounts(root, writable),
-        "--chdir",
-        str(chdir),
-    ]
+    # No probe first: the command's own sandbox is the proof that one can be made here (a probe is a
+    # whole bwrap run of its own, on every attempt). Only when bwrap is missing, or could not set the
+    # sandbox up (the command then never ran), does ``sandbox_problem`` probe, to say why; if the probe
+    # finds that /proc has to be an empty one here, the command is started once more that way.
+    while True:
+        binary = bwrap_binary()
+        if binary is None:
+            raise SandboxUnavailable(sandbox_problem() or "bubblewrap (bwrap) is not installed")
+        proc_args = list(_PROC_ARGS)
+        command = [
+            binary,
+            *_isolation_args(),
+            *system_mounts(),
+            *proc_args,
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
+            "--dir",
+            SANDBOX_HOME,
+            # After the private /tmp, which would otherwise hide what lives below it (a venv in /tmp).
+            *python_mounts(),
+            *extra_mounts([*_configured_read_only(), *read_only]),
+            *workspace_mounts(root, writable),
+            "--chdir",
+            str(chdir),
+        ]
+        result = _start(command, argv, env, timeout, output_cap)
+        if isinstance(result, SandboxResult):
+            return result
+        problem = sandbox_problem()
+        if problem is not None:
+            raise SandboxUnavailable(problem)
+        if proc_args == _PROC_ARGS:
+            raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {result.strip()}")
+
+
+def _start(
+    command: list[str], argv: Sequence[str], env: Mapping[str, str] | None, timeout: float, output_cap: int
+) -> SandboxResult | str:
+    """Run ``argv`` under the bwrap ``command``: its result, or bwrap's own words when it could not
+    create the sandbox (the command never ran)."""
     status_read, status_write = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -209,7 +230,7 @@ def _isolation_args() -> list[str]:
     ]
 
 
-def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> SandboxResult:
+def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> SandboxResult | str:
     reader = _OutputReader(proc.stdout, output_cap)
     reader.start()
     timed_out = False
@@ -226,7 +247,7 @@ def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) 
     status = status_pipe.read().decode("utf-8", "replace")
     if not timed_out and '"child-pid"' not in status:
         # bwrap itself failed (a mount, a namespace): the command never ran; its message says why.
-        raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {reader.text().strip()}")
+        return reader.text()
     returncode = None if timed_out else _exit_code(status, proc.returncode)
     return SandboxResult(returncode, reader.text(), timed_out, reader.truncated)
 
