@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock, Timeout
-
 from leviathan_dagster.core.errors import LeviathanError, NotFoundError, TransientError
 from leviathan_dagster.core.git_hardening import ISOLATION_ENV, hardening_args
+from leviathan_dagster.core.locks import LockTimeout, exclusive
 from leviathan_dagster.core.redaction import redact
 
 GIT_TIMEOUT_SECONDS = 120.0
@@ -285,12 +284,12 @@ def fetch_mirror(
     mirror = cache_dir / f"{key}.git"
     # Two workers fetching one mirror at once would trip over git's ref locks; take turns.
     try:
-        with FileLock(str(cache_dir / f"{key}.lock"), timeout=MIRROR_LOCK_TIMEOUT_SECONDS):
+        with exclusive(cache_dir / f"{key}.lock", MIRROR_LOCK_TIMEOUT_SECONDS):
             if not (mirror / "HEAD").exists():
                 run_git(["clone", "--quiet", "--mirror", "--", url, str(mirror)], env=env)
             elif branch is None or _remote_moved(mirror, branch, env):
                 run_git(["fetch", "--quiet", "--prune", "origin"], cwd=mirror, env=env)
-    except Timeout:
+    except LockTimeout:
         raise TransientError(
             f"mirror of {url} in {cache_dir} stayed locked for {MIRROR_LOCK_TIMEOUT_SECONDS:g}s"
         ) from None

@@ -13,8 +13,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-import tenacity
-
 from leviathan_dagster.core.errors import TransientError
 from leviathan_dagster.core.events.model import Event, StoredEvent
 from leviathan_dagster.core.events.store import EventStore
@@ -44,14 +42,8 @@ class RetryingAppender:
         if store is None and opener is None:
             raise ValueError("RetryingAppender needs a store or an opener")
         self._store, self._opener = store, opener
-        self._retrying = tenacity.Retrying(
-            retry=tenacity.retry_if_exception_type(TransientError),
-            stop=tenacity.stop_after_attempt(attempts),
-            wait=tenacity.wait_exponential(multiplier=first_wait, max=max_wait),
-            sleep=sleep,
-            before_sleep=self._before_retry,
-            reraise=True,
-        )
+        self._attempts, self._first_wait, self._max_wait = attempts, first_wait, max_wait
+        self._sleep = sleep
 
     @property
     def store(self) -> EventStore:
@@ -61,20 +53,25 @@ class RetryingAppender:
         return self._store
 
     def append(self, events: Sequence[Event]) -> list[StoredEvent]:
-        """``store.append(events)``, retried; the last :class:`TransientError` if every try failed."""
-        events = list(events)
-        return self._retrying(lambda: self.store.append(events))
+        """``store.append(events)``, retried; the last :class:`TransientError` if every try failed.
 
-    def _before_retry(self, state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        logger.warning(
-            "event log append failed (try %d of %s), retrying: %s",
-            state.attempt_number,
-            APPEND_ATTEMPTS,
-            error,
-        )
-        if self._opener is not None:
-            self._store = None  # the next try opens the log afresh
+        A plain loop, no retry library: every worker appends through here, and importing one cost more
+        than the usual single try (the waits are tenacity's ``wait_exponential``: first_wait doubled
+        after each try, at most max_wait)."""
+        events = list(events)
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return self.store.append(events)
+            except TransientError as error:
+                if attempt >= self._attempts:
+                    raise
+                logger.warning(
+                    "event log append failed (try %d of %s), retrying: %s", attempt, APPEND_ATTEMPTS, error
+                )
+                if self._opener is not None:
+                    self._store = None  # the next try opens the log afresh
+                self._sleep(min(self._first_wait * 2 ** (attempt - 1), self._max_wait))
+        raise AssertionError("unreachable: the last try returns or raises")
 
 
 def append_with_retry(store: EventStore, events: Sequence[Event], **options: object) -> list[StoredEvent]:
