@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leviathan_dagster.core import attempts as at
+from leviathan_dagster.core import failures as ft
 from leviathan_dagster.core import gitutil, lifecycle
 from leviathan_dagster.core.artifacts import ArtifactDir
 from leviathan_dagster.core.backlog import parse_backlog, write_back_completion
@@ -36,7 +36,7 @@ from leviathan_dagster.core.generators.base import GenerationContext, Generation
 from leviathan_dagster.core.generators.registry import generator_name_for, get_generator
 from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.models import BACKLOG_PATH, ProjectConfig, TargetConfig, Task
+from leviathan_dagster.core.models import BACKLOG_PATH, ProjectConfig, TargetConfig, Task, branch_name_for
 from leviathan_dagster.core.paths import ChangedPath, check_changed_paths, list_changed_paths
 from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
@@ -87,7 +87,7 @@ def main() -> int:
     except LeviathanError as exc:
         # Nothing has been done yet; the orchestrator records the attempt as an infrastructure failure.
         print(f"worker: cannot record attempt.started, not starting: {exc}", file=sys.stderr)
-        return EXIT_CODES[at.INFRASTRUCTURE]
+        return EXIT_CODES[ft.INFRASTRUCTURE]
     artifacts = ArtifactDir(home.artifacts_dir(env.attempt_id))
     outcome, duration = _run_recorded(env, home, artifacts, project)
     try:
@@ -96,8 +96,8 @@ def main() -> int:
         # The outcome is in result.json; without its events the orchestrator fails the attempt as
         # infrastructure (never a silent success: a PR without its events is not a success).
         print(f"worker: cannot record the outcome: {exc}", file=sys.stderr)
-        return EXIT_CODES[at.INFRASTRUCTURE]
-    return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or at.EXECUTOR_ERROR]
+        return EXIT_CODES[ft.INFRASTRUCTURE]
+    return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or ft.EXECUTOR_ERROR]
 
 
 def _run_recorded(
@@ -114,18 +114,18 @@ def _run_recorded(
     except AttemptFailure as failure:
         outcome.failure_type, outcome.summary = failure.failure_type, failure.summary
     except PolicyViolation as exc:  # e.g. a write refused because the target committed a symlink
-        outcome.failure_type, outcome.summary = at.POLICY_VIOLATION, str(exc)
+        outcome.failure_type, outcome.summary = ft.POLICY_VIOLATION, str(exc)
     except SandboxUnavailable as exc:
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"no sandbox for the test command: {exc}"
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, f"no sandbox for the test command: {exc}"
     except TransientError as exc:
-        outcome.failure_type, outcome.summary = at.INFRASTRUCTURE, str(exc)
+        outcome.failure_type, outcome.summary = ft.INFRASTRUCTURE, str(exc)
     except (ConfigError, GeneratorError) as exc:
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, str(exc)
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, str(exc)
     except GenerationStopped as stop:  # budget, scope, repair rounds: the generator's own stop
         outcome.failure_type, outcome.summary = stop.failure_type, stop.summary
     except Exception as exc:  # the record must be written whatever happened
         log.exception("unexpected error")
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
     finally:
         outcome.usage = usage.summary() if usage.calls else None
         log.info("attempt %s ended: %s %s", env.attempt_id, outcome.status, outcome.failure_type or "")
@@ -175,7 +175,7 @@ def run_attempt(
         left = checked_commit.discard_unchecked(workspace, checked_tree, checked_index=checked_index)
         if left.paths:
             artifacts.write_json("discarded.json", {"after_policy_check": left.paths})
-        branch = at.branch_name_for(task.id, env.attempt_id)
+        branch = branch_name_for(task.id, env.attempt_id)
         commit_sha = _commit(workspace, task, env, branch, changes, checked_tree, left.head)
         # Asked again: an App's installation token may have been refreshed since the clone.
         _push(workspace, env.repo_url, branch, commit_sha, forge)
@@ -247,12 +247,12 @@ def _load_task(workspace: Path, task_id: str) -> Task:
     # Read without following a symlink: a committed `.leviathan -> /somewhere` is refused, not read.
     text = workspace_files.read_text(workspace, BACKLOG_PATH)
     if text is None:
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} is missing on the base branch")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"{BACKLOG_PATH} is missing on the base branch")
     backlog = parse_backlog(text)
     task = backlog.get(task_id)
     if task is None:
         raise AttemptFailure(
-            at.EXECUTOR_ERROR, f"task '{task_id}' is not in {BACKLOG_PATH} on the base branch"
+            ft.EXECUTOR_ERROR, f"task '{task_id}' is not in {BACKLOG_PATH} on the base branch"
         )
     return task
 
@@ -264,13 +264,13 @@ def _checked_changes(
     recorded first (``diff.patch``), so a refused or later failing change is there to be read too."""
     changes = list_changed_paths(workspace)
     if not changes:
-        raise AttemptFailure(at.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
+        raise AttemptFailure(ft.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
     _write_diff(workspace, artifacts)
     violations = check_changed_paths(workspace, changes, task.allowed_paths)
     violations += check_changed_paths(workspace, changes, target.policy.allowed_path_prefixes)
     if violations:
         unique = sorted(set(violations))
-        raise AttemptFailure(at.POLICY_VIOLATION, "; ".join(unique))
+        raise AttemptFailure(ft.POLICY_VIOLATION, "; ".join(unique))
     return changes
 
 
@@ -290,13 +290,13 @@ def _run_tests(
     output = result.output + ("\n...(output truncated)\n" if result.truncated else "")
     artifacts.write_text("tests.log", output)
     if result.timed_out:
-        raise AttemptFailure(at.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)")
+        raise AttemptFailure(ft.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)")
     if result.returncode == 1 and output.startswith("bwrap: execvp "):
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"test command could not start: {output.strip()[:500]}")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"test command could not start: {output.strip()[:500]}")
     summary = pull_request.last_summary_line(output)
     if result.returncode != 0 and not target.policy.allow_draft_on_failing_tests:
         tail = " | ".join(line for line in output.strip().splitlines()[-6:])
-        raise AttemptFailure(at.TESTS_FAILED, f"test command exited {result.returncode}: {tail}"[:2000])
+        raise AttemptFailure(ft.TESTS_FAILED, f"test command exited {result.returncode}: {tail}"[:2000])
     status = "passed" if result.returncode == 0 else "failed (draft)"
     return pull_request.TestReport(status, tuple(target.test_command), result.returncode, summary)
 
@@ -316,7 +316,7 @@ def _commit(
     # Read and written as bytes-exact text (a CRLF backlog keeps its line ends) and never through a symlink.
     original = workspace_files.read_text(workspace, BACKLOG_PATH)
     if original is None:
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} disappeared before the write-back")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"{BACKLOG_PATH} disappeared before the write-back")
     updated = write_back_completion(
         original,
         task.id,
@@ -356,7 +356,7 @@ def _push(workspace: Path, repo_url: str, branch: str, commit_sha: str, forge: F
                 continue
             refusal = forge.permanent_push_refusal(exc.stderr)
             if refusal:
-                raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
+                raise AttemptFailure(ft.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
             raise TransientError(f"push of {branch} failed: {exc}") from exc
 
 
@@ -395,7 +395,7 @@ def _record(
         events.append(
             [
                 lifecycle.attempt_failed(
-                    failure_type=outcome.failure_type or at.EXECUTOR_ERROR,
+                    failure_type=outcome.failure_type or ft.EXECUTOR_ERROR,
                     error_summary=outcome.summary,
                     actor_id=actor,
                     **ids,

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from leviathan_dagster.core import gitutil
 from leviathan_dagster.core.errors import PolicyViolation
@@ -27,9 +27,9 @@ log = logging.getLogger("leviathan.worker")
 _INDEX = Path(".git") / "index"
 
 
-@dataclass(frozen=True)
-class Leftovers:
-    """What ``discard_unchecked`` found and threw away, and the commit HEAD names."""
+class Leftovers(NamedTuple):
+    """What ``discard_unchecked`` found and threw away, and the commit HEAD names (a NamedTuple: a
+    dataclass costs the worker's start-up several generated functions, compiled at import)."""
 
     paths: list[str]  # sorted: staged, written, untracked or ignored after the check
     head: str | None  # HEAD's commit sha; None on a repository without commits
