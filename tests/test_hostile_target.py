@@ -294,15 +294,21 @@ def test_test_command_reads_no_credential_reaches_no_network_and_leaves_no_survi
             os.kill(pid, 9)
 
 
-def test_git_ignores_planted_repository_config(tmp_path: Path, monkeypatch) -> None:
-    """Without the sandbox in the way: config that names programs never runs in the harness's git."""
-    for name, value in CANARIES.items():
-        monkeypatch.setenv(name, value)
-    pwned = tmp_path / "pwned"
+def planted_script(root: Path) -> tuple[Path, Path]:
+    """(``root/pwned``, a script there that leaves a file in it when anything runs it, then cats)."""
+    pwned = root / "pwned"
     pwned.mkdir()
     script = pwned / "dump.sh"
     script.write_text(f"#!/bin/sh\nenv > {pwned}/ran-$$.txt\ncat\n")
     script.chmod(0o755)
+    return pwned, script
+
+
+def test_git_ignores_planted_repository_config(tmp_path: Path, monkeypatch) -> None:
+    """Without the sandbox in the way: config that names programs never runs in the harness's git."""
+    for name, value in CANARIES.items():
+        monkeypatch.setenv(name, value)
+    pwned, script = planted_script(tmp_path)
     hooks = pwned / "hooks"
     hooks.mkdir()
     for hook in ("pre-commit", "post-commit", "post-checkout", "reference-transaction", "pre-push"):
@@ -518,7 +524,7 @@ def test_what_is_staged_or_written_after_the_check_never_reaches_the_commit(tmp_
         checked_commit.verify_commit_scope(repo, checked, extra=[])
 
 
-@pytest.mark.parametrize("how", ["staged only", "deleted", "ignored", "untracked"])
+@pytest.mark.parametrize("how", ["staged", "staged then removed", "deleted", "ignored", "untracked"])
 def test_an_index_or_worktree_changed_after_the_check_is_always_seen(tmp_path: Path, how: str) -> None:
     """Each kind of leftover alone is found (the unchanged-index shortcut and the one status call must
     not hide any), and what is left is exactly the checked tree."""
@@ -532,10 +538,11 @@ def test_an_index_or_worktree_changed_after_the_check_is_always_seen(tmp_path: P
     gitutil.run_git(["add", "-A"], cwd=repo)
     checked = checked_commit.write_tree(repo)
     checked_index = checked_commit.index_digest(repo)
-    if how == "staged only":  # staged, then removed from the worktree: only the index shows it
+    if how.startswith("staged"):  # worktree and index agree: only comparing with the check shows it
         (repo / "sneaky.py").write_text("x\n")
         gitutil.run_git(["add", "sneaky.py"], cwd=repo)
-        (repo / "sneaky.py").unlink()
+        if how == "staged then removed":
+            (repo / "sneaky.py").unlink()
         expected = ["sneaky.py"]
     elif how == "deleted":
         (repo / "kept.md").unlink()
@@ -555,16 +562,12 @@ def test_an_index_or_worktree_changed_after_the_check_is_always_seen(tmp_path: P
 
 def test_git_config_planted_after_a_scan_is_still_neutralised(tmp_path: Path) -> None:
     """The hardening scan is remembered by the config file's bytes: a setting planted after a scan
-    (the same size even, and the same mtime) is a new file, scanned again before git runs."""
+    (its old mtime put back, too) is a new file, scanned again before git runs."""
     import os
 
     from leviathan_dagster.core import git_hardening
 
-    pwned = tmp_path / "pwned"
-    pwned.mkdir()
-    script = pwned / "dump.sh"
-    script.write_text(f"#!/bin/sh\ntouch {pwned}/ran-$$\ncat\n")
-    script.chmod(0o755)
+    pwned, script = planted_script(tmp_path)
     repo = tmp_path / "repo"
     gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
     config = repo / ".git" / "config"
