@@ -12,7 +12,9 @@ import os
 import re
 import stat
 import subprocess
+import threading
 from pathlib import Path
+from typing import Any
 
 from leviathan_dagster.core.errors import LeviathanError
 
@@ -155,15 +157,49 @@ def _plain_git_dir(path: str) -> bool:
 def _scan_local_config(cwd: Path) -> list[str] | None:
     """The scan itself; None when git could not answer (not a repository, a timeout)."""
     try:
-        listed = subprocess.run(
+        returncode, stdout, _ = run_watched(
             ["git", "config", "--local", "--no-includes", "--name-only", "--list", "-z"],
-            cwd=cwd,
-            env={**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **ISOLATION_ENV},
-            capture_output=True,
-            timeout=SCAN_TIMEOUT_SECONDS,
+            cwd,
+            {**{k: v for k, v in os.environ.items() if not k.startswith("GIT_")}, **ISOLATION_ENV},
+            SCAN_TIMEOUT_SECONDS,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if listed.returncode != 0:
+    if returncode != 0:
         return None
-    return [key for key in listed.stdout.decode("utf-8", "replace").split("\0") if key]
+    return [key for key in stdout.split("\0") if key]
+
+
+def run_watched(
+    command: list[str], cwd: Path | None, env: dict[str, str], timeout: float, *, text: bool = True
+) -> tuple[int, Any, Any]:
+    """(exit status, stdout, stderr) of ``command`` (str, or bytes with ``text=False``);
+    TimeoutExpired, the process killed, after ``timeout`` seconds. What every git command runs through.
+
+    Not ``subprocess.run(timeout=...)``: with a timeout it learns that the process ended by polling,
+    sleeping 1, 2, 4 ... ms between looks, and git has rarely quite exited when its output ends, so
+    every command paid a millisecond or more of sleep. A watchdog thread enforces the timeout here
+    instead, and the wait blocks until the exit itself."""
+    encoding = {"text": True, "encoding": "utf-8", "errors": "replace"} if text else {}
+    with subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **encoding
+    ) as proc:
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            proc.kill()
+
+        watchdog = threading.Timer(timeout, expire)
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            stdout, stderr = proc.communicate()
+        except BaseException:
+            proc.kill()
+            raise
+        finally:
+            watchdog.cancel()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(command, timeout)
+    return proc.returncode, stdout, stderr

@@ -11,13 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from leviathan_dagster.core.errors import LeviathanError, NotFoundError, TransientError
-from leviathan_dagster.core.git_hardening import ISOLATION_ENV, hardening_args
+from leviathan_dagster.core.git_hardening import ISOLATION_ENV, hardening_args, run_watched
 from leviathan_dagster.core.locks import LockTimeout, exclusive
 from leviathan_dagster.core.redaction import redact
 
@@ -83,7 +82,7 @@ def run_git(
     command = ["git", *hardening_args(cwd), "-c", "core.quotepath=off", *args]
     shown = ["git", "-c", "core.quotepath=off", *args]  # errors leave out the fixed hardening
     try:
-        returncode, stdout, stderr = _run(command, cwd, git_env(env), timeout)
+        returncode, stdout, stderr = run_watched(command, cwd, git_env(env), timeout)
     except subprocess.TimeoutExpired:
         raise GitError(shown, None, f"no result after {timeout:g}s") from None
     except OSError as exc:
@@ -92,44 +91,6 @@ def run_git(
         # Some commands (merge) report on stdout; keep both so the message says what went wrong.
         raise GitError(shown, returncode, redact(stderr + stdout, (env or {}).values()))
     return stdout
-
-
-def _run(command: list[str], cwd: Path | None, env: dict[str, str], timeout: float) -> tuple[int, str, str]:
-    """(exit status, stdout, stderr) of ``command``; TimeoutExpired (the process killed) after ``timeout``.
-
-    Not ``subprocess.run(timeout=...)``: with a timeout it learns that the process ended by polling,
-    sleeping 1, 2, 4 ... ms between looks, and git has rarely quite exited when its output ends, so
-    every command paid a millisecond or more of sleep. A watchdog thread enforces the timeout here
-    instead, and the wait blocks until the exit itself."""
-    with subprocess.Popen(
-        command,
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        encoding="utf-8",
-        errors="replace",
-    ) as proc:
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            proc.kill()
-
-        watchdog = threading.Timer(timeout, expire)
-        watchdog.daemon = True
-        watchdog.start()
-        try:
-            stdout, stderr = proc.communicate()
-        except BaseException:
-            proc.kill()
-            raise
-        finally:
-            watchdog.cancel()
-    if expired.is_set():
-        raise subprocess.TimeoutExpired(command, timeout)
-    return proc.returncode, stdout, stderr
 
 
 def local_path(url: str | os.PathLike[str]) -> Path | None:
