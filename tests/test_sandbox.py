@@ -198,13 +198,20 @@ def test_a_refused_proc_mount_runs_the_command_once_more_with_an_empty_proc(
     empty /proc. Simulated by a bwrap that refuses ``--proc`` the way a masked /proc does."""
     real = subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True, text=True).stdout.strip()
     fake = tmp_path / "bwrap"
+    # As the real one fails there: its child already started (reported on the status fd), then the
+    # mount is refused, and no exit of the command is ever reported.
     fake.write_text(
         "#!/bin/sh\n"
+        'status=""; proc=""; next=""\n'
         'for arg in "$@"; do\n'
-        '  if [ "$arg" = "--proc" ]; then\n'
-        '    echo "bwrap: Can\'t mount proc on /newroot/proc: Operation not permitted" >&2; exit 1\n'
-        "  fi\n"
+        '  if [ -n "$next" ]; then status="$arg"; next=""; fi\n'
+        '  [ "$arg" = "--json-status-fd" ] && next=1\n'
+        '  [ "$arg" = "--proc" ] && proc=1\n'
         "done\n"
+        'if [ -n "$proc" ]; then\n'
+        '  [ -n "$status" ] && eval "echo \'{ \\"child-pid\\": 2 }\' >&$status"\n'
+        '  echo "bwrap: Can\'t mount proc on /newroot/proc: Operation not permitted" >&2; exit 1\n'
+        "fi\n"
         f'exec {real} "$@"\n'
     )
     fake.chmod(0o755)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from leviathan_dagster.core.errors import LeviathanError
 from leviathan_dagster.core.paths import normalize_repo_path
@@ -178,21 +179,38 @@ def run_sandboxed(
             "--chdir",
             str(chdir),
         ]
-        result = _start(command, argv, env, timeout, output_cap)
-        if isinstance(result, SandboxResult):
-            return result
+        result, output = _start(command, argv, env, timeout, output_cap)
+        if result is not None and (result.timed_out or result.returncode is not None):
+            return SandboxResult(result.returncode, result.output, result.timed_out, result.truncated)
+        # bwrap reported no exit of the command: the sandbox was not made (before or after its child
+        # started: a refused /proc mount comes after), or the command could not be executed.
         problem = sandbox_problem()
         if problem is not None:
             raise SandboxUnavailable(problem)
-        if proc_args == _PROC_ARGS:
-            raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {result.strip()}")
+        if proc_args != _PROC_ARGS:
+            continue  # /proc must be an empty one here: the mounts come before the command, it never ran
+        if result is None:
+            raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {output.strip()}")
+        # The sandbox works (the probe says so): the command itself could not start ("bwrap: execvp").
+        return SandboxResult(result.exit_status, result.output, False, result.truncated)
+
+
+class _Run(NamedTuple):
+    """One bwrap run as seen from outside: ``returncode`` is None unless bwrap reported the command's
+    exit (or it timed out); ``exit_status`` is bwrap's own."""
+
+    returncode: int | None
+    exit_status: int
+    output: str
+    timed_out: bool
+    truncated: bool
 
 
 def _start(
     command: list[str], argv: Sequence[str], env: Mapping[str, str] | None, timeout: float, output_cap: int
-) -> SandboxResult | str:
-    """Run ``argv`` under the bwrap ``command``: its result, or bwrap's own words when it could not
-    create the sandbox (the command never ran)."""
+) -> tuple[_Run | None, str]:
+    """Run ``argv`` under the bwrap ``command``: (how it went, or None when bwrap never started a
+    child; the output)."""
     status_read, status_write = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -232,7 +250,7 @@ def _isolation_args() -> list[str]:
     ]
 
 
-def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> SandboxResult | str:
+def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> tuple[_Run | None, str]:
     reader = _OutputReader(proc.stdout, output_cap)
     reader.start()
     timed_out = False
@@ -245,11 +263,12 @@ def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) 
         proc.wait()
     reader.join(_DRAIN_SECONDS)
     status = status_pipe.read().decode("utf-8", "replace")
+    output = reader.text()
     if not timed_out and '"child-pid"' not in status:
-        # bwrap itself failed (a mount, a namespace): the command never ran; its message says why.
-        return reader.text()
-    returncode = None if timed_out else _exit_code(status, proc.returncode)
-    return SandboxResult(returncode, reader.text(), timed_out, reader.truncated)
+        # bwrap itself failed (a namespace): the command never ran; its message says why.
+        return None, output
+    returncode = None if timed_out else _exit_code(status)
+    return _Run(returncode, proc.returncode, output, timed_out, reader.truncated), output
 
 
 def _exited_within(proc: subprocess.Popen, timeout: float) -> bool:
@@ -280,7 +299,8 @@ def _exited_within(proc: subprocess.Popen, timeout: float) -> bool:
         os.close(pidfd)
 
 
-def _exit_code(status: str, fallback: int) -> int:
+def _exit_code(status: str) -> int | None:
+    """The command's exit code as bwrap reported it; None when it reported none (no command ran)."""
     for line in status.splitlines():
         try:
             record = json.loads(line)
@@ -288,7 +308,7 @@ def _exit_code(status: str, fallback: int) -> int:
             continue
         if isinstance(record, dict) and "exit-code" in record:
             return int(record["exit-code"])
-    return fallback
+    return None
 
 
 def _kill_group(pid: int) -> None:
