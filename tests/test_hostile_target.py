@@ -294,15 +294,21 @@ def test_test_command_reads_no_credential_reaches_no_network_and_leaves_no_survi
             os.kill(pid, 9)
 
 
-def test_git_ignores_planted_repository_config(tmp_path: Path, monkeypatch) -> None:
-    """Without the sandbox in the way: config that names programs never runs in the harness's git."""
-    for name, value in CANARIES.items():
-        monkeypatch.setenv(name, value)
-    pwned = tmp_path / "pwned"
+def planted_script(root: Path) -> tuple[Path, Path]:
+    """(``root/pwned``, a script there that leaves a file in it when anything runs it, then cats)."""
+    pwned = root / "pwned"
     pwned.mkdir()
     script = pwned / "dump.sh"
     script.write_text(f"#!/bin/sh\nenv > {pwned}/ran-$$.txt\ncat\n")
     script.chmod(0o755)
+    return pwned, script
+
+
+def test_git_ignores_planted_repository_config(tmp_path: Path, monkeypatch) -> None:
+    """Without the sandbox in the way: config that names programs never runs in the harness's git."""
+    for name, value in CANARIES.items():
+        monkeypatch.setenv(name, value)
+    pwned, script = planted_script(tmp_path)
     hooks = pwned / "hooks"
     hooks.mkdir()
     for hook in ("pre-commit", "post-commit", "post-checkout", "reference-transaction", "pre-push"):
@@ -495,22 +501,109 @@ def test_what_is_staged_or_written_after_the_check_never_reaches_the_commit(tmp_
     gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
     (repo / "docs").mkdir()
     (repo / "docs" / "guide.md").write_text("old\n")
-    gitutil.commit_all(repo, "base")
+    base = gitutil.commit_all(repo, "base")
     (repo / "docs" / "guide.md").write_text("checked\n")
-    changes = list_changed_paths(repo)
+    list_changed_paths(repo)  # stages the worktree, as the policy check does
     checked = checked_commit.write_tree(repo)
+    checked_index = checked_commit.index_digest(repo)
     # After the check: a backdoor written and force-staged, the checked file rewritten, a stray cache.
     (repo / "src").mkdir()
     (repo / "src" / "backdoor.py").write_text("OWNED = True\n")
     gitutil.run_git(["add", "-f", "src/backdoor.py"], cwd=repo)
     (repo / "docs" / "guide.md").write_text("replaced\n")
     (repo / ".cache").write_text("x")
-    assert checked_commit.discard_unchecked(repo, checked) == [".cache", "docs/guide.md", "src/backdoor.py"]
+    left = checked_commit.discard_unchecked(repo, checked, checked_index=checked_index)
+    assert left.paths == [".cache", "docs/guide.md", "src/backdoor.py"] and left.head == base
     assert (repo / "docs" / "guide.md").read_text() == "checked\n" and not (repo / "src").exists()
-    checked_commit.verify_commit_scope(repo, checked, changes, extra=[])
+    assert checked_commit.verify_commit_scope(repo, checked, extra=[]) == checked
     # And should anything be staged between the reset and the commit, the commit is refused.
     (repo / "src").mkdir()
     (repo / "src" / "late.py").write_text("x\n")
     gitutil.run_git(["add", "-f", "src/late.py"], cwd=repo)
     with pytest.raises(PolicyViolation, match="src/late.py"):
-        checked_commit.verify_commit_scope(repo, checked, changes, extra=[])
+        checked_commit.verify_commit_scope(repo, checked, extra=[])
+
+
+@pytest.mark.parametrize("how", ["staged", "staged then removed", "deleted", "ignored", "untracked"])
+def test_an_index_or_worktree_changed_after_the_check_is_always_seen(tmp_path: Path, how: str) -> None:
+    """Each kind of leftover alone is found (the unchanged-index shortcut and the one status call must
+    not hide any), and what is left is exactly the checked tree."""
+    from worker import checked_commit
+
+    repo = tmp_path / "repo"
+    gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
+    (repo / ".gitignore").write_text("*.log\n")
+    (repo / "kept.md").write_text("kept\n")
+    gitutil.commit_all(repo, "base")
+    gitutil.run_git(["add", "-A"], cwd=repo)
+    checked = checked_commit.write_tree(repo)
+    checked_index = checked_commit.index_digest(repo)
+    if how.startswith("staged"):  # worktree and index agree: only comparing with the check shows it
+        (repo / "sneaky.py").write_text("x\n")
+        gitutil.run_git(["add", "sneaky.py"], cwd=repo)
+        if how == "staged then removed":
+            (repo / "sneaky.py").unlink()
+        expected = ["sneaky.py"]
+    elif how == "deleted":
+        (repo / "kept.md").unlink()
+        expected = ["kept.md"]
+    elif how == "ignored":
+        (repo / "sub").mkdir()
+        (repo / "sub" / "run.log").write_text("x\n")
+        expected = ["sub/run.log"]
+    else:
+        (repo / "new.txt").write_text("x\n")
+        expected = ["new.txt"]
+    assert checked_commit.discard_unchecked(repo, checked, checked_index=checked_index).paths == expected
+    assert checked_commit.discard_unchecked(repo, checked, checked_index=None).paths == []
+    assert checked_commit.verify_commit_scope(repo, checked, extra=[]) == checked
+    assert (repo / "kept.md").read_text() == "kept\n"
+
+
+def test_git_config_planted_after_a_scan_is_still_neutralised(tmp_path: Path) -> None:
+    """The hardening scan is remembered by the config file's bytes: a setting planted after a scan
+    (its old mtime put back, too) is a new file, scanned again before git runs."""
+    import os
+
+    from leviathan_dagster.core.git import hardening as git_hardening
+
+    pwned, script = planted_script(tmp_path)
+    repo = tmp_path / "repo"
+    gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
+    config = repo / ".git" / "config"
+    gitutil.run_git(["status"], cwd=repo)  # scanned, and remembered
+    assert git_hardening._scan_key(repo) in git_hardening._SCANNED
+    stat = config.stat()
+    subprocess.run(["git", "config", "filter.pwn.clean", str(script)], cwd=repo, check=True)
+    os.utime(config, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    (repo / ".gitattributes").write_text("* filter=pwn\n")
+    (repo / "a.txt").write_text("a\n")
+    gitutil.run_git(["add", "--all"], cwd=repo)
+    gitutil.commit_all(repo, "one")
+    assert sorted(p.name for p in pwned.iterdir()) == ["dump.sh"]
+    # And a refused setting planted after a scan is refused.
+    subprocess.run(
+        ["git", "config", "url.https://evil.example/.insteadOf", "https://x/"], cwd=repo, check=True
+    )
+    with pytest.raises(RepositoryTampered):
+        gitutil.run_git(["status"], cwd=repo)
+
+
+def test_git_dirs_git_might_not_read_as_scanned_are_scanned_every_time(tmp_path: Path) -> None:
+    from leviathan_dagster.core.git import hardening as git_hardening
+
+    repo = tmp_path / "repo"
+    gitutil.run_git(["init", "-q", "-b", "main", str(repo)])
+    assert git_hardening._scan_key(repo) is not None
+    bare = gitutil.init_bare(tmp_path / "bare.git")
+    assert git_hardening._scan_key(bare) is not None  # a bare repository: its own config
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / ".git").write_text(f"gitdir: {repo / '.git'}\n")  # a gitfile
+    (tmp_path / "worktree").mkdir()
+    os_symlink = tmp_path / "symlinked"
+    os_symlink.mkdir()
+    (os_symlink / ".git").symlink_to(repo / ".git")
+    (repo / ".git" / "HEAD").write_text("garbage\n")  # not a git directory to git: it would walk up
+    for path in (linked, os_symlink, repo, tmp_path / "worktree"):
+        assert git_hardening._scan_key(path) is None, path

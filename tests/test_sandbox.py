@@ -188,3 +188,41 @@ def test_configured_read_only_paths_are_shown_even_under_tmp(workspace: Path, tm
     result = sh(f"cat {shared}/tool.txt; echo x > {shared}/new.txt", workspace)
     assert "tool" in result.output and "Read-only file system" in result.output
     assert not (shared / "new.txt").exists()
+
+
+def test_a_refused_proc_mount_runs_the_command_once_more_with_an_empty_proc(
+    workspace: Path, tmp_path: Path, monkeypatch
+):
+    """No probe runs before the command: where the kernel refuses a new /proc (a container), bwrap's
+    own failure makes the probe run, and the command, which never ran, is started once more with an
+    empty /proc. Simulated by a bwrap that refuses ``--proc`` the way a masked /proc does."""
+    real = subprocess.run(["sh", "-c", "command -v bwrap"], capture_output=True, text=True).stdout.strip()
+    fake = tmp_path / "bwrap"
+    # As the real one fails there: its child already started (reported on the status fd), then the
+    # mount is refused, and no exit of the command is ever reported.
+    fake.write_text(
+        "#!/bin/sh\n"
+        'status=""; proc=""; next=""\n'
+        'for arg in "$@"; do\n'
+        '  if [ -n "$next" ]; then status="$arg"; next=""; fi\n'
+        '  [ "$arg" = "--json-status-fd" ] && next=1\n'
+        '  [ "$arg" = "--proc" ] && proc=1\n'
+        "done\n"
+        'if [ -n "$proc" ]; then\n'
+        '  [ -n "$status" ] && eval "echo \'{ \\"child-pid\\": 2 }\' >&$status"\n'
+        '  echo "bwrap: Can\'t mount proc on /newroot/proc: Operation not permitted" >&2; exit 1\n'
+        "fi\n"
+        f'exec {real} "$@"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv(sandbox.bwrap.BWRAP_ENV, str(fake))
+    monkeypatch.setattr(sandbox.bwrap, "_PROC_ARGS", list(sandbox.bwrap.PROC_MOUNT))
+    sandbox_problem.cache_clear()
+    try:
+        result = sh("echo ran >> docs/ran.md; ls /proc | wc -l", workspace, writable=["docs/"])
+    finally:
+        monkeypatch.undo()
+        sandbox_problem.cache_clear()
+    assert result.returncode == 0, result.output
+    assert result.output.split() == ["0"]  # an empty /proc
+    assert (workspace / "docs" / "ran.md").read_text() == "ran\n"  # ran once: the refused try never did

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core import failures as ft
 from leviathan_dagster.core.attempts import lifecycle
 from leviathan_dagster.core.attempts.artifacts import ArtifactDir
 from leviathan_dagster.core.attempts.path_policy import ChangedPath, check_changed_paths, list_changed_paths
@@ -38,13 +38,13 @@ from leviathan_dagster.core.generators.registry import generator_name_for, get_g
 from leviathan_dagster.core.generators.usage import UsageRecorder
 from leviathan_dagster.core.git import commands as gitutil
 from leviathan_dagster.core.home import LeviathanHome
-from leviathan_dagster.core.models import BACKLOG_PATH, TargetConfig, Task
+from leviathan_dagster.core.models import BACKLOG_PATH, ProjectConfig, TargetConfig, Task, branch_name_for
 from leviathan_dagster.core.redaction import RedactingFilter, redact, register_environment_secrets
 from leviathan_dagster.core.sandbox import SandboxUnavailable, run_sandboxed
 from leviathan_dagster.core.sandbox import files as workspace_files
 from worker import checked_commit, pull_request
 from worker.environment import WorkerEnv, sanitized_environment
-from worker.event_sink import sink_for
+from worker.event_sink import local_log_config, sink_for
 from worker.sandbox_probe import probe_sandbox
 
 log = logging.getLogger("leviathan.worker")
@@ -76,7 +76,9 @@ def main() -> int:
     try:
         env = WorkerEnv.from_environ()
         home = LeviathanHome(env.home)
-        events = sink_for(env, home)
+        # Read once: the local event log's settings and the target both come from it.
+        project = local_log_config(env)
+        events = sink_for(env, home, project)
     except ConfigError as exc:
         print(f"worker: error: {redact(str(exc))}", file=sys.stderr)
         return 2
@@ -87,43 +89,45 @@ def main() -> int:
     except LeviathanError as exc:
         # Nothing has been done yet; the orchestrator records the attempt as an infrastructure failure.
         print(f"worker: cannot record attempt.started, not starting: {exc}", file=sys.stderr)
-        return EXIT_CODES[at.INFRASTRUCTURE]
+        return EXIT_CODES[ft.INFRASTRUCTURE]
     artifacts = ArtifactDir(home.artifacts_dir(env.attempt_id))
-    outcome, duration = _run_recorded(env, home, artifacts)
+    outcome, duration = _run_recorded(env, home, artifacts, project)
     try:
         _record(env, events, artifacts, outcome, duration, actor, ids)
     except LeviathanError as exc:
         # The outcome is in result.json; without its events the orchestrator fails the attempt as
         # infrastructure (never a silent success: a PR without its events is not a success).
         print(f"worker: cannot record the outcome: {exc}", file=sys.stderr)
-        return EXIT_CODES[at.INFRASTRUCTURE]
-    return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or at.EXECUTOR_ERROR]
+        return EXIT_CODES[ft.INFRASTRUCTURE]
+    return 0 if outcome.status == "succeeded" else EXIT_CODES[outcome.failure_type or ft.EXECUTOR_ERROR]
 
 
-def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -> tuple[Outcome, float]:
+def _run_recorded(
+    env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, project: ProjectConfig | None = None
+) -> tuple[Outcome, float]:
     """Run the attempt, turning every way it can end into an Outcome; the log goes to worker.log."""
     handler = _attach_log(artifacts.path("worker.log"))
     outcome = Outcome()
     usage = UsageRecorder(artifacts.path("usage.json"))
     started = time.monotonic()
     try:
-        outcome.details = run_attempt(env, home, artifacts, usage)
+        outcome.details = run_attempt(env, home, artifacts, usage, project)
         outcome.status = "succeeded"
     except AttemptFailure as failure:
         outcome.failure_type, outcome.summary = failure.failure_type, failure.summary
     except PolicyViolation as exc:  # e.g. a write refused because the target committed a symlink
-        outcome.failure_type, outcome.summary = at.POLICY_VIOLATION, str(exc)
+        outcome.failure_type, outcome.summary = ft.POLICY_VIOLATION, str(exc)
     except SandboxUnavailable as exc:
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"no sandbox for the test command: {exc}"
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, f"no sandbox for the test command: {exc}"
     except TransientError as exc:
-        outcome.failure_type, outcome.summary = at.INFRASTRUCTURE, str(exc)
+        outcome.failure_type, outcome.summary = ft.INFRASTRUCTURE, str(exc)
     except (ConfigError, GeneratorError) as exc:
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, str(exc)
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, str(exc)
     except GenerationStopped as stop:  # budget, scope, repair rounds: the generator's own stop
         outcome.failure_type, outcome.summary = stop.failure_type, stop.summary
     except Exception as exc:  # the record must be written whatever happened
         log.exception("unexpected error")
-        outcome.failure_type, outcome.summary = at.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
+        outcome.failure_type, outcome.summary = ft.EXECUTOR_ERROR, f"{type(exc).__name__}: {exc}"
     finally:
         # Always, zero calls included: the log then tells a deterministic generator's zero cost
         # from an attempt whose usage was never recorded (a worker that died).
@@ -135,9 +139,14 @@ def _run_recorded(env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir) -
 
 
 def run_attempt(
-    env: WorkerEnv, home: LeviathanHome, artifacts: ArtifactDir, usage: UsageRecorder | None = None
+    env: WorkerEnv,
+    home: LeviathanHome,
+    artifacts: ArtifactDir,
+    usage: UsageRecorder | None = None,
+    project: ProjectConfig | None = None,
 ) -> dict:
-    target = _load_target(env)
+    """``project``: the project config when the caller already read it (else read here)."""
+    target = _load_target(env, project)
     register_environment_secrets(os.environ, target.secret_env.values())
     # Before anything is cloned or generated (a model call costs money): the tests need the sandbox.
     probe_sandbox(required=bool(target.test_command))
@@ -148,7 +157,7 @@ def run_attempt(
         # The forge hands git its credential per command (never in the URL or .git/config).
         forge = forge_for(target, home)
         log.info("cloning %s@%s", env.repo_url, env.branch)
-        gitutil.clone(env.repo_url, workspace, env.branch, env=forge.git_auth_env())
+        gitutil.clone(env.repo_url, workspace, env.branch, env=forge.git_auth_env(), shallow=True)
         task = _load_task(workspace, env.task_id)
         generator_name = generator_name_for(task)
         usage = usage or UsageRecorder()
@@ -168,14 +177,15 @@ def run_attempt(
         log.info("generator %s: %s", generator_name, change.summary)
         changes = _checked_changes(workspace, task, target, artifacts)
         checked_tree = checked_commit.write_tree(workspace)
+        checked_index = checked_commit.index_digest(workspace)
         tests = _run_tests(target, task, workspace, artifacts, deadline)
-        discarded = checked_commit.discard_unchecked(workspace, checked_tree)
-        if discarded:
-            artifacts.write_json("discarded.json", {"after_policy_check": discarded})
-        branch = at.branch_name_for(task.id, env.attempt_id)
-        commit_sha = _commit(workspace, task, env, branch, changes, checked_tree)
+        left = checked_commit.discard_unchecked(workspace, checked_tree, checked_index=checked_index)
+        if left.paths:
+            artifacts.write_json("discarded.json", {"after_policy_check": left.paths})
+        branch = branch_name_for(task.id, env.attempt_id)
+        commit_sha = _commit(workspace, task, env, branch, changes, checked_tree, left.head)
         # Asked again: an App's installation token may have been refreshed since the clone.
-        _push(workspace, env.repo_url, branch, forge)
+        _push(workspace, env.repo_url, branch, commit_sha, forge)
         pr = forge.open_pull_request(
             head=branch,
             base=env.branch,
@@ -226,9 +236,10 @@ def _write_diff(workspace: Path, artifacts: ArtifactDir) -> None:
     artifacts.write_text(DIFF_FILE, diff)
 
 
-def _load_target(env: WorkerEnv) -> TargetConfig:
+def _load_target(env: WorkerEnv, project: ProjectConfig | None = None) -> TargetConfig:
     # Another target's broken config must not fail this one's attempt (the scheduler serves it too).
-    project = load_project_config(env.config_path, isolate_targets=True)
+    if project is None:
+        project = load_project_config(env.config_path, isolate_targets=True)
     target = project.target(env.target_id)
     if target is None and project.broken_target(env.target_id):
         raise ConfigError(
@@ -243,12 +254,12 @@ def _load_task(workspace: Path, task_id: str) -> Task:
     # Read without following a symlink: a committed `.leviathan -> /somewhere` is refused, not read.
     text = workspace_files.read_text(workspace, BACKLOG_PATH)
     if text is None:
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} is missing on the base branch")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"{BACKLOG_PATH} is missing on the base branch")
     backlog = parse_backlog(text)
     task = backlog.get(task_id)
     if task is None:
         raise AttemptFailure(
-            at.EXECUTOR_ERROR, f"task '{task_id}' is not in {BACKLOG_PATH} on the base branch"
+            ft.EXECUTOR_ERROR, f"task '{task_id}' is not in {BACKLOG_PATH} on the base branch"
         )
     return task
 
@@ -260,13 +271,13 @@ def _checked_changes(
     recorded first (``diff.patch``), so a refused or later failing change is there to be read too."""
     changes = list_changed_paths(workspace)
     if not changes:
-        raise AttemptFailure(at.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
+        raise AttemptFailure(ft.NO_CHANGES, "the generator changed nothing; an empty diff is never a success")
     _write_diff(workspace, artifacts)
     violations = check_changed_paths(workspace, changes, task.allowed_paths)
     violations += check_changed_paths(workspace, changes, target.policy.allowed_path_prefixes)
     if violations:
         unique = sorted(set(violations))
-        raise AttemptFailure(at.POLICY_VIOLATION, "; ".join(unique))
+        raise AttemptFailure(ft.POLICY_VIOLATION, "; ".join(unique))
     return changes
 
 
@@ -286,13 +297,13 @@ def _run_tests(
     output = result.output + ("\n...(output truncated)\n" if result.truncated else "")
     artifacts.write_text("tests.log", output)
     if result.timed_out:
-        raise AttemptFailure(at.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)")
+        raise AttemptFailure(ft.TIMEOUT, f"test command exceeded the attempt timeout ({remaining:.0f}s)")
     if result.returncode == 1 and output.startswith("bwrap: execvp "):
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"test command could not start: {output.strip()[:500]}")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"test command could not start: {output.strip()[:500]}")
     summary = pull_request.last_summary_line(output)
     if result.returncode != 0 and not target.policy.allow_draft_on_failing_tests:
         tail = " | ".join(line for line in output.strip().splitlines()[-6:])
-        raise AttemptFailure(at.TESTS_FAILED, f"test command exited {result.returncode}: {tail}"[:2000])
+        raise AttemptFailure(ft.TESTS_FAILED, f"test command exited {result.returncode}: {tail}"[:2000])
     status = "passed" if result.returncode == 0 else "failed (draft)"
     return pull_request.TestReport(status, tuple(target.test_command), result.returncode, summary)
 
@@ -304,12 +315,15 @@ def _commit(
     branch: str,
     changes: list[ChangedPath],
     checked_tree: str,
+    base: str | None,
 ) -> str:
+    """The attempt's commit: the checked tree plus the backlog write-back, on ``base`` (the commit the
+    policy check diffed against). No branch is checked out: the push names the commit itself."""
     # diff.patch was written at the policy check: the index holds that checked tree again now.
     # Read and written as bytes-exact text (a CRLF backlog keeps its line ends) and never through a symlink.
     original = workspace_files.read_text(workspace, BACKLOG_PATH)
     if original is None:
-        raise AttemptFailure(at.EXECUTOR_ERROR, f"{BACKLOG_PATH} disappeared before the write-back")
+        raise AttemptFailure(ft.EXECUTOR_ERROR, f"{BACKLOG_PATH} disappeared before the write-back")
     updated = write_back_completion(
         original,
         task.id,
@@ -319,18 +333,17 @@ def _commit(
     )
     workspace_files.write_text(workspace, BACKLOG_PATH, updated)
     gitutil.run_git(["add", "--", BACKLOG_PATH], cwd=workspace)
-    checked_commit.verify_commit_scope(workspace, checked_tree, changes, extra=[BACKLOG_PATH])
-    gitutil.run_git(["checkout", "-q", "-b", branch], cwd=workspace)
+    tree = checked_commit.verify_commit_scope(workspace, checked_tree, extra=[BACKLOG_PATH])
     message = (
         f"{task.title}\n\n"
         f"Leviathan attempt {env.attempt_number} for task {task.id} on target {env.target_id}.\n"
         f"Touched: {', '.join(c.path for c in changes)}\n\n"
         f"Leviathan-Task: {task.id}\nLeviathan-Attempt: {env.attempt_id}\n"
     )
-    return gitutil.commit_index(workspace, message)
+    return checked_commit.commit_tree(workspace, tree, base, message)
 
 
-def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
+def _push(workspace: Path, repo_url: str, branch: str, commit_sha: str, forge: Forge) -> None:
     """Push the attempt's branch to the URL the worker was given, not "origin": nothing in the
     workspace decides where it goes (a relative local path was relative to the worker's directory,
     not the workspace's). A refusal the forge means for good (a missing permission, a ruleset, push
@@ -342,7 +355,7 @@ def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
         repo_url = str(local.resolve())
     for renewed in (False, True):
         try:
-            gitutil.push(workspace, repo_url, f"HEAD:refs/heads/{branch}", env=forge.git_auth_env())
+            gitutil.push(workspace, repo_url, f"{commit_sha}:refs/heads/{branch}", env=forge.git_auth_env())
             return
         except gitutil.GitError as exc:
             if not renewed and forge.renew_credentials_after(exc.stderr):
@@ -350,7 +363,7 @@ def _push(workspace: Path, repo_url: str, branch: str, forge: Forge) -> None:
                 continue
             refusal = forge.permanent_push_refusal(exc.stderr)
             if refusal:
-                raise AttemptFailure(at.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
+                raise AttemptFailure(ft.PUSH_REJECTED, f"push of {branch} refused: {refusal}"[:2000]) from exc
             raise TransientError(f"push of {branch} failed: {exc}") from exc
 
 
@@ -389,7 +402,7 @@ def _record(
         events.append(
             [
                 lifecycle.attempt_failed(
-                    failure_type=outcome.failure_type or at.EXECUTOR_ERROR,
+                    failure_type=outcome.failure_type or ft.EXECUTOR_ERROR,
                     error_summary=outcome.summary,
                     actor_id=actor,
                     **ids,

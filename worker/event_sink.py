@@ -19,6 +19,7 @@ from leviathan_dagster.core.events.registry import open_event_log
 from leviathan_dagster.core.events.retry import RetryingAppender
 from leviathan_dagster.core.events.store import EventStore
 from leviathan_dagster.core.home import LeviathanHome
+from leviathan_dagster.core.models import ProjectConfig
 from worker.environment import WorkerEnv
 
 if TYPE_CHECKING:
@@ -167,19 +168,26 @@ class ControlPlaneSink:
         )
 
 
-def sink_for(env: WorkerEnv, home: LeviathanHome) -> EventSink:
-    """The control plane when ``CONTROL_PLANE_URL`` is set, else the local event log of ``home``."""
+def local_log_config(env: WorkerEnv) -> ProjectConfig | None:
+    """The project config that names the local event log's backend: None when the events go to the
+    control plane or there is no config file (the default backend then)."""
+    if env.control_plane_url or not env.config_path.exists():
+        return None
+    return load_project_config(env.config_path, isolate_targets=True)
+
+
+def sink_for(env: WorkerEnv, home: LeviathanHome, project: ProjectConfig | None = None) -> EventSink:
+    """The control plane when ``CONTROL_PLANE_URL`` is set, else the local event log of ``home``
+    (``project``: ``local_log_config(env)`` when the caller has already read it)."""
     if env.control_plane_url:
         return ControlPlaneSink(
             env.control_plane_url, env.control_plane_token or "", env.target_id, env.attempt_id
         )
     # The same backend the orchestrator writes to (leviathan.yaml's ``event_log``), so the worker's
     # events and the orchestrator's land in one chain.
-    settings = (
-        load_project_config(env.config_path, isolate_targets=True).event_log
-        if env.config_path.exists()
-        else None
-    )
+    if project is None:
+        project = local_log_config(env)
+    settings = project.event_log if project is not None else None
 
     def opened():
         store = open_event_log(home, settings)

@@ -19,6 +19,11 @@ DEFAULT_PRIORITY = 3
 AGENT_BRANCH_PREFIX = "agent/"
 
 
+def branch_name_for(task_id: str, attempt_id: str) -> str:
+    """The branch an attempt pushes (``attempts`` re-exports it)."""
+    return f"{AGENT_BRANCH_PREFIX}{task_id}-{attempt_id}"
+
+
 @dataclass(frozen=True)
 class Task:
     """One task of a target's backlog (seed format, see docs/backlog.md)."""

@@ -17,25 +17,23 @@ from leviathan_dagster.core.events import model as ev
 from leviathan_dagster.core.events.model import StoredEvent, parse_timestamp
 from leviathan_dagster.core.events.schemas import Anomaly, fold_anomaly
 
+# The failure types by name: what each one means (counts, retried, exit code) is failures.py's table.
+from leviathan_dagster.core.failures import BUDGET_EXHAUSTED as BUDGET_EXHAUSTED
+from leviathan_dagster.core.failures import EXECUTOR_ERROR as EXECUTOR_ERROR
+from leviathan_dagster.core.failures import INFRASTRUCTURE as INFRASTRUCTURE
+from leviathan_dagster.core.failures import MODEL_ACCOUNT as MODEL_ACCOUNT
+from leviathan_dagster.core.failures import NO_CHANGES as NO_CHANGES
+from leviathan_dagster.core.failures import POLICY_VIOLATION as POLICY_VIOLATION
+from leviathan_dagster.core.failures import PR_CLOSED as PR_CLOSED
+from leviathan_dagster.core.failures import PUSH_REJECTED as PUSH_REJECTED
+from leviathan_dagster.core.failures import TESTS_FAILED as TESTS_FAILED
+from leviathan_dagster.core.failures import TIMEOUT as TIMEOUT
+from leviathan_dagster.core.models import branch_name_for as branch_name_for
+
 CREATED, RUNNING, SUCCEEDED, FAILED = "created", "running", "succeeded", "failed"
 TERMINAL = (SUCCEEDED, FAILED)
 
-# The failure types; what each one means (counts, retried, exit code) is the table in failures.py.
-POLICY_VIOLATION = "policy_violation"
-NO_CHANGES = "no_changes"
-TESTS_FAILED = "tests_failed"
-EXECUTOR_ERROR = "executor_error"
-TIMEOUT = "timeout"
-INFRASTRUCTURE = "infrastructure"
-BUDGET_EXHAUSTED = "budget_exhausted"
-# The forge refused the push for good (missing permission, ruleset, push protection).
-PUSH_REJECTED = "push_rejected"
-# The attempt's PR was closed without merge: the attempt succeeded, then a reviewer rejected its work.
-PR_CLOSED = "pr_closed"
-# The model provider refused the account (billing, permission, authentication): not the task's fault,
-# and no later attempt can do better until an operator fixes it, so the target waits (readiness
-# ``model_account``) until it is resumed.
-MODEL_ACCOUNT = "model_account"
+# The failure types (``at.TIMEOUT``, ...) are the names of failures.py's table, imported above.
 FAILURE_TYPES = failures.FAILURE_TYPES
 
 
@@ -43,10 +41,6 @@ def make_attempt_id(target_id: str, task_id: str, attempt_number: int) -> str:
     """Deterministic: the same task and number always name the same attempt (and branch)."""
     digest = hashlib.sha256(f"{target_id}/{task_id}/{attempt_number}".encode()).hexdigest()
     return f"attempt-{digest[:12]}"
-
-
-def branch_name_for(task_id: str, attempt_id: str) -> str:
-    return f"agent/{task_id}-{attempt_id}"
 
 
 def task_key(target_id: str, task_id: str) -> str:

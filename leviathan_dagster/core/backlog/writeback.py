@@ -10,13 +10,21 @@ from leviathan_dagster.core.config.yaml_nodes import YamlDocument, line_of
 from leviathan_dagster.core.errors import ConfigError
 from leviathan_dagster.core.models import BACKLOG_PATH
 
+# libyaml's loader when PyYAML has it: the checks below only need the values, which both loaders read
+# alike (see yamlnodes), and the pure-Python one took most of a write-back's time.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _load(text: str):
+    return yaml.load(text, Loader=_LOADER)  # a safe loader either way
+
 
 def _render_scalar(value: str | bool) -> str:
     """A one-line YAML scalar that reads back as exactly ``value``: plain when that is safe, else quoted."""
     if isinstance(value, bool):
         return "true" if value else "false"
     # Plain only when it starts with a letter: '1e5' or '0x10' read back as numbers in YAML 1.2 parsers.
-    if re.fullmatch(r"[A-Za-z][A-Za-z0-9._/+-]*", value) and yaml.safe_load(value) == value:
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9._/+-]*", value) and _load(value) == value:
         return value
     return yaml.safe_dump(value, default_style='"', width=float("inf"), allow_unicode=True).rstrip("\n")
 
@@ -117,7 +125,7 @@ def write_back_completion(
     # A text edit of YAML can go wrong in ways the checks above did not foresee; never hand back a backlog
     # that does not read as intended.
     try:
-        tasks_after = yaml.safe_load(text)["tasks"]
+        tasks_after = _load(text)["tasks"]
     except yaml.YAMLError:
         tasks_after = []
     task_after = next((t for t in tasks_after if isinstance(t, dict) and t.get("id") == task_id), {})

@@ -5,6 +5,10 @@ A :class:`TransientError` from a store (connection killed, server restarting, he
 failed disk write) may or may not have written the bundle; retrying the same bundle is always right:
 events already in the log come back as stored, the rest are appended once. Anything else (a conflict,
 an invalid event) is raised at once: it would fail the same way again.
+
+A plain loop, no retry library: every worker appends through here, and importing one cost more than
+the usual single try. The waits are exponential: ``first_wait``, doubled after each try, at most
+``max_wait``.
 """
 
 from __future__ import annotations
@@ -13,8 +17,6 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
-
-import tenacity
 
 from leviathan_dagster.core.errors import TransientError
 from leviathan_dagster.core.events.model import Event, StoredEvent
@@ -28,32 +30,30 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _retrying(
-    attempts: int,
-    first_wait: float,
-    max_wait: float,
-    sleep: Callable[[float], None],
-    before_sleep: Callable[[tenacity.RetryCallState], None],
-) -> tenacity.Retrying:
-    return tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(TransientError),
-        stop=tenacity.stop_after_attempt(attempts),
-        wait=tenacity.wait_exponential(multiplier=first_wait, max=max_wait),
-        sleep=sleep,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-
-def _log_retry(action: str, state: tenacity.RetryCallState) -> None:
-    error = state.outcome.exception() if state.outcome else None
-    logger.warning(
-        "event log %s failed (try %d of %s), retrying: %s",
-        action,
-        state.attempt_number,
-        APPEND_ATTEMPTS,
-        error,
-    )
+def retry_transient(
+    call: Callable[[], T],
+    action: str,
+    *,
+    attempts: int = APPEND_ATTEMPTS,
+    first_wait: float = FIRST_WAIT_SECONDS,
+    max_wait: float = MAX_WAIT_SECONDS,
+    sleep: Callable[[float], None] = time.sleep,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """``call()``, tried up to ``attempts`` times while it raises :class:`TransientError`."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except TransientError as error:
+            if attempt >= attempts:
+                raise
+            logger.warning(
+                "event log %s failed (try %d of %s), retrying: %s", action, attempt, attempts, error
+            )
+            if before_retry is not None:
+                before_retry()
+            sleep(min(first_wait * 2 ** (attempt - 1), max_wait))
+    raise AssertionError("unreachable: the last try returns or raises")
 
 
 class RetryingAppender:
@@ -74,7 +74,8 @@ class RetryingAppender:
         if store is None and opener is None:
             raise ValueError("RetryingAppender needs a store or an opener")
         self._store, self._opener = store, opener
-        self._retrying = _retrying(attempts, first_wait, max_wait, sleep, self._before_retry)
+        self._attempts, self._first_wait, self._max_wait = attempts, first_wait, max_wait
+        self._sleep = sleep
 
     @property
     def store(self) -> EventStore:
@@ -86,10 +87,17 @@ class RetryingAppender:
     def append(self, events: Sequence[Event]) -> list[StoredEvent]:
         """``store.append(events)``, retried; the last :class:`TransientError` if every try failed."""
         events = list(events)
-        return self._retrying(lambda: self.store.append(events))
+        return retry_transient(
+            lambda: self.store.append(events),
+            "append",
+            attempts=self._attempts,
+            first_wait=self._first_wait,
+            max_wait=self._max_wait,
+            sleep=self._sleep,
+            before_retry=self._forget_store,
+        )
 
-    def _before_retry(self, state: tenacity.RetryCallState) -> None:
-        _log_retry("append", state)
+    def _forget_store(self) -> None:
         if self._opener is not None:
             self._store = None  # the next try opens the log afresh
 
@@ -107,7 +115,4 @@ def read_with_retry(read: Callable[[], T], *, sleep: Callable[[float], None] = t
     not fail the run with the attempt left in flight. A read changes nothing, so it is always safe to
     repeat; each try opens a connection of its own (see PostgresEventLog.read).
     """
-    retrying = _retrying(
-        APPEND_ATTEMPTS, FIRST_WAIT_SECONDS, MAX_WAIT_SECONDS, sleep, lambda state: _log_retry("read", state)
-    )
-    return retrying(read)
+    return retry_transient(read, "read", sleep=sleep)

@@ -26,16 +26,15 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-
-from filelock import FileLock, Timeout
 
 from leviathan_dagster.core.attempts.markers import parse_task_marker
 from leviathan_dagster.core.errors import ConfigError, ConflictError, NotFoundError, TransientError
 from leviathan_dagster.core.forge.base import Forge
 from leviathan_dagster.core.git import commands as gitutil
+from leviathan_dagster.core.locks import LockTimeout, exclusive
 from leviathan_dagster.core.models import PullRequest
 
 PR_STATES = ("open", "merged", "closed")
@@ -274,18 +273,15 @@ class LocalForge(Forge):
     @contextmanager
     def _locked(self) -> Iterator[None]:
         self._records.mkdir(parents=True, exist_ok=True)
-        try:
-            lock = FileLock(str(self._lock_path), timeout=LOCK_TIMEOUT_SECONDS)
-            lock.acquire()
-        except Timeout:
-            raise TransientError(
-                f"target {self.target_id!r}: pull-request lock {self._lock_path} stayed busy "
-                f"for {LOCK_TIMEOUT_SECONDS:g}s"
-            ) from None
-        try:
+        with ExitStack() as held:
+            try:
+                held.enter_context(exclusive(self._lock_path, LOCK_TIMEOUT_SECONDS))
+            except LockTimeout:
+                raise TransientError(
+                    f"target {self.target_id!r}: pull-request lock {self._lock_path} stayed busy "
+                    f"for {LOCK_TIMEOUT_SECONDS:g}s"
+                ) from None
             yield
-        finally:
-            lock.release()
 
     @property
     def _open_index(self) -> Path:

@@ -15,10 +15,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from filelock import FileLock, Timeout
-
 from leviathan_dagster.core.errors import LeviathanError, NotFoundError, TransientError
-from leviathan_dagster.core.git.hardening import ISOLATION_ENV, hardening_args
+from leviathan_dagster.core.git.hardening import ISOLATION_ENV, hardening_args, run_watched
+from leviathan_dagster.core.locks import LockTimeout, exclusive
 from leviathan_dagster.core.redaction import redact
 
 GIT_TIMEOUT_SECONDS = 120.0
@@ -83,26 +82,15 @@ def run_git(
     command = ["git", *hardening_args(cwd), "-c", "core.quotepath=off", *args]
     shown = ["git", "-c", "core.quotepath=off", *args]  # errors leave out the fixed hardening
     try:
-        completed = subprocess.run(
-            command,
-            cwd=cwd,
-            env=git_env(env),
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            timeout=timeout,
-            check=True,
-        )
-    except subprocess.CalledProcessError as exc:
-        # Some commands (merge) report on stdout; keep both so the message says what went wrong.
-        output = (exc.stderr or "") + (exc.stdout or "")
-        raise GitError(shown, exc.returncode, redact(output, (env or {}).values())) from None
+        returncode, stdout, stderr = run_watched(command, cwd, git_env(env), timeout)
     except subprocess.TimeoutExpired:
         raise GitError(shown, None, f"no result after {timeout:g}s") from None
     except OSError as exc:
         raise GitError(shown, None, f"could not run git in {cwd}: {exc}") from None
-    return completed.stdout
+    if returncode != 0:
+        # Some commands (merge) report on stdout; keep both so the message says what went wrong.
+        raise GitError(shown, returncode, redact(stderr + stdout, (env or {}).values()))
+    return stdout
 
 
 def local_path(url: str | os.PathLike[str]) -> Path | None:
@@ -119,12 +107,27 @@ def local_path(url: str | os.PathLike[str]) -> Path | None:
     return Path(text)
 
 
-def clone(url: str, dest: Path, branch: str | None = None, *, env: Mapping[str, str] | None = None) -> Path:
+def clone(
+    url: str,
+    dest: Path,
+    branch: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    shallow: bool = False,
+) -> Path:
     """Clone ``url`` into ``dest`` (checking out ``branch`` when given). ``env`` carries credentials
-    for this one command (see forge ``git_auth_env``): they never reach ``.git/config``."""
+    for this one command (see forge ``git_auth_env``): they never reach ``.git/config``.
+
+    ``shallow``: only ``branch``'s tip, no other branch, no tag (what an attempt works on; its push
+    needs nothing else, the remote has the base commit). A plain local path is still cloned whole:
+    git ignores ``--depth`` there and hardlinks the objects instead, which costs nothing."""
     args = ["clone", "--quiet"]
     if branch:
         args += ["--branch", branch]
+    if shallow:
+        args += ["--single-branch", "--no-tags"]
+        if local_path(url) is None or os.fspath(url).startswith("file://"):
+            args += ["--depth", "1"]
     run_git([*args, "--", str(url), str(dest)], env=env)
     return dest
 
@@ -270,12 +273,12 @@ def fetch_mirror(
     mirror = cache_dir / f"{key}.git"
     # Two workers fetching one mirror at once would trip over git's ref locks; take turns.
     try:
-        with FileLock(str(cache_dir / f"{key}.lock"), timeout=MIRROR_LOCK_TIMEOUT_SECONDS):
+        with exclusive(cache_dir / f"{key}.lock", MIRROR_LOCK_TIMEOUT_SECONDS):
             if not (mirror / "HEAD").exists():
                 run_git(["clone", "--quiet", "--mirror", "--", url, str(mirror)], env=env)
             elif branch is None or _remote_moved(mirror, branch, env):
                 run_git(["fetch", "--quiet", "--prune", "origin"], cwd=mirror, env=env)
-    except Timeout:
+    except LockTimeout:
         raise TransientError(
             f"mirror of {url} in {cache_dir} stayed locked for {MIRROR_LOCK_TIMEOUT_SECONDS:g}s"
         ) from None

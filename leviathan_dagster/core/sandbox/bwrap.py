@@ -7,13 +7,16 @@ import functools
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from leviathan_dagster.core.attempts.path_policy import normalize_repo_path
 from leviathan_dagster.core.errors import LeviathanError
@@ -143,33 +146,71 @@ def run_sandboxed(
     """
     if not argv:
         raise ValueError("run_sandboxed needs a command")
-    problem = sandbox_problem()
-    if problem is not None:
-        raise SandboxUnavailable(problem)
     root = Path(os.path.realpath(workspace))
     if not root.is_dir() or root == Path("/"):
         raise ValueError(f"sandbox workspace {workspace} is not a directory")
     chdir = root if cwd in ("", ".") else root / normalize_repo_path(cwd).rstrip("/")
-    command = [
-        bwrap_binary() or "bwrap",
-        *_isolation_args(),
-        *system_mounts(),
-        *_PROC_ARGS,
-        "--dev",
-        "/dev",
-        "--tmpfs",
-        "/tmp",
-        "--tmpfs",
-        "/var/tmp",
-        "--dir",
-        SANDBOX_HOME,
-        # After the private /tmp, which would otherwise hide what lives below it (a venv in /tmp).
-        *python_mounts(),
-        *extra_mounts([*_configured_read_only(), *read_only]),
-        *workspace_mounts(root, writable),
-        "--chdir",
-        str(chdir),
-    ]
+    # No probe first: the command's own sandbox is the proof that one can be made here (a probe is a
+    # whole bwrap run of its own, on every attempt). Only when bwrap is missing, or could not set the
+    # sandbox up (the command then never ran), does ``sandbox_problem`` probe, to say why; if the probe
+    # finds that /proc has to be an empty one here, the command is started once more that way.
+    while True:
+        binary = bwrap_binary()
+        if binary is None:
+            raise SandboxUnavailable(sandbox_problem() or "bubblewrap (bwrap) is not installed")
+        proc_args = list(_PROC_ARGS)
+        command = [
+            binary,
+            *_isolation_args(),
+            *system_mounts(),
+            *proc_args,
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/tmp",
+            "--tmpfs",
+            "/var/tmp",
+            "--dir",
+            SANDBOX_HOME,
+            # After the private /tmp, which would otherwise hide what lives below it (a venv in /tmp).
+            *python_mounts(),
+            *extra_mounts([*_configured_read_only(), *read_only]),
+            *workspace_mounts(root, writable),
+            "--chdir",
+            str(chdir),
+        ]
+        result, output = _start(command, argv, env, timeout, output_cap)
+        if result is not None and (result.timed_out or result.returncode is not None):
+            return SandboxResult(result.returncode, result.output, result.timed_out, result.truncated)
+        # bwrap reported no exit of the command: the sandbox was not made (before or after its child
+        # started: a refused /proc mount comes after), or the command could not be executed.
+        problem = sandbox_problem()
+        if problem is not None:
+            raise SandboxUnavailable(problem)
+        if proc_args != _PROC_ARGS:
+            continue  # /proc must be an empty one here: the mounts come before the command, it never ran
+        if result is None:
+            raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {output.strip()}")
+        # The sandbox works (the probe says so): the command itself could not start ("bwrap: execvp").
+        return SandboxResult(result.exit_status, result.output, False, result.truncated)
+
+
+class _Run(NamedTuple):
+    """One bwrap run as seen from outside: ``returncode`` is None unless bwrap reported the command's
+    exit (or it timed out); ``exit_status`` is bwrap's own."""
+
+    returncode: int | None
+    exit_status: int
+    output: str
+    timed_out: bool
+    truncated: bool
+
+
+def _start(
+    command: list[str], argv: Sequence[str], env: Mapping[str, str] | None, timeout: float, output_cap: int
+) -> tuple[_Run | None, str]:
+    """Run ``argv`` under the bwrap ``command``: (how it went, or None when bwrap never started a
+    child; the output)."""
     status_read, status_write = os.pipe()
     try:
         proc = subprocess.Popen(
@@ -209,14 +250,12 @@ def _isolation_args() -> list[str]:
     ]
 
 
-def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> SandboxResult:
+def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) -> tuple[_Run | None, str]:
     reader = _OutputReader(proc.stdout, output_cap)
     reader.start()
     timed_out = False
     try:
-        proc.wait(timeout=max(timeout, 0.001))
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        timed_out = not _exited_within(proc, max(timeout, 0.001))
     finally:
         # bwrap is the group leader; killing it kills the sandbox's init (--die-with-parent), and the
         # kernel then kills everything left in the PID namespace.
@@ -224,14 +263,44 @@ def _wait(proc: subprocess.Popen, status_pipe, timeout: float, output_cap: int) 
         proc.wait()
     reader.join(_DRAIN_SECONDS)
     status = status_pipe.read().decode("utf-8", "replace")
+    output = reader.text()
     if not timed_out and '"child-pid"' not in status:
-        # bwrap itself failed (a mount, a namespace): the command never ran; its message says why.
-        raise SandboxUnavailable(f"bubblewrap could not create the sandbox: {reader.text().strip()}")
-    returncode = None if timed_out else _exit_code(status, proc.returncode)
-    return SandboxResult(returncode, reader.text(), timed_out, reader.truncated)
+        # bwrap itself failed (a namespace): the command never ran; its message says why.
+        return None, output
+    returncode = None if timed_out else _exit_code(status)
+    return _Run(returncode, proc.returncode, output, timed_out, reader.truncated), output
 
 
-def _exit_code(status: str, fallback: int) -> int:
+def _exited_within(proc: subprocess.Popen, timeout: float) -> bool:
+    """Whether ``proc`` exits within ``timeout`` seconds; it is not reaped, so its pid (and process
+    group) stays its own for the kill that follows.
+
+    Woken by the exit itself through a pidfd. ``Popen.wait(timeout)`` polls instead, sleeping up to
+    50 ms between looks: a test command was seen to end up to that much later than it did, and a
+    trivial one cost twice its time. Without pidfds (an old kernel, a seccomp profile) it polls."""
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+    try:
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:  # poll() may return early (EINTR is retried, but be exact about the deadline)
+            if poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(pidfd)
+
+
+def _exit_code(status: str) -> int | None:
+    """The command's exit code as bwrap reported it; None when it reported none (no command ran)."""
     for line in status.splitlines():
         try:
             record = json.loads(line)
@@ -239,7 +308,7 @@ def _exit_code(status: str, fallback: int) -> int:
             continue
         if isinstance(record, dict) and "exit-code" in record:
             return int(record["exit-code"])
-    return fallback
+    return None
 
 
 def _kill_group(pid: int) -> None:
