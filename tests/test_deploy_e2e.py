@@ -145,7 +145,14 @@ def operator_secrets(dsn: str, token: str, registry_password: str) -> list[dict]
     db = conninfo_to_dict(dsn)
     auth = base64.b64encode(f"{REGISTRY_USER}:{registry_password}".encode()).decode()
     return [
-        _secret("leviathan-secrets", {"control-plane-token": secrets.token_hex(16), "github-token": token}),
+        _secret(
+            "leviathan-secrets",
+            {
+                "control-plane-token": secrets.token_hex(16),
+                "control-plane-worker-key": secrets.token_hex(32),
+                "github-token": token,
+            },
+        ),
         _secret(
             "leviathan-dagster-env",
             {"DAGSTER_PG_PASSWORD": str(db.get("password", "")), "LEVIATHAN_EVENT_LOG_DSN": dsn},
@@ -280,6 +287,10 @@ def test_the_shipped_deployment_runs_a_github_attempt_to_a_merged_pr(tmp_path: P
             MERGE_TIMEOUT_SECONDS,
         )
         assert merged[0].payload["pr_number"] == pr.number
+        # The worker pod posted its events with a token minted for its attempt alone.
+        succeeded = [e for e in deployment.events() if e.event_type == "attempt.succeeded"]
+        attempt_id = succeeded[0].payload["attempt_id"]
+        assert succeeded[0].event.actor_id == f"worker:{attempt_id}", succeeded[0].event.actor_id
         # Every Kubernetes call of every process was allowed by rbac.yaml, and no log holds the token.
         refused = [a for a in deployment.double.audit if a[-1] == 403]
         assert refused == [], refused

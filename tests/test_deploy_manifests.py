@@ -144,7 +144,8 @@ def test_every_process_that_builds_a_forge_gets_the_forge_credentials() -> None:
     assert {k: env[k] for k in wanted} == wanted
     instance = yaml.safe_load(objects[("ConfigMap", "dagster-instance")]["data"]["dagster.yaml"])
     run_env = instance["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
-    assert {e["name"]: e["value_from"]["secret_key_ref"] for e in run_env} == wanted
+    run_refs = {e["name"]: e["value_from"]["secret_key_ref"] for e in run_env}
+    assert {k: run_refs[k] for k in wanted} == wanted
     # The daemon and webserver load no code (gRPC workspace), so they get no forge credential.
     for name in ("dagster-daemon", "dagster-webserver"):
         [container] = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"]
@@ -367,3 +368,29 @@ def test_the_worker_job_meets_the_namespaces_pod_security_levels() -> None:
     assert security["appArmorProfile"]["type"] == "Localhost"
     assert security["capabilities"] == {"drop": ["ALL"]} and security["allowPrivilegeEscalation"] is False
     assert security["readOnlyRootFilesystem"] is True and pod["securityContext"]["runAsNonRoot"] is True
+
+
+def test_the_worker_token_key_reaches_exactly_the_control_plane_and_the_run_pods() -> None:
+    """Per-attempt worker tokens: the shipped config names the key, the control plane (which checks
+    the tokens) and the run pods (whose k8s executor mints them) read it from the Secret, required;
+    no other process, and never a worker pod, holds it."""
+    objects = by_kind(render(K8S / "overlays" / "production"))
+    shipped = yaml.safe_load(objects[("ConfigMap", "leviathan-config")]["data"]["leviathan.yaml"])
+    assert shipped["control_plane"]["worker_token_key"] == {"env": "LEVIATHAN_CP_WORKER_KEY"}
+    key_ref = {"name": "leviathan-secrets", "key": "control-plane-worker-key"}
+    [api] = objects[("Deployment", "leviathan-control-plane")]["spec"]["template"]["spec"]["containers"]
+    api_env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in api["env"]}
+    assert api_env["LEVIATHAN_CP_WORKER_KEY"] == key_ref
+    instance = yaml.safe_load(objects[("ConfigMap", "dagster-instance")]["data"]["dagster.yaml"])
+    run_env = instance["run_launcher"]["config"]["run_k8s_config"]["container_config"]["env"]
+    assert {e["name"]: e["value_from"]["secret_key_ref"] for e in run_env}[
+        "LEVIATHAN_CP_WORKER_KEY"
+    ] == key_ref
+    holders = {
+        name
+        for (kind, name), obj in objects.items()
+        if kind == "Deployment"
+        for container in obj["spec"]["template"]["spec"]["containers"]
+        if "control-plane-worker-key" in yaml.safe_dump(container)
+    }
+    assert holders == {"leviathan-control-plane"}
