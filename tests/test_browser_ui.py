@@ -10,7 +10,7 @@ from datetime import timedelta
 
 import dagster as dg
 import pytest
-from browser_support import CHROMIUM, CHROMIUM_ARGS, dagster_env, dagster_ui, screenshot
+from browser_support import CHROMIUM, CHROMIUM_ARGS, dagster_env, dagster_ui, open_page, screenshot
 from support import backlog_yaml, docs_task, make_project
 
 from leviathan_dagster.core.attempts import lifecycle
@@ -40,15 +40,6 @@ def seed_failed_attempt(project, ago: timedelta) -> None:
             ),
         ]
     )
-
-
-def open_page(page, url: str) -> None:
-    """Go to ``url`` and dismiss the first-visit community dialog if it shows (it covers the page)."""
-    page.goto(url)
-    page.wait_for_load_state("networkidle")
-    skip = page.get_by_role("button", name="Skip")
-    if skip.is_visible():
-        skip.click()
 
 
 def visible_text(page, text: str):
