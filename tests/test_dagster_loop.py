@@ -48,8 +48,12 @@ def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
         assert materialization.asset_materialization.partition == "site/b"
         assert metadata["pr_url"].value.startswith("local://site/pull/")
         assert metadata["branch"].value.startswith("agent/b-attempt-")
-        # No refresh runs: the only runs are the attempts; readiness is the sensor's run-less asset event.
-        assert {r.job_name for r in instance.get_runs()} == {"attempt_job"}
+        # Besides the attempts, one run of the backlog asset (its first sight; the backlog never changed
+        # after): readiness is the sensor's run-less asset event, never a refresh run's.
+        runs = instance.get_runs()
+        assert sorted(r.job_name for r in runs if r.job_name != "attempt_job") == [REFRESH_JOB]
+        [backlog_run] = [r for r in runs if r.job_name == REFRESH_JOB]
+        assert backlog_run.asset_selection == {dg.AssetKey("backlog")}
         readiness = instance.get_latest_materialization_event(dg.AssetKey("task_readiness"))
         assert readiness.run_id == "" and readiness.asset_materialization.partition == "site"
         assert metadata["attempt_number"].value == 1
