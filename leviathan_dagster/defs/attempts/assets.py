@@ -67,7 +67,9 @@ def attempt_outcomes(
     if config.record_outcome:
         outcome = current_outcome(leviathan.event_log(), policy, target_id, task_id)
         fail_with_outcome(context, outcome)
-        return dg.MaterializeResult(metadata=outcome.as_metadata())
+        # No longer failed by the time this run started (a new attempt since): its record, as is.
+        shown = attempt_metadata(outcome.attempt) if outcome.attempt else {}
+        return dg.MaterializeResult(metadata=shown | outcome.as_metadata())
     run_now = None
     if config.run_now:
         tags = context.run.tags
