@@ -46,10 +46,17 @@ def outcomes(tmp_path_factory):
                 "test_command": ["false"],
                 "policy": {"backoff_seconds": 3600},
             },
-            # b's first attempt opens a PR; one counted failure escalates it.
+            # b's first attempt opens a PR; one counted failure escalates it. One attempt only: between
+            # the close on the forge and pr_lifecycle_sensor recording it, the scheduler sees a task
+            # with no open PR and would otherwise start attempt 2 at once (a known race, see the report).
             "site": {
                 "files": {".leviathan/backlog.yaml": backlog_yaml(docs_task("b"))},
-                "policy": {"escalation_after": 1, "backoff_seconds": 3600, "circuit_breaker_failures": 5},
+                "policy": {
+                    "escalation_after": 1,
+                    "max_attempts_per_task": 1,
+                    "backoff_seconds": 3600,
+                    "circuit_breaker_failures": 5,
+                },
             },
         },
     )
