@@ -68,8 +68,12 @@ def test_full_loop_dependency_waits_for_merge(tmp_path: Path) -> None:
         ):
             assert isinstance(metadata[name], dg.IntMetadataValue) and metadata[name].value == 0
         assert metadata["branch"].value.startswith("agent/b-attempt-")
-        # No refresh runs: the only runs are the attempts; readiness is the sensor's run-less asset event.
-        assert {r.job_name for r in instance.get_runs()} == {"attempt_job"}
+        # Besides the attempts, a run of the backlog asset each time the backlog changed: its first
+        # sight, and the merge's write-back (a completed); the idle cycle recorded nothing. Readiness is
+        # the sensor's run-less asset event, never a refresh run's.
+        runs = instance.get_runs()
+        assert sorted(r.job_name for r in runs if r.job_name != "attempt_job") == [REFRESH_JOB] * 2
+        assert all(r.asset_selection == {dg.AssetKey("backlog")} for r in runs if r.job_name == REFRESH_JOB)
         readiness = instance.get_latest_materialization_event(dg.AssetKey("task_readiness"))
         assert readiness.run_id == "" and readiness.asset_materialization.partition == "site"
         assert metadata["attempt_number"].value == 1

@@ -130,7 +130,7 @@ def test_sensor_records_what_happened_on_the_forge(project) -> None:
     with dg.instance_for_test() as instance:
         context = dg.build_sensor_context(instance=instance, resources={"leviathan": leviathan})
         result = pr_lifecycle_sensor(context)
-    assert "site: 1 merged, 0 closed, 0 open" in result.skip_message
+    assert "site: 1 merged, 0 closed, 0 open" in result.skip_reason.skip_message
     assert types(project)[-2:] == ["pr.merged", "task.completed"]
 
 

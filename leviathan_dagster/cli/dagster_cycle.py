@@ -1,7 +1,8 @@
 """One scheduler cycle through Dagster, on the persistent instance, as the daemon does it.
 
-It evaluates the real ``attempt_sensor`` (the one planning API, with this command's ``--target`` and
-``--max-attempts``), submits the runs it requests to the instance's run queue and waits for them
+It ticks the real ``backlog_sensor`` and ``attempt_sensor`` (the one planning API, with this
+command's ``--target`` and ``--max-attempts``) from the cursors the last cycle left in the home
+(``sensor_ticks.py``), submits the runs they request to the instance's run queue and waits for them
 (``run_queue.RunQueue``): the runs, materializations and checks land in the instance the Dagster UI
 shows (``make ui``), under the same concurrency limits as the daemon's runs.
 """
@@ -21,6 +22,7 @@ import dagster as dg
 from dagster._core.storage.tags import RUN_KEY_TAG
 
 from leviathan_dagster.cli.run_queue import RunQueue
+from leviathan_dagster.cli.sensor_ticks import SensorCursors, tick
 from leviathan_dagster.core.attempts.run_events import record_runs
 from leviathan_dagster.core.home import LeviathanHome
 from leviathan_dagster.core.scheduling.cycle import read_backlog
@@ -28,6 +30,7 @@ from leviathan_dagster.core.scheduling.planning import RunView
 from leviathan_dagster.defs.attempts.jobs import ATTEMPT_JOB
 from leviathan_dagster.defs.attempts.sensors import attempt_sensor
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
+from leviathan_dagster.defs.backlogs.sensors import backlog_sensor
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 from leviathan_dagster.defs.platform.run_records import leviathan_run_records, run_info
 from leviathan_dagster.defs.platform.run_view import DagsterRunView
@@ -66,6 +69,8 @@ def home_run_view(home: LeviathanHome) -> Iterator[RunView]:
 @dataclass
 class CycleReport:
     launched: list[tuple[str, str, bool]] = field(default_factory=list)  # (run_key, run_id, success)
+    # Runs of the backlog asset for the backlogs that changed since the last cycle: (run_id, success).
+    backlog_runs: list[tuple[str, bool]] = field(default_factory=list)
     skipped: str | None = None
     # Targets whose config or backlog could not be used this cycle (the others proceed): the error.
     broken: dict[str, str] = field(default_factory=dict)
@@ -120,18 +125,50 @@ def _run_cycle(
     targets = [t for t in project.targets if resource.only_target in (None, t.id)]
     _report_broken(project, targets, resource, report, echo)
     _ensure_partitions(instance, targets_partitions.name, [t.id for t in targets])
-    # No refresh runs: the sensor reads the backlogs itself and reports task_readiness as asset events
-    # (only when it changed), as the daemon's tick does; the attempt runs are queued and waited for at once.
+    # As the daemon's tick: backlog_sensor records a backlog that changed (one run of its asset), and
+    # attempt_sensor reports task_readiness when it changed, both judged from the cursors of the last
+    # cycle (cli/sensor_ticks.py); all the runs are queued and waited for at once.
+    cursors = SensorCursors(resource.leviathan_home())
     submitted: dict[str, str] = {}
+    backlog_runs: list[str] = []
     try:
         if not stop_requested():
+            backlog_runs = _submit_backlogs(instance, queue, resource, cursors, echo)
             submitted.update(
-                _submit_attempts(instance, queue, resource, report, executor, echo, stop_requested)
+                _submit_attempts(instance, queue, resource, report, cursors, executor, echo, stop_requested)
             )
+        cursors.save()  # only once the runs the ticks asked for are queued
     finally:
-        statuses = queue.wait(list(submitted), echo=echo, stop_requested=stop_requested)
+        statuses = queue.wait([*backlog_runs, *submitted], echo=echo, stop_requested=stop_requested)
+    report.backlog_runs = [
+        (run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS) for run_id in backlog_runs
+    ]
     for run_id, run_key in submitted.items():
         report.launched.append((run_key, run_id, statuses[run_id] == dg.DagsterRunStatus.SUCCESS))
+
+
+def _submit_backlogs(
+    instance: dg.DagsterInstance,
+    queue: RunQueue,
+    resource: LeviathanResource,
+    cursors: SensorCursors,
+    echo: Echo,
+) -> list[str]:
+    """One run of the ``backlog`` asset per target whose backlog changed since the last cycle."""
+    result = tick(backlog_sensor, instance, resource, cursors)
+    run_ids = []
+    for request in result.run_requests:
+        echo(f"  backlog {request.partition_key}: changed, recording it")
+        run_ids.append(
+            queue.submit(
+                request.job_name or result.job_name,
+                partition_key=request.partition_key,
+                tags=request.tags,
+                run_config=QUIET,
+                asset_selection=request.asset_selection,
+            )
+        )
+    return run_ids
 
 
 def _submit_attempts(
@@ -139,21 +176,15 @@ def _submit_attempts(
     queue: RunQueue,
     resource: LeviathanResource,
     report: CycleReport,
+    cursors: SensorCursors,
     executor: str | None,
     echo: Echo,
     stop_requested: Callable[[], bool],
 ) -> dict[str, str]:
-    """Evaluate the scheduling sensor and queue one attempt run per request; {run_id: run_key}."""
-    context = dg.build_sensor_context(
-        instance=instance, instance_ref=instance.get_ref(), resources={"leviathan": resource}
-    )
-    result = attempt_sensor(context)
-    for request in result.dynamic_partitions_requests or []:
-        _ensure_partitions(instance, request.partitions_def_name, list(request.partition_keys))
-    for event in result.asset_events or []:  # what the daemon stores from a tick: task_readiness
-        instance.report_runless_asset_event(event)
+    """Tick the scheduling sensor and queue one attempt run per request; {run_id: run_key}."""
+    result = tick(attempt_sensor, instance, resource, cursors)
     if not result.run_requests:
-        report.skipped = result.skip_reason.skip_message if result.skip_reason else "no task ready"
+        report.skipped = result.skip_message or "no task ready"
         return {}
     overrides = {
         name: value

@@ -21,10 +21,11 @@ import contextlib
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.selector import JobSubsetSelector
 from dagster._core.remote_representation.code_location import CodeLocation
 from dagster._core.remote_representation.grpc_server_registry import GrpcServerRegistry
 from dagster._core.run_coordinator import QueuedRunCoordinator
@@ -91,12 +92,25 @@ class RunQueue:
         tags: Mapping[str, str] | None = None,
         run_key: str | None = None,
         run_config: Mapping[str, Any] | None = None,
+        asset_selection: Sequence[dg.AssetKey] | None = None,
     ) -> str:
-        """Create a run of ``job_name`` as the daemon's sensor would, submit it; return its run id."""
+        """Create a run of ``job_name`` (only ``asset_selection`` of it, when given, as a sensor's
+        ``RunRequest`` may ask) as the daemon's sensor would, submit it; return its run id."""
         workspace = self._context.create_request_context()
         location = self._location(workspace)
         [repository] = location.get_repositories().values()
-        remote_job = repository.get_full_job(job_name)
+        if asset_selection is None:
+            remote_job = repository.get_full_job(job_name)
+        else:
+            remote_job = location.get_job(
+                JobSubsetSelector(
+                    location_name=location.name,
+                    repository_name=repository.name,
+                    job_name=job_name,
+                    op_selection=None,
+                    asset_selection=asset_selection,
+                )
+            )
         run_config = dict(run_config or {})
         plan = location.get_execution_plan(
             remote_job, run_config, step_keys_to_execute=None, known_state=None, instance=self.instance
@@ -122,7 +136,7 @@ class RunQueue:
             parent_job_snapshot=remote_job.parent_job_snapshot,
             remote_job_origin=remote_job.get_remote_origin(),
             job_code_origin=remote_job.get_python_origin(),
-            asset_selection=None,
+            asset_selection=frozenset(asset_selection) if asset_selection is not None else None,
             asset_check_selection=None,
             asset_graph=repository.asset_graph,
         )

@@ -41,7 +41,8 @@ def readiness_table(results: Sequence[Readiness]) -> str:
     return markdown_table(
         ["task", "ready", "reason", "detail", "priority", "next attempt"],
         [
-            [r.task_id, "yes" if r.ready else "no", r.reason, r.detail, r.priority, r.next_attempt_number]
+            # Blank when no attempt comes (escalated, attempts spent, not pending): the reason says why.
+            [r.task_id, "yes" if r.ready else "no", r.reason, r.detail, r.priority, r.next_attempt or ""]
             for r in results
         ],
     )

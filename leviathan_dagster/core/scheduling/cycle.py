@@ -56,6 +56,8 @@ class CyclePlan:
     selected: list[Readiness]
     ledger: AttemptLedger
     errors: dict[str, str] = field(default_factory=dict)
+    # The clock the readiness was judged at (what the UI shows as the decision's time).
+    decided_at: datetime | None = None
 
 
 def read_backlog(target: TargetConfig, home: LeviathanHome) -> BacklogSnapshot:
@@ -163,4 +165,4 @@ def _plan_cycle(
     errors = {tid: s.error for tid, s in snapshots.items() if s.error}
     # Targets whose own config is invalid were left out of config.targets; they are reported like others.
     errors |= {tid: f"config: {text}" for tid, text in config.broken_targets if only_target in (None, tid)}
-    return CyclePlan(snapshots=snapshots, selected=selected, ledger=ledger, errors=errors)
+    return CyclePlan(snapshots=snapshots, selected=selected, ledger=ledger, errors=errors, decided_at=now)

@@ -35,6 +35,8 @@ DAILY_BUDGET = "daily_budget"
 PAUSED = "paused"
 MODEL_ACCOUNT = "model_account"
 INFRASTRUCTURE_STREAK = "infrastructure_streak"
+# Reasons after which no attempt comes without a human (or a backlog edit): no next attempt to show.
+NO_NEXT_ATTEMPT = (STATUS, ESCALATED, ATTEMPTS_EXHAUSTED)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,12 @@ class Readiness:
     next_attempt_number: int
     not_before: str | None = None
 
+    @property
+    def next_attempt(self) -> int | None:
+        """The number the task's next attempt will take; None when none comes (completed or another
+        status than pending, escalated, attempts spent): the reason says why."""
+        return None if self.reason in NO_NEXT_ATTEMPT else self.next_attempt_number
+
     def as_row(self) -> dict[str, object]:
         return {
             "task": self.task_id,
@@ -56,7 +64,7 @@ class Readiness:
             "reason": self.reason,
             "detail": self.detail,
             "priority": self.priority,
-            "next_attempt": self.next_attempt_number,
+            "next_attempt": self.next_attempt,
         }
 
 

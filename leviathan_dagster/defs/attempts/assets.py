@@ -1,10 +1,15 @@
 """Attempt outcomes, one partition per task: each materialization is one attempt that opened a PR."""
 
+from dataclasses import replace
+
 import dagster as dg
 from pydantic import Field
 
 from leviathan_dagster.core.attempts import ledger as at
+from leviathan_dagster.core.errors import LeviathanError
+from leviathan_dagster.core.models import Policy
 from leviathan_dagster.defs.attempts.attempt_run import TRANSIENT_RETRY, RunNow, attempt_metadata, run_attempt
+from leviathan_dagster.defs.attempts.outcomes import current_outcome, fail_with_outcome, outcome_observation
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.backlogs.assets import task_readiness
 from leviathan_dagster.defs.operations.config import USER_TAGS
@@ -35,6 +40,13 @@ class AttemptConfig(dg.Config):
         description="With run_now: who you are (operator:<name>), when the run has no user tag.",
     )
     reason: str = Field(default="", description="With run_now: why, kept with the event in the audit log.")
+    record_outcome: bool = Field(
+        default=False,
+        description=(
+            "Start no attempt: record the task's current outcome on its partition, and fail if it "
+            "failed (record_task_outcome_job, for a PR closed unmerged after its attempt succeeded)."
+        ),
+    )
 
 
 @dg.asset(
@@ -51,19 +63,46 @@ def attempt_outcomes(
     context: dg.AssetExecutionContext, config: AttemptConfig, leviathan: LeviathanResource
 ) -> dg.MaterializeResult:
     target_id, task_id = at.split_task_key(context.partition_key)
+    policy = _policy(leviathan, target_id, config.max_attempts_per_task)
+    if config.record_outcome:
+        outcome = current_outcome(leviathan.event_log(), policy, target_id, task_id)
+        fail_with_outcome(context, outcome)
+        # No longer failed by the time this run started (a new attempt since): its record, as is.
+        shown = attempt_metadata(outcome.attempt) if outcome.attempt else {}
+        return dg.MaterializeResult(metadata=shown | outcome.as_metadata())
     run_now = None
     if config.run_now:
         tags = context.run.tags
         run_now = RunNow(
             next((tags[t] for t in USER_TAGS if tags.get(t)), None) or config.operator, config.reason
         )
-    metadata = run_attempt(
-        context.op_execution_context,
-        leviathan,
-        target_id,
-        task_id,
-        executor=config.executor,
-        max_attempts_per_task=config.max_attempts_per_task,
-        run_now=run_now,
+    try:
+        metadata = run_attempt(
+            context.op_execution_context,
+            leviathan,
+            target_id,
+            task_id,
+            executor=config.executor,
+            max_attempts_per_task=config.max_attempts_per_task,
+            run_now=run_now,
+        )
+    except dg.Failure:
+        # The failed run turns the partition red; the observation says why (failure type, reason).
+        context.log_event(
+            outcome_observation(current_outcome(leviathan.event_log(), policy, target_id, task_id))
+        )
+        raise
+    outcome = current_outcome(leviathan.event_log(), policy, target_id, task_id)
+    return dg.MaterializeResult(
+        metadata=metadata | {"outcome": outcome.state, "outcome_reason": outcome.reason}
     )
-    return dg.MaterializeResult(metadata=metadata)
+
+
+def _policy(leviathan: LeviathanResource, target_id: str, max_attempts_per_task: int | None) -> Policy:
+    try:
+        policy = leviathan.target(target_id).policy
+    except LeviathanError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+    if max_attempts_per_task is None:
+        return policy
+    return replace(policy, max_attempts_per_task=max_attempts_per_task)

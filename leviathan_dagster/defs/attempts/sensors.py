@@ -19,7 +19,7 @@ from leviathan_dagster.defs.attempts.jobs import attempt_job
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
 from leviathan_dagster.defs.attempts.planning import attempt_run_request, decide, describe_idle
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
-from leviathan_dagster.defs.backlogs.reports import readiness_metadata, readiness_version
+from leviathan_dagster.defs.backlogs.reports import decision_summary, readiness_metadata, readiness_version
 from leviathan_dagster.defs.platform.resources import LeviathanResource
 
 __all__ = ["attempt_run_request", "attempt_sensor", "describe_idle"]
@@ -82,7 +82,9 @@ def _readiness_events(plan: CyclePlan, cursor: dict[str, dict[str, str]]) -> lis
         decided = readiness_version(snap) + ":" + ",".join(selected.get(target_id, []))
         if cursor["readiness"].get(target_id) != decided:
             cursor["readiness"][target_id] = decided
-            metadata = readiness_metadata(snap, selected.get(target_id, []))
+            tasks = selected.get(target_id, [])
+            decision = decision_summary(snap, tasks, "attempt_sensor")
+            metadata = readiness_metadata(snap, tasks, plan.decided_at, decision)
             events.append(dg.AssetMaterialization(READINESS_KEY, partition=target_id, metadata=metadata))
     return events
 

@@ -8,20 +8,19 @@ UI's Materialize), through the same plan, so the readiness shown is the readines
 import dagster as dg
 
 from leviathan_dagster.core.attempts.ledger import task_key
-from leviathan_dagster.core.events.model import utc_now
-from leviathan_dagster.core.projections.log_view import current_ledger
-from leviathan_dagster.core.scheduling.cycle import plan_cycle, read_backlog
+from leviathan_dagster.core.scheduling.cycle import read_backlog
 from leviathan_dagster.defs.attempts.partitions import tasks_partitions
+from leviathan_dagster.defs.attempts.planning import decide
 from leviathan_dagster.defs.backlogs.partitions import targets_partitions
 from leviathan_dagster.defs.backlogs.reports import (
     BACKLOG_VALID,
     PATHS_IN_SCOPE,
     backlog_checks,
     backlog_metadata,
+    decision_summary,
     readiness_metadata,
 )
 from leviathan_dagster.defs.platform.resources import LeviathanResource
-from leviathan_dagster.defs.platform.runs import ATTEMPT_JOB, queued_tasks_by_target
 
 BACKLOG_DESCRIPTION = (
     "The target's .leviathan/backlog.yaml as merged on its base branch (human-curated plan)."
@@ -82,12 +81,12 @@ def backlog(context: dg.AssetExecutionContext, leviathan: LeviathanResource):
 )
 def task_readiness(context: dg.AssetExecutionContext, leviathan: LeviathanResource) -> dg.MaterializeResult:
     target = leviathan.target(context.partition_key)
-    events = leviathan.event_log()
-    queued = queued_tasks_by_target(context.instance, ATTEMPT_JOB, current_ledger(events))
-    plan = plan_cycle(leviathan.project(), leviathan.leviathan_home(), events, utc_now(), queued=queued)
+    # The scheduler's own decision (the one planning API), so the readiness shown on demand is what
+    # attempt_sensor would act on now; its run requests are left to the sensor.
+    plan = decide(context.instance, leviathan).plan
     snap = plan.snapshots.get(target.id)
     if snap is None or not snap.ok:
         error = snap.error if snap is not None else "not scheduled (another target was asked for)"
         raise dg.Failure(description=f"target '{target.id}': {error}", allow_retries=False)
-    selected = [r.task_id for r in plan.selected if r.target_id == target.id]
-    return dg.MaterializeResult(metadata=readiness_metadata(snap, selected))
+    decision = decision_summary(snap, [], "the on-demand refresh")
+    return dg.MaterializeResult(metadata=readiness_metadata(snap, [], plan.decided_at, decision))

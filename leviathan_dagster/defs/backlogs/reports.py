@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import dagster as dg
 
 from leviathan_dagster.core.attempts.path_policy import task_paths_in_scope
+from leviathan_dagster.core.events.model import format_timestamp
 from leviathan_dagster.core.models import Backlog, TargetConfig
 from leviathan_dagster.core.reporting import backlog_table, markdown_table, readiness_table
 from leviathan_dagster.core.scheduling.cycle import TargetSnapshot
@@ -115,10 +117,16 @@ def paths_in_scope(target: TargetConfig, backlog: Backlog | None) -> CheckOutcom
     )
 
 
-def readiness_metadata(snap: TargetSnapshot, selected: list[str]) -> dict[str, Any]:
-    """``selected``: the tasks the plan requested attempt runs for in this decision."""
+def readiness_metadata(
+    snap: TargetSnapshot, selected: list[str], decided_at: datetime | None, decision: str
+) -> dict[str, Any]:
+    """``selected``: the tasks the plan requested attempt runs for in this decision; ``decided_at``
+    the clock readiness was judged at and ``decision`` what was done with it (the sensor's words)."""
     reasons = Counter(r.reason for r in snap.readiness)
     return {
+        "decided_at": format_timestamp(decided_at) if decided_at else "",
+        "decision": decision,
+        "version": readiness_version(snap),
         "ready": sum(1 for r in snap.readiness if r.ready),
         "not_ready": sum(1 for r in snap.readiness if not r.ready),
         "open_prs": len(snap.open_prs),
@@ -126,3 +134,14 @@ def readiness_metadata(snap: TargetSnapshot, selected: list[str]) -> dict[str, A
         "reasons": dg.MetadataValue.json(dict(sorted(reasons.items()))),
         "readiness_table": dg.MetadataValue.md(readiness_table(snap.readiness)),
     }
+
+
+def decision_summary(snap: TargetSnapshot, selected: list[str], requester: str) -> str:
+    """One line: which attempts ``requester`` asked for, or why none (the waiting reasons)."""
+    if selected:
+        numbers = {r.task_id: r.next_attempt_number for r in snap.readiness}
+        runs = ", ".join(f"{task} (attempt {numbers[task]})" for task in selected)
+        return f"{requester} requested attempt runs for {runs}"
+    waiting = Counter(r.reason for r in snap.readiness if not r.ready)
+    why = ", ".join(f"{count} {reason}" for reason, count in sorted(waiting.items())) or "no tasks"
+    return f"{requester} requested nothing: {why}"
