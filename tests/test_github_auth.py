@@ -129,7 +129,8 @@ def test_a_push_refused_for_a_revoked_installation_token_renews_it_once(gh, app_
     (work / "docs").mkdir()
     (work / "docs" / "a.md").write_text("a\n", encoding="utf-8")
     gitutil.commit_all(work, "a")
+    commit = gitutil.run_git(["rev-parse", "HEAD"], cwd=work).strip()
     gh.revoke_token(gh.state.issued_installation_tokens[0])
-    _push(work, app_forge.clone_url(), "agent/a-1", app_forge)
+    _push(work, app_forge.clone_url(), "agent/a-1", commit, app_forge)
     assert gh.state.branch_sha(gh.state.repos["acme/site"], "agent/a-1") is not None
     assert len(gh.state.issued_installation_tokens) == 2
