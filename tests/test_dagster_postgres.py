@@ -169,8 +169,13 @@ def kill_run_worker(hold: Path, daemon: Daemon) -> list[int]:
     # executor) -> code server -> daemon
     chain = ancestors(test_command, stop_at=daemon.process.pid)
     victims = [test_command, *chain[:-1]]
-    for pid in victims:
-        os.kill(pid, signal.SIGKILL)
+    # Top down, as a pod's death takes them all at once: the run worker first, so nothing below it can
+    # report the others' deaths; a process that ended on its own meanwhile is no error.
+    for pid in reversed(victims):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return victims
 
 
