@@ -7,6 +7,7 @@ A missing server FAILS these tests (see test_event_log_postgres.connect_admin): 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -172,10 +173,8 @@ def kill_run_worker(hold: Path, daemon: Daemon) -> list[int]:
     # Top down, as a pod's death takes them all at once: the run worker first, so nothing below it can
     # report the others' deaths; a process that ended on its own meanwhile is no error.
     for pid in reversed(victims):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     return victims
 
 
