@@ -137,9 +137,11 @@ def sensor_tick(project: Project, instance, sensor, cursor=None):
 
 def served(result) -> set[str]:
     """The targets a tick read: the backlog sensor's run requests, the PR sensor's summary parts."""
-    if isinstance(result, dg.SensorResult):
+    if isinstance(result, dg.SensorResult) and result.skip_reason is None:
         return {request.partition_key for request in result.run_requests}
-    parts = result.skip_message.split("; ")
+    skip = result.skip_reason if isinstance(result, dg.SensorResult) else result
+    message = skip.skip_message if isinstance(skip, dg.SkipReason) else str(skip)
+    parts = message.split("; ")
     return {part.split(":")[0] for part in parts if "skipped this tick" not in part}
 
 
