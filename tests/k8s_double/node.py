@@ -205,6 +205,7 @@ class Node:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_clean_signal_mask,
             )
             pod.phase, pod.waiting, pod.started = "Running", None, now()
         code = pod.process.wait()
@@ -232,3 +233,10 @@ class Node:
                     os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _clean_signal_mask() -> None:
+    """A container's process starts with no signal blocked, as the runtime starts it, whatever the
+    thread of this process that spawned it had blocked (signal masks are per thread and inherited):
+    else a pod could ignore the kubelet's SIGTERM until its grace period ran out."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
