@@ -205,7 +205,7 @@ class Node:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
-                preexec_fn=_clean_signal_mask,
+                preexec_fn=_clean_signals,
             )
             pod.phase, pod.waiting, pod.started = "Running", None, now()
         code = pod.process.wait()
@@ -235,8 +235,11 @@ class Node:
             pass
 
 
-def _clean_signal_mask() -> None:
-    """A container's process starts with no signal blocked, as the runtime starts it, whatever the
-    thread of this process that spawned it had blocked (signal masks are per thread and inherited):
-    else a pod could ignore the kubelet's SIGTERM until its grace period ran out."""
+def _clean_signals() -> None:
+    """A container's process starts with every signal at its default and none blocked, as the runtime
+    starts it, whatever this process inherited: a test runner started in the background runs with
+    SIGTERM ignored (SIG_IGN survives exec), and a pod would then ignore the kubelet's SIGTERM until
+    its grace period ran out."""
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGPIPE):
+        signal.signal(signum, signal.SIG_DFL)
